@@ -1,0 +1,192 @@
+"""The ext_authz v3 ``Authorization/Check`` handler: one decision, one ledger entry, whatever the outcome.
+
+For every CheckRequest -- well-formed or not -- the handler builds the opa-envoy-plugin input document, asks the
+policy engine, maps the result to a CheckResponse, and hands exactly one encoded entry to the ledger writer
+before answering. The outcomes and what Envoy sees:
+
+=========================  =================================================  ===============================
+what happened              answer                                              entry outcome
+=========================  =================================================  ===============================
+policy allowed / denied    the policy's CheckResponse (dry-run: OK)           allow / deny
+request_parse_error        PERMISSION_DENIED, HTTP 400 (as the plugin)        deny, with the error
+policy error / undefined   RPC fails (plugin behaviour) or a deny, per        error, with the error
+/ bad shape / timeout      ``policy.on_error``
+ledger cannot record       UNAVAILABLE CheckResponse, HTTP 503: fail closed   (none: the Check was refused)
+=========================  =================================================  ===============================
+
+Fail closed: an allow is never sent before its entry is queued (``async``) or durable (``sync``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf.descriptor_pool import DescriptorPool
+
+from authz_ledger import grpc_status, input_document, result
+from authz_ledger.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR, DecisionRecord
+from authz_ledger.errors import LedgerError, PolicyError, RequestParseError
+from authz_ledger.policy import PolicyEngine
+from authz_ledger.redact import Redactor
+from authz_ledger.writer import LedgerWriter
+
+log = logging.getLogger(__name__)
+
+_GRPC_OK = 0
+_GRPC_PERMISSION_DENIED = 7
+_GRPC_UNAVAILABLE = 14
+
+
+def _compact_json(value: Any) -> bytes:
+    # ensure_ascii=False keeps non-ASCII text readable; surrogates from invalid UTF-8 are escaped by
+    # "surrogatepass" so that no Check can fail to encode.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    dry_run: bool = False
+    skip_request_body_parse: bool = False
+    descriptor_pool: DescriptorPool | None = None
+    on_error: str = "grpc_error"
+    error_http_status: int = 403
+    overload_http_status: int = 503
+
+
+class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        writer: LedgerWriter | None,
+        redactor: Redactor,
+        options: CheckOptions,
+    ) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.redactor = redactor
+        self.options = options
+
+    def Check(  # noqa: N802 - the gRPC method name
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        decision_id = uuid.uuid4()
+        record = _describe_request(request, str(decision_id), self.redactor)
+        response, error = self._decide(request, record)
+        if self.writer is not None:
+            try:
+                self.writer.record(record.encode(), decision_id.bytes)
+            except LedgerError as e:
+                # Fail closed: no durable record, no allow. A CheckResponse with a non-OK status is a deny
+                # for Envoy whatever its failure_mode_allow says, unlike a failed RPC.
+                log.warning(
+                    "decision %s (request %s) refused: ledger cannot record it: %s",
+                    decision_id,
+                    record.request_id,
+                    e,
+                )
+                return result.fail_closed_response(
+                    decision_id=str(decision_id),
+                    http_status=self.options.overload_http_status,
+                    reason=f"{type(e).__name__}: {e}",
+                ).response
+        if error is not None:
+            grpc_status.abort(context, error)
+            return external_auth_pb2.CheckResponse()
+        return response
+
+    def _decide(
+        self, request: external_auth_pb2.CheckRequest, record: DecisionRecord
+    ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
+        """Fill ``record`` and return the answer, or the policy error that fails the RPC."""
+        decision_id = record.decision_id
+        engine = self.engine
+        record.engine = engine.name
+        record.decision_path = engine.decision_path
+        try:
+            document = input_document.build_input(
+                request,
+                skip_request_body_parse=self.options.skip_request_body_parse,
+                descriptor_pool=self.options.descriptor_pool,
+            )
+        except RequestParseError as e:
+            # opa-envoy-plugin: not an RPC error but a 400 deny with "request_parse_error: ...".
+            outcome = result.request_parse_error_response(e, decision_id=decision_id)
+            record.outcome = OUTCOME_DENY
+            record.http_status = outcome.http_status
+            record.grpc_code = _GRPC_PERMISSION_DENIED
+            record.error = f"request_parse_error: {e}"
+            record.policy_version = engine.policy_version()
+            log.info("decision %s (request %s): request_parse_error: %s", decision_id, record.request_id, e)
+            return outcome.response, None
+        input_json = _compact_json(document)
+        redacted = self.redactor.redact_input(document)
+        record.input_json = input_json if redacted is document else _compact_json(redacted)
+        try:
+            evaluation = engine.evaluate(input_json)
+            record.policy_version = evaluation.policy_version
+            record.eval_ns = evaluation.eval_ns
+            record.result_json = _compact_json(evaluation.result)
+            outcome = result.check_response(evaluation.result, decision_id=decision_id, dry_run=self.options.dry_run)
+        except PolicyError as e:
+            return self._policy_failed(record, e)
+        record.allowed = outcome.allowed
+        record.http_status = outcome.http_status
+        record.outcome = OUTCOME_ALLOW if outcome.allowed else OUTCOME_DENY
+        record.dry_run = self.options.dry_run and not outcome.allowed
+        record.grpc_code = outcome.response.status.code
+        return outcome.response, None
+
+    def _policy_failed(
+        self, record: DecisionRecord, error: PolicyError
+    ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
+        record.outcome = OUTCOME_ERROR
+        record.error = f"{type(error).__name__}: {error}"
+        if not record.policy_version:
+            record.policy_version = self.engine.policy_version()
+        log.warning("decision %s (request %s) failed: %s", record.decision_id, record.request_id, record.error)
+        if self.options.on_error == "deny":
+            outcome = result.fail_closed_response(
+                decision_id=record.decision_id,
+                http_status=self.options.error_http_status,
+                reason=record.error,
+            )
+            record.http_status = outcome.http_status
+            record.grpc_code = outcome.response.status.code
+            return outcome.response, None
+        record.grpc_code = grpc_status.code_number(grpc_status.status_for(error))
+        return external_auth_pb2.CheckResponse(), error
+
+
+def _describe_request(
+    request: external_auth_pb2.CheckRequest, decision_id: str, redactor: Redactor
+) -> DecisionRecord:
+    """The searchable fields of an entry, read straight from the protobuf (never from the policy input)."""
+    attrs = request.attributes
+    http = attrs.request.http
+    headers = http.headers
+    src = attrs.source
+    dst = attrs.destination
+    return DecisionRecord(
+        time_unix_nano=time.time_ns(),
+        decision_id=decision_id,
+        request_id=http.id or headers.get("x-request-id", ""),
+        source_address=src.address.socket_address.address,
+        source_port=src.address.socket_address.port_value,
+        source_principal=src.principal,
+        destination_address=dst.address.socket_address.address,
+        destination_port=dst.address.socket_address.port_value,
+        destination_principal=dst.principal,
+        method=http.method,
+        host=http.host,
+        path=redactor.redact_path(http.path),
+        traceparent=headers.get("traceparent", ""),
+        tracestate=headers.get("tracestate", ""),
+        b3=headers.get("b3", "") or headers.get("x-b3-traceid", ""),
+    )

@@ -1,0 +1,258 @@
+"""The ``authz-ledger`` command line. The only module that prints; the one place that catches the error tree.
+
+Machine-readable output (``--json``) is a contract: field names never change meaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from authz_ledger import __version__, config, entry, keys, note
+from authz_ledger.errors import AuthzLedgerError, LedgerCorruptError, LedgerError, NoteError
+from authz_ledger.ledger import LedgerPaths
+from authz_ledger.store import Store
+from authz_ledger.verify import verify_store
+
+DESCRIPTION = """\
+authz-ledger: an Envoy / Istio ext_authz (v3 gRPC) service, compatible with OPA's Envoy plugin, that records
+every decision in an append-only ledger with an RFC 6962 Merkle tree and Ed25519-signed C2SP checkpoints.
+
+  authz-ledger serve                      start on the embedded Rego engine with the bundled example policy
+  authz-ledger serve --policy ./policy    ... with your own .rego / data files (or a bundle .tar.gz)
+  authz-ledger verify --data-dir DIR --vkey VKEY   prove offline that the ledger is complete and unaltered
+"""
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+# --- serve -----------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from authz_ledger import server
+
+    overrides: dict[str, Any] = {
+        "server.addr": args.addr,
+        "policy.source": args.policy,
+        "ledger.data_dir": args.data_dir,
+    }
+    if args.key:
+        overrides["ledger.signing_keys"] = args.key
+    cfg = config.load(args.config, args.set, overrides=overrides)
+    return server.serve(cfg, out)
+
+
+# --- keys ------------------------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace, out: TextIO) -> int:
+    signer = keys.write_signing_key(Path(args.out), args.origin)
+    print(signer.verifier_key(), file=out)
+    return 0
+
+
+def cmd_vkey(args: argparse.Namespace, out: TextIO) -> int:
+    if bool(args.key) == bool(args.data_dir):
+        raise config.ConfigError("give exactly one of --key FILE or --data-dir DIR")
+    path = Path(args.key) if args.key else LedgerPaths(Path(args.data_dir)).signing_key
+    print(keys.load_signing_key(path).verifier_key(), file=out)
+    return 0
+
+
+# --- reading a ledger ------------------------------------------------------------------------------------
+
+
+def _open_store(data_dir: str) -> Store:
+    return Store(LedgerPaths(Path(data_dir)).store, readonly=True)
+
+
+def _verifiers(vkeys: Sequence[str]) -> list[note.Verifier]:
+    out = []
+    for v in vkeys:
+        text = Path(v).read_text(encoding="utf-8").strip() if os.path.isfile(v) else v.strip()
+        for line in text.splitlines():
+            if line.strip():
+                out.append(note.Verifier.from_vkey(line.strip()))
+    if not out:
+        raise NoteError("no verifier key given")
+    return out
+
+
+class _ProgressBar:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, done: int, total: int) -> None:
+        width = 40
+        frac = done / total if total else 1.0
+        filled = int(frac * width)
+        self.stream.write(f"\rverifying [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    verifiers = _verifiers(args.vkey)
+    store = _open_store(args.data_dir)
+    progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
+    try:
+        report = verify_store(store, verifiers, progress=progress)
+    except LedgerCorruptError as e:
+        if progress:
+            progress.finish()
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(e), "first_bad_seq": e.seq}), file=out)
+        else:
+            print(f"FAIL: {args.data_dir}: {e.diagnostics()}", file=out)
+        return 1
+    finally:
+        store.close()
+    if progress:
+        progress.finish()
+    if args.json:
+        doc = {
+            "ok": True,
+            "size": report.size,
+            "root": _b64(report.root),
+            "entries": report.entries,
+            "batches": report.batches,
+            "checkpoints": report.checkpoints,
+            "latest_checkpoint": report.latest_checkpoint,
+            "first_bad_seq": None,
+            "error": None,
+        }
+        print(json.dumps(doc), file=out)
+    else:
+        print(
+            f"OK: {args.data_dir}: {report.size} entries, {report.batches} batches, "
+            f"{report.checkpoints} signed checkpoints verified; root {_b64(report.root)}",
+            file=out,
+        )
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
+    store = _open_store(args.data_dir)
+    try:
+        latest = store.checkpoint(args.size)
+    finally:
+        store.close()
+    if latest is None:
+        raise LedgerError("no checkpoint published yet" if args.size is None else f"no checkpoint at {args.size}")
+    out.flush()
+    sys.stdout.buffer.write(latest[1]) if out is sys.stdout else out.write(latest[1].decode())
+    return 0
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
+    store = _open_store(args.data_dir)
+    try:
+        count = 0
+        for seq, data in store.iter_entries(args.from_):
+            if args.limit is not None and count >= args.limit:
+                break
+            msg = entry.decode(data, seq)
+            if args.json:
+                doc = {"index": seq, "decision_id": msg.decision_id, "entry_b64": _b64(data)}
+                doc.update(entry.to_json_fields(msg))
+                print(json.dumps(doc, ensure_ascii=False), file=out)
+            else:
+                fields = entry.to_json_fields(msg)
+                print(
+                    f"{seq:>8} {fields['decision_id']} {fields['outcome']:<5} {fields['http_status'] or '':>3} "
+                    f"{fields['method']} {fields['host']}{fields['path']}"
+                    + (f"  error={fields['error']}" if fields["error"] else ""),
+                    file=out,
+                )
+            count += 1
+    finally:
+        store.close()
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="authz-ledger", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"authz-ledger {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser(
+        "serve",
+        help="run the ext_authz gRPC service",
+        description="Run the ext_authz gRPC service. Precedence: defaults < --config < AUTHZ_LEDGER_SECTION__KEY "
+        "environment variables < --set < --addr/--policy/--data-dir/--key.",
+    )
+    s.add_argument("--addr", help="listen address: host:port, :port (all interfaces) or unix:///path "
+                   "(default 127.0.0.1:9191)")
+    s.add_argument("--policy", metavar="PATH", help="a directory of .rego and data files, or a bundle .tar.gz "
+                   "(default: the bundled example policy)")
+    s.add_argument("--data-dir", metavar="DIR", help=f"ledger directory (default {config.default_data_dir()})")
+    s.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override one configuration key, e.g. --set policy.engine=opa (repeatable)")
+    s.add_argument("--key", metavar="FILE", action="append", help="signing key file (repeatable: every key "
+                   "signs each checkpoint; the first must be named after the origin)")
+    s.set_defaults(func=cmd_serve)
+
+    k = sub.add_parser("keygen", help="create an Ed25519 signing key; prints its verifier key")
+    k.add_argument("--origin", required=True, help="log origin, also the key name (e.g. authz-ledger.example/prod-1)")
+    k.add_argument("--out", required=True, metavar="FILE", help="where to write the private key (mode 0600)")
+    k.set_defaults(func=cmd_keygen)
+
+    v = sub.add_parser("vkey", help="print the verifier key (name+id+base64) of a signing key")
+    v.add_argument("--key", metavar="FILE")
+    v.add_argument("--data-dir", metavar="DIR", help="use the key created on first start in DIR")
+    v.set_defaults(func=cmd_vkey)
+
+    f = sub.add_parser("verify", help="verify a ledger offline: leaves, tree, chain, every signed checkpoint")
+    f.add_argument("--data-dir", required=True, metavar="DIR")
+    f.add_argument("--vkey", required=True, action="append", metavar="VKEY",
+                   help="trusted verifier key, or a file of them (repeatable, for rotated keys)")
+    f.add_argument("--json", action="store_true", help="one JSON object: ok, size, root, first_bad_seq, error")
+    f.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("checkpoint", help="print the latest signed checkpoint exactly as stored")
+    c.add_argument("--data-dir", required=True, metavar="DIR")
+    c.add_argument("--size", type=int, help="the checkpoint at this tree size instead of the latest")
+    c.set_defaults(func=cmd_checkpoint)
+
+    lg = sub.add_parser("log", help="print ledger entries")
+    lg.add_argument("--data-dir", required=True, metavar="DIR")
+    lg.add_argument("--from", dest="from_", type=int, default=0, metavar="N", help="first sequence number")
+    lg.add_argument("--limit", type=int, metavar="K", help="at most K entries")
+    lg.add_argument("--json", action="store_true", help="one JSON object per line, with entry_b64")
+    lg.set_defaults(func=cmd_log)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    try:
+        code: int = args.func(args, stream)
+    except AuthzLedgerError as e:
+        print(f"authz-ledger {args.command}: {e.diagnostics()}", file=sys.stderr)
+        return 2 if isinstance(e, config.ConfigError) else 1
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Configuration: one YAML file, then environment variables, then ``--set key=value`` flags (OPA's convention).
+
+Precedence (later wins): built-in defaults < ``--config FILE`` < ``AUTHZ_LEDGER_<SECTION>__<KEY>`` environment
+variables (e.g. ``AUTHZ_LEDGER_POLICY__ENGINE=opa``) < ``--set policy.engine=opa`` < the dedicated serve flags
+(``--addr``, ``--policy``, ``--data-dir``). Everything is validated at start; an unknown key or a bad value stops
+the service with a message naming the key and where it came from. Values from the environment and ``--set`` are
+parsed as YAML scalars (``true``, ``512``, ``[a, b]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from authz_ledger.errors import ConfigError
+from authz_ledger.redact import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS
+
+ENV_PREFIX = "AUTHZ_LEDGER_"
+EXAMPLE_POLICY = Path(__file__).parent / "example_policy"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "authz-ledger"
+
+
+@dataclass
+class ServerConfig:
+    addr: str = "127.0.0.1:9191"
+    """gRPC listen address: ``host:port``, ``:port`` (all interfaces, as opa-envoy-plugin's default) or
+    ``unix:///path``. Loopback by default: expose it to the mesh on purpose."""
+    reflection: bool = True
+    max_recv_msg_size: int = 4 * 1024 * 1024
+    threads: int = 64
+    """Handler threads; bounds concurrent Checks (a ``sync`` Check holds one for about one commit)."""
+    drain_seconds: float = 1.0
+    """After SIGTERM, report NOT_SERVING this long before refusing new Checks, so health checkers notice."""
+    grace_seconds: float = 5.0
+    log_level: str = "info"
+    log_format: str = "plain"
+
+
+@dataclass
+class EmbeddedConfig:
+    workers: int = 2
+    """Evaluator processes (regopy runs outside the server process; see policy/embedded.py)."""
+    watch: bool = True
+    """Reload when the policy files change (SIGHUP always reloads)."""
+
+
+@dataclass
+class OpaConfig:
+    url: str = "http://127.0.0.1:8181"
+    max_in_flight: int = 256
+    pool_size: int = 64
+
+
+@dataclass
+class PolicyConfig:
+    engine: str = "embedded"
+    path: str = "envoy/authz/allow"
+    source: str = str(EXAMPLE_POLICY)
+    """Embedded engine: a directory of .rego and data.json/data.yaml files, or a bundle .tar.gz."""
+    timeout_ms: float = 200.0
+    dry_run: bool = False
+    skip_request_body_parse: bool = False
+    proto_descriptor: str = ""
+    on_error: str = "grpc_error"
+    """``grpc_error`` (as opa-envoy-plugin: the RPC fails, Envoy applies failure_mode_allow/status_on_error)
+    or ``deny`` (answer a denied CheckResponse with ``error_http_status``, whatever Envoy's settings)."""
+    error_http_status: int = 403
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    opa: OpaConfig = field(default_factory=OpaConfig)
+
+
+@dataclass
+class RedactionConfig:
+    digest_headers: list[str] = field(default_factory=lambda: list(DEFAULT_DIGEST_HEADERS))
+    remove_headers: list[str] = field(default_factory=list)
+    digest_query_params: list[str] = field(default_factory=lambda: list(DEFAULT_DIGEST_QUERY_PARAMS))
+    body: str = "digest"
+
+
+@dataclass
+class LedgerConfig:
+    enabled: bool = True
+    data_dir: str = str(default_data_dir())
+    durability: str = "sync"
+    """``sync``: a Check is answered only after its entry is durable. ``async``: answered at once."""
+    origin: str = "authz-ledger.local/default"
+    signing_keys: list[str] = field(default_factory=list)
+    """Key files; empty means ``<data_dir>/keys/signing.key``, created on first start. Every key signs."""
+    queue_size: int = 8192
+    enqueue_timeout_ms: float = 50.0
+    commit_timeout_ms: float = 5000.0
+    batch_max_entries: int = 512
+    checkpoint_interval_ms: float = 1000.0
+    map_size_mb: int = 1024
+    map_max_size_mb: int = 1024 * 1024
+    overload_http_status: int = 503
+    """HTTP status of the deny sent when the ledger cannot take a decision (backpressure, write failure)."""
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+
+    def validate(self) -> None:
+        _one_of("policy.engine", self.policy.engine, ("embedded", "opa"))
+        _one_of("policy.on_error", self.policy.on_error, ("grpc_error", "deny"))
+        _one_of("ledger.durability", self.ledger.durability, ("sync", "async"))
+        _one_of("ledger.redaction.body", self.ledger.redaction.body, ("digest", "remove", "unsafe_keep"))
+        _one_of("server.log_format", self.server.log_format, ("plain", "json"))
+        _one_of("server.log_level", self.server.log_level.lower(), ("debug", "info", "warning", "error"))
+        for key, value in (
+            ("policy.timeout_ms", self.policy.timeout_ms),
+            ("ledger.queue_size", self.ledger.queue_size),
+            ("ledger.batch_max_entries", self.ledger.batch_max_entries),
+            ("ledger.checkpoint_interval_ms", self.ledger.checkpoint_interval_ms),
+            ("ledger.map_size_mb", self.ledger.map_size_mb),
+            ("server.threads", self.server.threads),
+            ("policy.embedded.workers", self.policy.embedded.workers),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}")
+        for key, status in (
+            ("policy.error_http_status", self.policy.error_http_status),
+            ("ledger.overload_http_status", self.ledger.overload_http_status),
+        ):
+            if not 400 <= status <= 599:
+                raise ConfigError(f"{key} must be an HTTP error status (400-599), got {status}")
+        if not self.policy.path or self.policy.path.startswith("/") or " " in self.policy.path:
+            raise ConfigError(f"policy.path must look like envoy/authz/allow, got {self.policy.path!r}")
+        origin = self.ledger.origin
+        if not origin or any(c.isspace() or c == "+" for c in origin):
+            raise ConfigError(f"ledger.origin must be non-empty without spaces or '+', got {origin!r}")
+        if self.policy.engine == "embedded" and not Path(self.policy.source).exists():
+            raise ConfigError(f"policy.source {self.policy.source} does not exist")
+        if self.policy.proto_descriptor and not Path(self.policy.proto_descriptor).is_file():
+            raise ConfigError(f"policy.proto_descriptor {self.policy.proto_descriptor} is not a file")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _apply(obj: Any, data: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown configuration key {dotted!r} ({where}); known: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted} must be a mapping ({where})")
+            _apply(current, value, where, dotted + ".")
+        else:
+            setattr(obj, key, _coerce(dotted, hints[key], value, where))
+
+
+def _coerce(key: str, typ: Any, value: Any, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    elif typing.get_origin(typ) is list or isinstance(typ, types.GenericAlias):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+    raise ConfigError(f"{key} ({where}) must be {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def load(
+    config_file: str | None = None,
+    sets: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build and validate the configuration from every source, in precedence order."""
+    cfg = Config()
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {config_file} must hold a mapping at the top level")
+        _apply(cfg, data, f"in {config_file}")
+    env = os.environ if environ is None else environ
+    for name, raw in sorted(env.items()):
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            tree: dict[str, Any] = {}
+            _set_dotted(tree, dotted, _scalar(raw))
+            _apply(cfg, tree, f"from environment variable {name}")
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        tree = {}
+        _set_dotted(tree, key.strip(), _scalar(raw))
+        _apply(cfg, tree, f"from --set {item}")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            tree = {}
+            _set_dotted(tree, dotted, value)
+            _apply(cfg, tree, "from the command line")
+    cfg.validate()
+    return cfg
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

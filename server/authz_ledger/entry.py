@@ -1,0 +1,149 @@
+"""The ledger entry: one ``authzledger.v1.LedgerEntry`` per Check, encoded once, stored and hashed as is.
+
+Handlers encode every field except ``sequence``; the writer prepends that (see writer._sequence_prefix). What
+is stored is exactly what is hashed (RFC 6962 §2.1: leaf = SHA-256(0x00 || bytes)), so verification never
+re-serialises anything. Readers decode with ``decode``; unknown (newer) fields survive decoding untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from authz_ledger._proto.authzledger.v1 import ledger_pb2 as _pb
+from authz_ledger.errors import LedgerCorruptError
+
+SCHEMA = 1
+
+LedgerEntry = _pb.LedgerEntry
+Outcome = _pb.Outcome
+OUTCOME_ALLOW = _pb.OUTCOME_ALLOW
+OUTCOME_DENY = _pb.OUTCOME_DENY
+OUTCOME_ERROR = _pb.OUTCOME_ERROR
+OUTCOME_NAMES = {OUTCOME_ALLOW: "allow", OUTCOME_DENY: "deny", OUTCOME_ERROR: "error"}
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """Everything the Check handler knows about one decision, before encoding."""
+
+    time_unix_nano: int
+    decision_id: str
+    request_id: str = ""
+    source_address: str = ""
+    source_port: int = 0
+    source_principal: str = ""
+    destination_address: str = ""
+    destination_port: int = 0
+    destination_principal: str = ""
+    method: str = ""
+    host: str = ""
+    path: str = ""
+    input_json: bytes = b""
+    engine: str = ""
+    decision_path: str = ""
+    policy_version: str = ""
+    result_json: bytes = b""
+    outcome: int = OUTCOME_ERROR
+    allowed: bool = False
+    http_status: int = 0
+    dry_run: bool = False
+    grpc_code: int = 0
+    error: str = ""
+    eval_ns: int = 0
+    traceparent: str = ""
+    tracestate: str = ""
+    b3: str = ""
+
+    def encode(self) -> bytes:
+        """Encode without ``sequence`` (the writer prepends it)."""
+        msg = _pb.LedgerEntry(
+            schema=SCHEMA,
+            time_unix_nano=self.time_unix_nano,
+            decision_id=self.decision_id,
+            request_id=self.request_id,
+            method=self.method,
+            host=self.host,
+            path=self.path,
+            input_json=self.input_json,
+            engine=self.engine,
+            decision_path=self.decision_path,
+            policy_version=self.policy_version,
+            result_json=self.result_json,
+            outcome=self.outcome,  # type: ignore[arg-type]
+            allowed=self.allowed,
+            http_status=self.http_status,
+            dry_run=self.dry_run,
+            grpc_code=self.grpc_code,
+            error=self.error,
+            eval_ns=self.eval_ns,
+            traceparent=self.traceparent,
+            tracestate=self.tracestate,
+            b3=self.b3,
+        )
+        if self.source_address or self.source_principal:
+            msg.source.address = self.source_address
+            msg.source.port = self.source_port
+            msg.source.principal = self.source_principal
+        if self.destination_address or self.destination_principal:
+            msg.destination.address = self.destination_address
+            msg.destination.port = self.destination_port
+            msg.destination.principal = self.destination_principal
+        return msg.SerializeToString()
+
+
+def decode(data: bytes, seq: int | None = None) -> Any:
+    """Parse stored entry bytes; LedgerCorruptError (naming ``seq``) when they are not a LedgerEntry."""
+    msg = _pb.LedgerEntry()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise LedgerCorruptError(f"entry is not a valid LedgerEntry: {e}", seq) from e
+    return msg
+
+
+def to_json_fields(msg: Any) -> dict[str, Any]:
+    """Decoded fields for ``log --json`` and the audit API (JSON values, not protobuf JSON strings)."""
+    out: dict[str, Any] = {
+        "sequence": msg.sequence,
+        "time_unix_nano": msg.time_unix_nano,
+        "decision_id": msg.decision_id,
+        "request_id": msg.request_id,
+        "source": {"address": msg.source.address, "port": msg.source.port, "principal": msg.source.principal},
+        "destination": {
+            "address": msg.destination.address,
+            "port": msg.destination.port,
+            "principal": msg.destination.principal,
+        },
+        "method": msg.method,
+        "host": msg.host,
+        "path": msg.path,
+        "engine": msg.engine,
+        "decision_path": msg.decision_path,
+        "policy_version": msg.policy_version,
+        "outcome": OUTCOME_NAMES.get(msg.outcome, "unspecified"),
+        "allowed": msg.allowed,
+        "http_status": msg.http_status,
+        "dry_run": msg.dry_run,
+        "grpc_code": msg.grpc_code,
+        "error": msg.error,
+        "eval_ns": msg.eval_ns,
+        "input": _json_or_none(msg.input_json),
+        "result": _json_or_none(msg.result_json),
+    }
+    for name in ("traceparent", "tracestate", "b3"):
+        if getattr(msg, name):
+            out[name] = getattr(msg, name)
+    return out
+
+
+def _json_or_none(data: bytes) -> Any:
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"undecodable": data.decode("utf-8", "replace")}

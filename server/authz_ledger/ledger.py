@@ -1,0 +1,136 @@
+"""Opening a ledger directory for serving: keys, store, recovery check, writer.
+
+Layout of a data directory::
+
+    <data_dir>/ledger/        LMDB environment (see store.py)
+    <data_dir>/keys/          signing.key, redaction.key (mode 0600)
+    <data_dir>/checkpoint     the latest signed checkpoint, replaced atomically
+
+On start the ledger re-verifies everything after its last checkpoint (tree hashes, chain, head, signature) and
+refuses to start on a mismatch, naming the first bad sequence number. It also refuses to start when the
+``checkpoint`` file shows a larger tree than the store holds: an old copy of the store was restored (rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz_ledger import checkpoint, keys, note
+from authz_ledger.config import LedgerConfig
+from authz_ledger.errors import LedgerError, NoteError, RollbackError
+from authz_ledger.redact import RedactionRules, Redactor
+from authz_ledger.store import Store
+from authz_ledger.verify import VerifyReport, verify_store
+from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPaths:
+    data_dir: Path
+
+    @property
+    def store(self) -> Path:
+        return self.data_dir / "ledger"
+
+    @property
+    def keys(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.keys / keys.SIGNING_KEY_FILE
+
+    @property
+    def redaction_key(self) -> Path:
+        return self.keys / keys.REDACTION_KEY_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.data_dir / "checkpoint"
+
+
+@dataclass
+class OpenLedger:
+    paths: LedgerPaths
+    store: Store
+    writer: LedgerWriter
+    redactor: Redactor
+    signers: list[note.Signer]
+    recovery: VerifyReport
+    created_key: bool
+
+
+def load_signers(cfg: LedgerConfig, paths: LedgerPaths) -> tuple[list[note.Signer], bool]:
+    if cfg.signing_keys:
+        return [keys.load_signing_key(Path(p)) for p in cfg.signing_keys], False
+    signer, created = keys.load_or_create_signing_key(paths.signing_key, cfg.origin)
+    return [signer], created
+
+
+def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
+    paths = LedgerPaths(Path(cfg.data_dir).expanduser())
+    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    signers, created = load_signers(cfg, paths)
+    names = {s.name for s in signers}
+    if cfg.origin not in names:
+        raise LedgerError(
+            f"no signing key is named after the origin {cfg.origin!r} (keys: {', '.join(sorted(names))}); "
+            "C2SP tlog-checkpoint binds a log's identity to its origin"
+        )
+    redactor = Redactor(
+        RedactionRules.build(
+            cfg.redaction.digest_headers,
+            cfg.redaction.remove_headers,
+            cfg.redaction.digest_query_params,
+            cfg.redaction.body,
+        ),
+        keys.load_or_create_redaction_key(paths.redaction_key),
+    )
+    store = Store(paths.store, map_size=cfg.map_size_mb << 20)
+    try:
+        verifiers = [note.Verifier.from_vkey(s.verifier_key()) for s in signers]
+        report = verify_store(store, verifiers, origin=cfg.origin, from_latest_checkpoint=True)
+        _check_rollback(paths, store, verifiers)
+        writer = LedgerWriter(
+            store,
+            signers,
+            cfg.origin,
+            WriterOptions(
+                durability=Durability(cfg.durability),
+                queue_size=cfg.queue_size,
+                enqueue_timeout_s=cfg.enqueue_timeout_ms / 1000,
+                commit_timeout_s=cfg.commit_timeout_ms / 1000,
+                batch_max_entries=cfg.batch_max_entries,
+                checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
+                map_max_size=cfg.map_max_size_mb << 20,
+            ),
+            checkpoint_file=paths.checkpoint,
+        )
+    except BaseException:
+        store.close()
+        raise
+    return OpenLedger(paths, store, writer, redactor, signers, report, created)
+
+
+def _check_rollback(paths: LedgerPaths, store: Store, verifiers: list[note.Verifier]) -> None:
+    """The checkpoint file outlives a restored store: a larger size there means entries were lost."""
+    try:
+        signed = paths.checkpoint.read_bytes()
+    except FileNotFoundError:
+        return
+    try:
+        cp, _ = checkpoint.open_checkpoint(signed, verifiers)
+    except NoteError as e:
+        log.warning("ignoring %s: %s", paths.checkpoint, e)
+        return
+    head = store.head()
+    if cp.size > head.size:
+        raise RollbackError(
+            f"{paths.checkpoint} shows a published tree of size {cp.size} but the ledger holds only "
+            f"{head.size} entries: an older copy of the ledger was restored or entries were lost; "
+            "refusing to start"
+        )

@@ -1,0 +1,52 @@
+"""Policy engines behind one interface.
+
+A ``PolicyEngine`` turns an input document (already serialised to JSON bytes, because every engine needs bytes
+and the ledger records the same bytes) into the raw policy result for the configured decision path. Engines raise
+only ``errors.PolicyError`` subclasses; mapping results to CheckResponses is ``result``'s job, not theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One policy decision as the engine produced it."""
+
+    result: Any
+    """The value of the decision document (JSON types). Never undefined: that is PolicyUndefinedError."""
+    policy_version: str
+    """Bundle revision, digest of the loaded policy files (embedded) or the revision OPA reports (opa)."""
+    eval_ns: int
+    """Wall time spent in the engine for this decision, including any IPC or HTTP round trip."""
+
+
+class PolicyEngine(Protocol):
+    """What the Check handler needs from an engine. Implementations are thread-safe."""
+
+    name: str
+    """``embedded`` or ``opa``: recorded in every ledger entry."""
+
+    decision_path: str
+    """Slash-separated decision path, e.g. ``envoy/authz/allow`` (``data.envoy.authz.allow``)."""
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        """Evaluate the decision for one input document. Raises PolicyError subclasses only."""
+        ...
+
+    def policy_version(self) -> str:
+        """The version currently serving (for logs and health output)."""
+        ...
+
+    def reload(self) -> str:
+        """Reload policy atomically; on failure keep serving the old one and raise PolicyLoadError.
+
+        Returns the new policy version. Engines that do not own their policy (opa) return the current version.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release processes, connections and watchers. Idempotent."""
+        ...

@@ -1,0 +1,128 @@
+"""Redaction applied to the policy input before anything is written to the ledger.
+
+The policy sees the request as Envoy sent it; the ledger must never hold a bearer token, cookie, API key or
+request body in plaintext. Sensitive values are replaced by a keyed digest, ``hmac-sha256:<hex>``, computed
+with a per-ledger secret kept beside the signing key: equal values stay correlatable across entries (the same
+token used twice shows the same digest) while nobody without the secret can test guesses against them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+DEFAULT_DIGEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
+DEFAULT_DIGEST_QUERY_PARAMS = ("access_token", "id_token", "api_key", "apikey")
+BODY_FIELDS = ("body", "rawBody")
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionRules:
+    digest_headers: frozenset[str] = frozenset(DEFAULT_DIGEST_HEADERS)
+    remove_headers: frozenset[str] = frozenset()
+    digest_query_params: frozenset[str] = frozenset(DEFAULT_DIGEST_QUERY_PARAMS)
+    body: str = "digest"
+    """``digest`` (default), ``remove``, or ``unsafe_keep`` (the raw body goes into the ledger)."""
+
+    @classmethod
+    def build(
+        cls,
+        digest_headers: Iterable[str],
+        remove_headers: Iterable[str],
+        digest_query_params: Iterable[str],
+        body: str,
+    ) -> RedactionRules:
+        return cls(
+            frozenset(h.lower() for h in digest_headers),
+            frozenset(h.lower() for h in remove_headers),
+            frozenset(digest_query_params),
+            body,
+        )
+
+
+class Redactor:
+    def __init__(self, rules: RedactionRules, secret: bytes) -> None:
+        self.rules = rules
+        self._secret = secret
+        self._header_names = rules.digest_headers | rules.remove_headers
+
+    def digest(self, value: str | bytes) -> str:
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        return "hmac-sha256:" + hmac.new(self._secret, data, hashlib.sha256).hexdigest()
+
+    def redact_path(self, path: str) -> str:
+        """Digest the values of sensitive query parameters inside a request path."""
+        head, sep, query = path.partition("?")
+        if not sep or not self.rules.digest_query_params:
+            return path
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if not any(k in self.rules.digest_query_params for k, _ in pairs):
+            return path
+        parts = [
+            f"{quote(k, safe='')}={quote(self.digest(v) if k in self.rules.digest_query_params else v, safe=':')}"
+            for k, v in pairs
+        ]
+        return head + "?" + "&".join(parts)
+
+    def needs_redaction(self, http: dict[str, Any]) -> bool:
+        headers = http.get("headers")
+        if headers and not self._header_names.isdisjoint(headers):
+            return True
+        if self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http):
+            return True
+        return "?" in http.get("path", "") and bool(self.rules.digest_query_params)
+
+    def redact_input(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the input document safe to store; the original (the policy's view) is not modified.
+
+        Only the containers on the way to a redacted value are copied, so the common case stays cheap.
+        """
+        attrs = document.get("attributes")
+        http = attrs.get("request", {}).get("http") if isinstance(attrs, dict) else None
+        if not isinstance(http, dict) or not self.needs_redaction(http):
+            return document
+        http = dict(http)
+        headers = http.get("headers")
+        if isinstance(headers, dict):
+            new_headers = {}
+            for name, value in headers.items():
+                if name in self.rules.remove_headers:
+                    continue
+                new_headers[name] = self.digest(value) if name in self.rules.digest_headers else value
+            http["headers"] = new_headers
+        if "path" in http:
+            http["path"] = self.redact_path(http["path"])
+        if "query" in http and self.rules.digest_query_params:
+            http["query"] = self.redact_path("?" + http["query"])[1:]
+        out = dict(document)
+        if self.rules.body != "unsafe_keep":
+            for field in BODY_FIELDS:
+                if field in http:
+                    if self.rules.body == "remove":
+                        del http[field]
+                    else:
+                        http[field] = self.digest(http[field])
+            if out.get("parsed_body") is not None:
+                out["parsed_body"] = (
+                    "<redacted>"
+                    if self.rules.body == "remove"
+                    else self.digest(json.dumps(out["parsed_body"], sort_keys=True, separators=(",", ":")))
+                )
+        if "parsed_query" in out and self.rules.digest_query_params:
+            pq = out["parsed_query"]
+            if isinstance(pq, dict) and not self.rules.digest_query_params.isdisjoint(pq):
+                out["parsed_query"] = {
+                    k: [self.digest(v) for v in vs] if k in self.rules.digest_query_params else vs
+                    for k, vs in pq.items()
+                }
+        new_attrs = dict(attrs)  # type: ignore[arg-type]
+        new_request = dict(new_attrs["request"])
+        new_request["http"] = http
+        new_attrs["request"] = new_request
+        out["attributes"] = new_attrs
+        return out

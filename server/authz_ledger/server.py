@@ -1,0 +1,243 @@
+"""Process lifecycle: build the engine and the ledger, serve gRPC, drain and stop cleanly.
+
+gRPC services on one listener: ``envoy.service.auth.v3.Authorization`` (Check), ``grpc.health.v1.Health``
+(per service name) and, unless switched off, server reflection so that ``grpcurl list/describe`` work.
+
+Signals: SIGTERM / SIGINT -> health NOT_SERVING, wait ``drain_seconds`` so health checkers notice, stop taking
+RPCs (``grace_seconds`` for the ones in flight), drain the ledger queue, commit, sign a final checkpoint, exit 0.
+SIGHUP -> reload the policy atomically (a broken policy keeps the old one serving and is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+from typing import TextIO
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authz_ledger import __version__, input_document
+from authz_ledger.check import CheckOptions, CheckService
+from authz_ledger.config import Config
+from authz_ledger.errors import ConfigError, PolicyError
+from authz_ledger.ledger import OpenLedger, open_for_serving
+from authz_ledger.logs import setup_logging
+from authz_ledger.policy import PolicyEngine
+from authz_ledger.redact import RedactionRules, Redactor
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def grpc_address(addr: str) -> str:
+    """opa-envoy-plugin address syntax to gRPC's: ``:9191`` means every interface; unix:// passes through."""
+    if addr.startswith("unix:"):
+        return addr
+    if addr.startswith(":"):
+        return "[::]" + addr
+    return addr
+
+
+def build_engine(cfg: Config) -> PolicyEngine:
+    timeout = cfg.policy.timeout_ms / 1000
+    if cfg.policy.engine == "opa":
+        from authz_ledger.policy.opa import OpaEngine
+
+        return OpaEngine(
+            cfg.policy.opa.url,
+            decision_path=cfg.policy.path,
+            timeout=timeout,
+            max_in_flight=cfg.policy.opa.max_in_flight,
+            pool_size=cfg.policy.opa.pool_size,
+        )
+    from authz_ledger.policy.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(
+        cfg.policy.source,
+        decision_path=cfg.policy.path,
+        workers=cfg.policy.embedded.workers,
+        timeout=timeout,
+        watch=cfg.policy.embedded.watch,
+    )
+
+
+@dataclass
+class Running:
+    """A started service; ``stop()`` performs the SIGTERM sequence."""
+
+    server: grpc.Server
+    port: int
+    address: str
+    health: health.HealthServicer
+    engine: PolicyEngine
+    ledger: OpenLedger | None
+    cfg: Config
+    _stopped: threading.Event
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down: health NOT_SERVING, draining for %.1f s", self.cfg.server.drain_seconds)
+        self.health.enter_graceful_shutdown()
+        threading.Event().wait(self.cfg.server.drain_seconds)
+        self.server.stop(self.cfg.server.grace_seconds).wait()
+        if self.ledger is not None:
+            self.ledger.writer.close()
+            head = self.ledger.writer.head
+            log.info("ledger closed at size %d; final checkpoint signed", head.size)
+            self.ledger.store.close()
+        self.engine.close()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def start(cfg: Config) -> Running:
+    """Start every component; raise AuthzLedgerError (nothing left running) if any cannot start."""
+    engine = build_engine(cfg)
+    ledger: OpenLedger | None = None
+    try:
+        pool = input_document.load_descriptor_set(cfg.policy.proto_descriptor) if cfg.policy.proto_descriptor else None
+        if cfg.ledger.enabled:
+            ledger = open_for_serving(cfg.ledger)
+            redactor = ledger.redactor
+            ledger.writer.start()
+        else:
+            redactor = Redactor(RedactionRules(), b"\x00" * 32)
+        service = CheckService(
+            engine,
+            ledger.writer if ledger else None,
+            redactor,
+            CheckOptions(
+                dry_run=cfg.policy.dry_run,
+                skip_request_body_parse=cfg.policy.skip_request_body_parse,
+                descriptor_pool=pool,
+                on_error=cfg.policy.on_error,
+                error_http_status=cfg.policy.error_http_status,
+                overload_http_status=cfg.ledger.overload_http_status,
+            ),
+        )
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.server.threads, thread_name_prefix="check"),
+            options=[
+                # Above Envoy's with_request_body.max_request_bytes plus headers.
+                ("grpc.max_receive_message_length", cfg.server.max_recv_msg_size),
+                # Two servers must never silently share a port (grpcio enables SO_REUSEPORT by default).
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+        health_servicer = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        if cfg.server.reflection:
+            reflection.enable_server_reflection(
+                (AUTHORIZATION_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+            )
+        address = grpc_address(cfg.server.addr)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise ConfigError(f"cannot listen on {cfg.server.addr}: {e}") from e
+        if port == 0 and not address.startswith("unix:"):
+            raise ConfigError(f"cannot listen on {cfg.server.addr}")
+        server.start()
+        for name in ("", AUTHORIZATION_SERVICE):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        if ledger is not None:
+            ledger.writer.close()
+            ledger.store.close()
+        engine.close()
+        raise
+    running = Running(server, port, address, health_servicer, engine, ledger, cfg, threading.Event())
+    if ledger is not None:
+        threading.Thread(target=_watch_ledger_health, args=(running,), name="ledger-health", daemon=True).start()
+    return running
+
+
+def _watch_ledger_health(running: Running) -> None:
+    """Report NOT_SERVING while the ledger cannot write: Checks are being denied anyway (fail closed)."""
+    assert running.ledger is not None
+    writer = running.ledger.writer
+    serving = True
+    while not running._stopped.wait(0.5):
+        ok = writer.failure is None
+        if ok != serving:
+            serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", AUTHORIZATION_SERVICE):
+                running.health.set(name, status)
+            log.log(logging.INFO if ok else logging.ERROR, "ledger %s", "recovered" if ok else writer.failure)
+
+
+def describe(running: Running, out: TextIO) -> None:
+    """Say where everything is: operators should not have to guess."""
+    cfg = running.cfg
+    where = running.address if running.address.startswith("unix:") else f"{cfg.server.addr} (port {running.port})"
+    lines = [
+        f"authz-ledger {__version__} serving ext_authz v3 on {where}",
+        f"  engine: {cfg.policy.engine}; decision: data.{cfg.policy.path.replace('/', '.')}; "
+        f"policy version: {running.engine.policy_version()}",
+    ]
+    if cfg.policy.engine == "embedded":
+        lines.append(f"  policy: {cfg.policy.source}")
+    else:
+        lines.append(f"  OPA: {cfg.policy.opa.url}")
+    if running.ledger is not None:
+        led = running.ledger
+        lines += [
+            f"  ledger: {led.paths.store} ({cfg.ledger.durability}); size {led.writer.head.size}; "
+            f"verified {led.recovery.entries} entries since the last checkpoint",
+            f"  origin: {cfg.ledger.origin}",
+            f"  verifier key: {led.signers[0].verifier_key()}"
+            + (f"  (new key written to {led.paths.signing_key})" if led.created_key else ""),
+            f"  checkpoint file: {led.paths.checkpoint}",
+        ]
+    else:
+        lines.append("  ledger: DISABLED (decisions are not recorded)")
+    lines.append(f"  health, reflection: {'on' if cfg.server.reflection else 'reflection off'}")
+    print("\n".join(lines), file=out, flush=True)
+
+
+def serve(cfg: Config, out: TextIO = sys.stdout) -> int:
+    setup_logging(cfg.server.log_level, cfg.server.log_format)
+    running = start(cfg)
+    describe(running, out)
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        threading.Thread(target=running.stop, name="shutdown").start()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=_reload, args=(running.engine,), name="reload").start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    running.wait()
+    for t in threading.enumerate():
+        if t.name == "shutdown":
+            t.join()
+    return 0
+
+
+def _reload(engine: PolicyEngine) -> None:
+    try:
+        version = engine.reload()
+        log.info("policy reloaded: version %s", version)
+    except PolicyError as e:
+        log.error("policy reload failed, the previous policy keeps serving: %s", e.diagnostics())
+

@@ -1,0 +1,331 @@
+"""The LMDB layout of one ledger, and nothing else.
+
+One LMDB environment (a directory) holds named databases::
+
+    entries      seq (u64 BE)                -> entry bytes, exactly as hashed (RFC 6962 leaf input)
+    hashes       stored hash index (u64 BE)  -> 32-byte hash, golang.org/x/mod/sumdb/tlog layout (see tree.py):
+                                                every complete subtree's hash, so any proof is O(log n) reads
+    batches      batch number (u64 BE)       -> batch record (see BatchRecord): the hash chain
+    checkpoints  tree size (u64 BE)          -> signed checkpoint note, every one ever published
+    ids          decision id (16-byte UUID)  -> seq (u64 BE)
+    meta         b"head"                     -> Head: tree size, root, last batch number and hash
+
+Invariants (checked by ``verify``): keys of entries are 0..size-1 without gaps; ``hashes`` holds exactly
+``stored_hash_count(size)`` hashes; batch records chain by hash and cover 0..size-1 contiguously; every
+checkpoint's root equals the tree hash at its size. All writes for one batch happen in ONE write transaction,
+so a crash leaves either the whole batch or none of it.
+
+LMDB readers never block the writer, so the CLI and audit readers may open the same directory while the server
+runs (``readonly=True``). lmdb errors are converted to LedgerError subclasses here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from authz_ledger import tree
+from authz_ledger.errors import LedgerCorruptError, LedgerError, LedgerWriteError
+
+_U64 = struct.Struct(">Q")
+FORMAT_VERSION = b"authz-ledger/1"
+
+
+def u64(n: int) -> bytes:
+    """Big-endian u64 key: byte order equals numeric order, which MDB_APPEND requires."""
+    return _U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return int(_U64.unpack(b)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The committed tree head. Updated in the same transaction as the entries it covers."""
+
+    size: int
+    root: bytes
+    batches: int
+    """Number of batch records; the last one is ``batches - 1``."""
+    last_batch_hash: bytes
+
+    _STRUCT = struct.Struct(">Q32sQ32s")
+
+    def encode(self) -> bytes:
+        return self._STRUCT.pack(self.size, self.root, self.batches, self.last_batch_hash)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Head:
+        size, root, batches, last = cls._STRUCT.unpack(data)
+        return cls(size, root, batches, last)
+
+
+EMPTY_HEAD = Head(0, tree.EMPTY_ROOT, 0, b"\x00" * 32)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One link of the hash chain, written with the batch it describes.
+
+    The record commits to its entries twice: through ``leaves_digest`` (SHA-256 over the batch's leaf hashes
+    in order) and through ``tree_root`` (the RFC 6962 root of the whole tree after the batch). Verification
+    recomputes both, so the chain and the tree cannot disagree -- the failure immudb's "linear-fake" bug showed.
+    """
+
+    number: int
+    prev_hash: bytes
+    first_seq: int
+    count: int
+    leaves_digest: bytes
+    tree_size: int
+    tree_root: bytes
+    time_unix_nano: int
+
+    _STRUCT = struct.Struct(">BQ32sQI32sQ32sQ")
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        return self._STRUCT.pack(
+            self.VERSION,
+            self.number,
+            self.prev_hash,
+            self.first_seq,
+            self.count,
+            self.leaves_digest,
+            self.tree_size,
+            self.tree_root,
+            self.time_unix_nano,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> BatchRecord:
+        if len(data) != cls._STRUCT.size or data[0] != cls.VERSION:
+            raise LedgerCorruptError(f"batch record has unknown version or length {len(data)}")
+        _, number, prev, first, count, digest, size, root, t = cls._STRUCT.unpack(data)
+        return cls(number, prev, first, count, digest, size, root, t)
+
+    @staticmethod
+    def hash_of(encoded: bytes) -> bytes:
+        return hashlib.sha256(encoded).digest()
+
+
+def leaves_digest(leaf_hashes: Sequence[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(leaf_hashes)).digest()
+
+
+class Store:
+    """An open ledger directory. One process may write (``readonly=False``); any number may read."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        map_size: int = 1 << 30,
+        durable: bool = True,
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        try:
+            if not readonly:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            elif not (path / "data.mdb").exists():
+                raise LedgerError(f"no ledger at {path} (data.mdb missing)")
+            self.env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                max_dbs=8,
+                readonly=readonly,
+                lock=True,
+                # sync=False only when the operator chose it explicitly (durability: unsafe_nosync):
+                # metasync/sync give the fsync at commit that makes an acknowledged decision durable.
+                sync=durable,
+                metasync=durable,
+                subdir=True,
+                max_readers=256,
+                create=not readonly,
+            )
+            self.entries = self.env.open_db(b"entries", create=not readonly)
+            self.hashes = self.env.open_db(b"hashes", create=not readonly)
+            self.batches = self.env.open_db(b"batches", create=not readonly)
+            self.checkpoints = self.env.open_db(b"checkpoints", create=not readonly)
+            self.ids = self.env.open_db(b"ids", create=not readonly)
+            self.meta = self.env.open_db(b"meta", create=not readonly)
+        except lmdb.Error as e:
+            raise LedgerError(f"cannot open ledger at {path}: {e}") from e
+        if not readonly:
+            self._init_format()
+
+    def _init_format(self) -> None:
+        with self.env.begin(write=True, db=self.meta) as txn:
+            fmt = txn.get(b"format")
+            if fmt is None:
+                txn.put(b"format", FORMAT_VERSION)
+            elif bytes(fmt) != FORMAT_VERSION:
+                raise LedgerError(f"ledger at {self.path} has format {bytes(fmt)!r}, expected {FORMAT_VERSION!r}")
+
+    def close(self) -> None:
+        self.env.close()
+
+    # --- reads (each opens its own short read transaction) ---
+
+    def head(self) -> Head:
+        with self.env.begin(db=self.meta, buffers=False) as txn:
+            raw = txn.get(b"head")
+        return EMPTY_HEAD if raw is None else Head.decode(raw)
+
+    def entry(self, seq: int) -> bytes | None:
+        with self.env.begin(db=self.entries) as txn:
+            v = txn.get(u64(seq))
+        return None if v is None else bytes(v)
+
+    def seq_of_decision(self, decision_id: bytes) -> int | None:
+        with self.env.begin(db=self.ids) as txn:
+            v = txn.get(decision_id)
+        return None if v is None else from_u64(v)
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """Stored tree hashes by index (tree.py's ``read_hashes`` callback)."""
+        out = []
+        with self.env.begin(db=self.hashes) as txn:
+            for i in indexes:
+                v = txn.get(u64(i))
+                if v is None:
+                    raise LedgerCorruptError(f"stored tree hash {i} is missing")
+                out.append(bytes(v))
+        return out
+
+    def checkpoint(self, size: int | None = None) -> tuple[int, bytes] | None:
+        """The checkpoint at ``size``, or the latest one when size is None."""
+        with self.env.begin(db=self.checkpoints) as txn:
+            if size is not None:
+                v = txn.get(u64(size))
+                return None if v is None else (size, bytes(v))
+            cur = txn.cursor()
+            if not cur.last():
+                return None
+            return from_u64(cur.key()), bytes(cur.value())
+
+    def iter_checkpoints(self) -> Iterator[tuple[int, bytes]]:
+        with self.env.begin(db=self.checkpoints) as txn:
+            for k, v in txn.cursor():
+                yield from_u64(k), bytes(v)
+
+    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Entries in sequence order within one read transaction (a consistent snapshot)."""
+        with self.env.begin(db=self.entries, buffers=True) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(u64(start)):
+                return
+            for k, v in cur:
+                seq = from_u64(k)
+                if stop is not None and seq >= stop:
+                    return
+                yield seq, bytes(v)
+
+    def iter_batches(self, start: int = 0) -> Iterator[tuple[BatchRecord, bytes]]:
+        with self.env.begin(db=self.batches) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(u64(start)):
+                return
+            for _, v in cur:
+                raw = bytes(v)
+                yield BatchRecord.decode(raw), raw
+
+    def batch_covering(self, seq: int) -> int:
+        """Number of the batch record holding ``seq`` (binary search over batch records)."""
+        with self.env.begin(db=self.batches) as txn:
+            lo, hi = 0, txn.stat(self.batches)["entries"] - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                rec = BatchRecord.decode(bytes(txn.get(u64(mid))))
+                if rec.first_seq <= seq:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return lo
+
+    # --- writes ---
+
+    def append_batch(
+        self,
+        entries: Sequence[bytes],
+        leaf_hashes: Sequence[bytes],
+        decision_ids: Sequence[bytes],
+        new_hashes: Sequence[bytes],
+        record: BatchRecord,
+        head: Head,
+        old_head: Head,
+    ) -> None:
+        """Commit one batch in ONE write transaction: entries, ids, tree hashes, chain link, head."""
+        first_hash_index = tree.stored_hash_count(old_head.size)
+        try:
+            with self.env.begin(write=True) as txn:
+                cur = txn.cursor(self.entries)
+                cur.putmulti(
+                    [(u64(old_head.size + i), e) for i, e in enumerate(entries)], append=True, overwrite=False
+                )
+                cur = txn.cursor(self.hashes)
+                cur.putmulti(
+                    [(u64(first_hash_index + i), h) for i, h in enumerate(new_hashes)],
+                    append=True,
+                    overwrite=False,
+                )
+                for i, did in enumerate(decision_ids):
+                    txn.put(did, u64(old_head.size + i), db=self.ids)
+                encoded = record.encode()
+                txn.put(u64(record.number), encoded, db=self.batches, append=True)
+                txn.put(b"head", head.encode(), db=self.meta)
+        except lmdb.MapFullError as e:
+            raise LedgerWriteError(f"LMDB map is full ({self.map_size()} bytes): {e}") from e
+        except lmdb.Error as e:
+            raise LedgerWriteError(f"ledger write failed: {e}") from e
+
+    def put_checkpoint(self, size: int, note: bytes) -> None:
+        try:
+            with self.env.begin(write=True, db=self.checkpoints) as txn:
+                txn.put(u64(size), note, overwrite=False)
+        except lmdb.Error as e:
+            raise LedgerWriteError(f"cannot store checkpoint at size {size}: {e}") from e
+
+    def map_size(self) -> int:
+        info: dict[str, Any] = self.env.info()
+        return int(info["map_size"])
+
+    def grow_map(self, new_size: int) -> None:
+        """Enlarge the map; LMDB allows it only while this process has no open transaction."""
+        try:
+            self.env.set_mapsize(new_size)
+        except lmdb.Error as e:
+            raise LedgerWriteError(f"cannot grow LMDB map to {new_size} bytes: {e}") from e
+
+    def sync(self) -> None:
+        try:
+            self.env.sync(True)
+        except lmdb.Error as e:
+            raise LedgerWriteError(f"fsync of the ledger failed: {e}") from e
+
+
+def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write, fsync, rename, fsync the directory: readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,200 @@
+"""Offline verification of a whole ledger (or of everything after the last checkpoint, at start-up).
+
+One sweep over the entries in sequence order recomputes, from the stored bytes alone:
+
+1. every leaf hash (RFC 6962 §2.1: SHA-256(0x00 || entry bytes)) and every stored tree hash (sumdb tlog layout),
+   compared with what is stored;
+2. the hash chain: each batch record links to the previous record's hash, starts where the previous one ended,
+   commits to its leaves (``leaves_digest``) and to the tree root at its end -- so every chained batch is proved
+   to be in the tree, and the chain and the tree cannot disagree;
+3. every stored checkpoint: a valid signature by a trusted key, origin, and a root equal to the recomputed tree
+   hash at its size;
+4. the head (size, root, last batch hash) and that nothing lies beyond it.
+
+The first failure stops the sweep and names the first bad sequence number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from authz_ledger import checkpoint, note, tree
+from authz_ledger.errors import LedgerCorruptError, NoteError
+from authz_ledger.store import BatchRecord, Store, from_u64, u64
+
+Progress = Callable[[int, int], None]
+"""Called now and then with (entries verified, total)."""
+
+
+@dataclass
+class VerifyReport:
+    size: int = 0
+    root: bytes = tree.EMPTY_ROOT
+    entries: int = 0
+    batches: int = 0
+    checkpoints: int = 0
+    start: int = 0
+    latest_checkpoint: int | None = None
+    checked_checkpoint_sizes: list[int] = field(default_factory=list)
+
+
+def _open_checkpoints(
+    store: Store, verifiers: Sequence[note.Verifier], origin: str | None, start: int
+) -> dict[int, bytes]:
+    """Signature-check every stored checkpoint of size >= start; return size -> root."""
+    roots: dict[int, bytes] = {}
+    for size, signed in store.iter_checkpoints():
+        if size < start:
+            continue
+        try:
+            cp, _ = checkpoint.open_checkpoint(signed, verifiers, origin=origin)
+        except NoteError as e:
+            raise LedgerCorruptError(f"checkpoint for size {size} does not verify: {e}", _last_seq(size)) from e
+        if cp.size != size:
+            raise LedgerCorruptError(
+                f"checkpoint stored under size {size} says size {cp.size}", _last_seq(min(size, cp.size))
+            )
+        roots[size] = cp.root
+    return roots
+
+
+def _last_seq(size: int) -> int | None:
+    return size - 1 if size > 0 else None
+
+
+def verify_store(
+    store: Store,
+    verifiers: Sequence[note.Verifier],
+    *,
+    origin: str | None = None,
+    from_latest_checkpoint: bool = False,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Verify ``store``; raise LedgerCorruptError naming the first bad sequence number."""
+    head = store.head()
+    report = VerifyReport()
+    start = 0
+    frontier = tree.Frontier()
+    batch_no = 0
+    prev_batch_hash = b"\x00" * 32
+    latest = store.checkpoint()
+    if latest is not None:
+        report.latest_checkpoint = latest[0]
+        if latest[0] > head.size:
+            raise LedgerCorruptError(
+                f"a checkpoint for size {latest[0]} exists but the ledger holds only {head.size} entries "
+                "(entries were removed)",
+                head.size,
+            )
+    if from_latest_checkpoint and latest is not None and latest[0] > 0:
+        start = latest[0]
+        frontier = tree.Frontier.from_stored(start, store.read_hashes)
+        batch_no = store.batch_covering(start - 1) + 1
+        prev_batch_hash = _batch_hash(store, batch_no - 1)
+    report.start = start
+    checkpoint_roots = _open_checkpoints(store, verifiers, origin, start)
+    report.checkpoints = len(checkpoint_roots)
+    if start in checkpoint_roots and frontier.root() != checkpoint_roots[start]:
+        raise LedgerCorruptError(
+            f"stored tree hashes at size {start} disagree with the signed checkpoint", _last_seq(start)
+        )
+
+    sha256 = hashlib.sha256
+    size = start
+    total = head.size
+    hash_index = tree.stored_hash_count(start)
+    batch_leaves: list[bytes] = []
+    batches = store.iter_batches(batch_no)
+    record, raw = _next_batch(batches)
+    with store.env.begin(buffers=True) as txn:
+        entries = txn.cursor(store.entries)
+        hashes = txn.cursor(store.hashes)
+        positioned = entries.set_range(u64(start))
+        hashes_positioned = hashes.set_range(u64(hash_index))
+        stored_hashes = iter(hashes) if hashes_positioned else iter(())
+        for key, value in entries if positioned else ():
+            seq = from_u64(key)
+            if seq != size:
+                raise LedgerCorruptError(f"entry {size} is missing (next stored entry is {seq})", size)
+            if seq >= total:
+                raise LedgerCorruptError(f"entry {seq} lies beyond the committed head (size {total})", seq)
+            leaf = sha256(b"\x00" + value).digest()
+            for computed in frontier.append(leaf):
+                stored = next(stored_hashes, None)
+                if stored is None or from_u64(stored[0]) != hash_index or bytes(stored[1]) != computed:
+                    raise LedgerCorruptError(
+                        f"entry {seq} does not match the stored tree (hash index {hash_index})", seq
+                    )
+                hash_index += 1
+            batch_leaves.append(leaf)
+            size += 1
+            if record is None or size > record.first_seq + record.count:
+                raise LedgerCorruptError(f"entry {seq} is not covered by the batch chain", seq)
+            if record is not None and size == record.first_seq + record.count:
+                _check_batch(record, raw, batch_no, prev_batch_hash, batch_leaves, frontier)
+                prev_batch_hash = BatchRecord.hash_of(raw)
+                batch_no += 1
+                batch_leaves = []
+                record, raw = _next_batch(batches)
+                report.batches += 1
+            if size in checkpoint_roots:
+                if frontier.root() != checkpoint_roots[size]:
+                    raise LedgerCorruptError(
+                        f"signed checkpoint for size {size} disagrees with the recomputed tree", size - 1
+                    )
+                report.checked_checkpoint_sizes.append(size)
+            if progress is not None and size & 0xFFFF == 0:
+                progress(size - start, total - start)
+        if next(stored_hashes, None) is not None:
+            raise LedgerCorruptError("stored tree hashes extend beyond the head", _last_seq(size))
+    if size < total:
+        raise LedgerCorruptError(f"entry {size} is missing: the head says {total} entries", size)
+    if batch_leaves or record is not None:
+        first = record.first_seq if record is not None else size - len(batch_leaves)
+        raise LedgerCorruptError("the batch chain does not end at the head", first)
+    if frontier.root() != head.root or prev_batch_hash != head.last_batch_hash or batch_no != head.batches:
+        raise LedgerCorruptError("the head does not match the recomputed tree and chain", _last_seq(size))
+    missing_cps = [s for s in checkpoint_roots if s > size]
+    if missing_cps:
+        raise LedgerCorruptError(f"checkpoint for size {max(missing_cps)} covers missing entries", size)
+    if progress is not None:
+        progress(size - start, total - start)
+    report.size = size
+    report.root = frontier.root()
+    report.entries = size - start
+    return report
+
+
+def _batch_hash(store: Store, number: int) -> bytes:
+    for _, raw in store.iter_batches(number):
+        return BatchRecord.hash_of(raw)
+    raise LedgerCorruptError(f"batch record {number} is missing")
+
+
+def _next_batch(batches: object) -> tuple[BatchRecord | None, bytes]:
+    try:
+        record, raw = next(batches)  # type: ignore[call-overload]
+    except StopIteration:
+        return None, b""
+    return record, raw  # type: ignore[no-any-return]
+
+
+def _check_batch(
+    record: BatchRecord,
+    raw: bytes,
+    number: int,
+    prev_hash: bytes,
+    leaves: list[bytes],
+    frontier: tree.Frontier,
+) -> None:
+    first = record.first_seq
+    if record.number != number or record.prev_hash != prev_hash:
+        raise LedgerCorruptError(f"batch {number} does not chain to batch {number - 1}", first)
+    if record.count != len(leaves) or record.tree_size != frontier.size:
+        raise LedgerCorruptError(f"batch {number} covers the wrong entries", first)
+    if record.leaves_digest != hashlib.sha256(b"".join(leaves)).digest():
+        raise LedgerCorruptError(f"batch {number} does not commit to its entries", first)
+    if record.tree_root != frontier.root():
+        raise LedgerCorruptError(f"batch {number} names a tree root that is not the tree's", first)

@@ -324,6 +324,15 @@ def test_appending_a_hash_that_is_not_32_bytes_is_refused() -> None:
         Frontier().append(b"\x00" * 31)
 
 
+def test_a_batch_with_one_bad_hash_is_refused_whole() -> None:
+    frontier = Frontier()
+    frontier.extend(leaves(3))
+    with pytest.raises(ProofError):
+        frontier.extend([*leaves(4), b"short"])
+    assert frontier.size == 3
+    assert frontier.root() == root_from_leaf_hashes(leaves(3))
+
+
 def test_empty_tree() -> None:
     assert Frontier().root() == EMPTY_ROOT
     assert tree_hash(0, Store().read) == EMPTY_ROOT

@@ -147,10 +147,10 @@ def verify_store(
                 report.checked_checkpoint_sizes.append(size)
             if progress is not None and size & 0xFFFF == 0:
                 progress(size - start, total - start)
+        if size < total:
+            raise LedgerCorruptError(f"entry {size} is missing: the head says {total} entries", size)
         if next(stored_hashes, None) is not None:
             raise LedgerCorruptError("stored tree hashes extend beyond the head", _last_seq(size))
-    if size < total:
-        raise LedgerCorruptError(f"entry {size} is missing: the head says {total} entries", size)
     if batch_leaves or record is not None:
         first = record.first_seq if record is not None else size - len(batch_leaves)
         raise LedgerCorruptError("the batch chain does not end at the head", first)

@@ -1,0 +1,66 @@
+"""Shared fixtures: real LMDB ledgers in temp dirs, keys, and helpers to locate real tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authz_ledger import note
+from authz_ledger.store import Store
+from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+ORIGIN = "authz-ledger.test/log"
+
+
+@pytest.fixture
+def signer() -> note.Signer:
+    return note.generate_signer(ORIGIN)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "ledger", map_size=64 << 20)
+    yield s
+    s.close()
+
+
+def make_writer(store: Store, signer: note.Signer, **options: object) -> LedgerWriter:
+    opts = {"durability": Durability.SYNC, "checkpoint_interval_s": 3600.0, **options}
+    return LedgerWriter(store, [signer], signer.name, WriterOptions(**opts))  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tool(name: str) -> str:
+    """A real binary installed by the test setup; fail loudly when it is missing."""
+    candidates = [Path(sys.executable).parent / name, shutil.which(name)]
+    for c in candidates:
+        if c and Path(c).exists():
+            return str(c)
+    pytest.fail(f"required tool {name!r} is not installed; run the README's test command (tests/run.sh)")
+
+
+def opa_binary() -> str:
+    cache = Path(os.environ.get("AUTHZ_LEDGER_CACHE", Path.home() / ".cache" / "authz-ledger"))
+    opa = cache / "opa" / "bin" / "opa"
+    if not opa.exists():
+        # Build it now (cached); a failure is a loud test failure, never a skip.
+        proc = subprocess.run(
+            ["bash", str(ROOT / "tests" / "tools" / "build-opa.sh")], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0 or not opa.exists():
+            pytest.fail(f"cannot build OPA: {proc.stderr[-3000:]}")
+    return str(opa)

@@ -1,0 +1,185 @@
+"""The writer: group commit, chain and tree agreement, durability modes, backpressure, checkpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authz_ledger import checkpoint, note, tree
+from authz_ledger.errors import BackpressureError, LedgerClosedError
+from authz_ledger.ids import new_decision_id
+from authz_ledger.store import Store
+from authz_ledger.verify import verify_store
+from authz_ledger.writer import Durability, Pending, _sequence_prefix
+
+from .conftest import ORIGIN, make_writer
+
+
+def _entries(n: int) -> list[bytes]:
+    return [b"\x12\x04body" + i.to_bytes(4, "big") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("seq", "expected"),
+    [
+        pytest.param(0, b"\x08\x00", id="sequence 0 is still written, so every entry starts with field 1"),
+        pytest.param(1, b"\x08\x01", id="one byte varint"),
+        pytest.param(300, b"\x08\xac\x02", id="two byte varint as protobuf encodes 300"),
+        pytest.param(2**40, b"\x08\x80\x80\x80\x80\x80\x20", id="large sequence numbers"),
+    ],
+)
+def test_sequence_prefix_is_the_protobuf_encoding_of_field_1(seq: int, expected: bytes) -> None:
+    assert _sequence_prefix(seq) == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(splits=st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=12))
+def test_stored_tree_equals_a_from_scratch_rfc6962_computation_for_any_batch_split(
+    tmp_path_factory: pytest.TempPathFactory, splits: list[int]
+) -> None:
+    s = Store(tmp_path_factory.mktemp("ledger") / "l", map_size=64 << 20)
+    signer = note.generate_signer(ORIGIN)
+    w = make_writer(s, signer)
+    bodies = _entries(sum(splits))
+    i = 0
+    for n in splits:
+        w._commit([Pending(b, new_decision_id().bytes, False) for b in bodies[i : i + n]])
+        i += n
+    stored = [s.entry(k) for k in range(len(bodies))]
+    assert all(e is not None for e in stored)
+    leaves = [tree.leaf_hash(e) for e in stored if e is not None]
+    # The tree root after every batch equals the plain recursive MTH of the prefix (RFC 6962 §2.1).
+    for record, _ in s.iter_batches():
+        assert record.tree_root == tree.root_from_leaf_hashes(leaves[: record.tree_size])
+    # Every stored hash equals a from-scratch computation, and nothing more is stored.
+    scratch = tree.Frontier().extend(leaves)
+    assert s.read_hashes(range(tree.stored_hash_count(len(leaves)))) == scratch
+    assert s.head().root == tree.root_from_leaf_hashes(leaves)
+    report = verify_store(s, [signer.verifier()])
+    assert report.size == len(bodies)
+    assert report.batches == len(splits)
+    s.close()
+
+
+def test_sync_record_returns_only_after_the_entry_is_committed(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer)
+    w.start()
+    try:
+        seq = w.record(b"\x22\x01x", new_decision_id().bytes)
+        assert seq == 0
+        assert store.entry(0) == b"\x08\x00\x22\x01x"
+        assert store.head().size == 1
+    finally:
+        w.close()
+
+
+def test_group_commit_takes_everything_queued_in_one_batch(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer, durability=Durability.ASYNC)
+    for b in _entries(300):
+        w.record(b, new_decision_id().bytes)
+    assert w.queue_depth == 300  # the thread is not started yet: nothing is taken
+    w.start()
+    w.close()
+    assert w.stats.committed_batches == 1
+    assert store.head().size == 300
+
+
+def test_batch_size_is_capped(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer, durability=Durability.ASYNC, batch_max_entries=64)
+    for b in _entries(200):
+        w.record(b, new_decision_id().bytes)
+    w.start()
+    w.close()
+    assert [r.count for r, _ in store.iter_batches()] == [64, 64, 64, 8]
+
+
+def test_full_queue_denies_after_a_bounded_wait_and_never_drops(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer, durability=Durability.ASYNC, queue_size=10, enqueue_timeout_s=0.05)
+    for b in _entries(10):
+        w.record(b, new_decision_id().bytes)
+    started = time.monotonic()
+    with pytest.raises(BackpressureError, match="queue full"):
+        w.record(b"late", new_decision_id().bytes)
+    assert 0.04 <= time.monotonic() - started < 1.0
+    assert w.stats.rejected_backpressure == 1
+    w.start()
+    w.close()
+    assert store.head().size == 10  # everything accepted is written; the refused one was denied, not lost
+
+
+def test_closed_writer_refuses_new_entries(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer)
+    w.start()
+    w.close()
+    with pytest.raises(LedgerClosedError):
+        w.record(b"x", new_decision_id().bytes)
+
+
+def test_checkpoints_are_published_on_interval_never_twice_for_one_size(
+    tmp_path: Path, store: Store, signer: note.Signer
+) -> None:
+    cp_file = tmp_path / "checkpoint"
+    w = make_writer(store, signer, checkpoint_interval_s=0.05)
+    w.checkpoint_file = cp_file
+    w.start()
+    try:
+        w.record(b"a", new_decision_id().bytes)
+        time.sleep(0.3)
+        assert [size for size, _ in store.iter_checkpoints()] == [1]  # no new checkpoint for an unchanged tree
+        w.record(b"b", new_decision_id().bytes)
+        time.sleep(0.3)
+    finally:
+        w.close()
+    sizes = [size for size, _ in store.iter_checkpoints()]
+    assert sizes == [1, 2]
+    cp, _ = checkpoint.open_checkpoint(cp_file.read_bytes(), [signer.verifier()], origin=ORIGIN)
+    assert (cp.size, cp.root) == (2, store.head().root)
+
+
+def test_shutdown_drains_the_queue_and_signs_a_final_checkpoint(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer, durability=Durability.ASYNC)
+    w.start()
+    for b in _entries(1000):
+        w.record(b, new_decision_id().bytes)
+    w.close()
+    assert store.head().size == 1000
+    latest = store.checkpoint()
+    assert latest is not None and latest[0] == 1000
+
+
+def test_concurrent_sync_writers_get_distinct_gapless_sequence_numbers(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer)
+    w.start()
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(200):
+            s = w.record(b"\x22\x01z", new_decision_id().bytes)
+            with lock:
+                seqs.append(s)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    assert sorted(seqs) == list(range(1600))
+    assert w.stats.committed_batches < 1600  # group commit happened
+    verify_store(store, [signer.verifier()])
+
+
+def test_decision_ids_index_finds_each_entry(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer)
+    w.start()
+    ids = [new_decision_id().bytes for _ in range(50)]
+    for i in ids:
+        w.record(b"x", i)
+    w.close()
+    assert [store.seq_of_decision(i) for i in ids] == list(range(50))

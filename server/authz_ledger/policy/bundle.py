@@ -255,6 +255,7 @@ class _DataMerger:
             return
         if isinstance(value, dict):  # an empty object still claims its path as an object
             self._descend(prefix, rel)
+            self.owners.setdefault(prefix, rel)
             return
         *parents, leaf = prefix
         node = self._descend(tuple(parents), rel)

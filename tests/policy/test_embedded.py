@@ -1,0 +1,304 @@
+"""The embedded engine: regopy in evaluator processes. Decisions, failing closed, crashes, timeouts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import tarfile
+import threading
+import time
+
+import pytest
+from authz_ledger.errors import (
+    PolicyError,
+    PolicyEvaluationError,
+    PolicyLoadError,
+    PolicyTimeoutError,
+    PolicyUnavailableError,
+    PolicyUndefinedError,
+)
+from authz_ledger.policy.embedded import EmbeddedEngine
+
+from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
+
+SLOW = """package envoy.authz
+import rego.v1
+allow := count([1 | some i in numbers.range(1, input.n); some j in numbers.range(1, input.n)])
+"""
+
+
+@pytest.fixture(scope="module")
+def example_engine():
+    engine = EmbeddedEngine(EXAMPLE_POLICY, workers=2, timeout=5.0)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize(("method", "path", "user", "want"), decision_cases())
+def test_example_policy_decisions(example_engine, method, path, user, want):
+    evaluation = example_engine.evaluate(encode(request_input(method, path, user)))
+    assert evaluation.result == want
+    assert evaluation.policy_version.startswith("sha256:")
+    assert evaluation.eval_ns > 0
+
+
+# Each policy below must end in an error -- never an allow, never a silent undefined.
+FAILING_POLICIES = [
+    pytest.param(
+        "import rego.v1\ndeny if time.parse_rfc3339_ns(input.t) > 0\nallow if not deny\n",
+        {"t": "2020-01-01T00:00:00Z"},
+        "Unable to parse time",
+        id="a builtin regopy gets wrong fails closed even under allow-if-not-deny",
+    ),
+    pytest.param(
+        'import rego.v1\ndeny if net.cidr_contains("10.0.0.0/8", input.ip)\nallow if not deny\n',
+        {"ip": "10.1.2.3"},
+        "eval_builtin_error",
+        id="a builtin regopy lacks fails closed",
+    ),
+    pytest.param(
+        "import rego.v1\nallow if input.n + 1 > 0\n",
+        {"n": "one"},
+        "eval_type_error",
+        id="a builtin given the wrong type is an error",
+    ),
+    pytest.param(
+        "import rego.v1\nallow := 1 if input.x\nallow := 2 if input.x\n",
+        {"x": True},
+        "conflict",
+        id="a complete rule with two values is an error",
+    ),
+    pytest.param(
+        "import rego.v1\nallow := base64url.decode(input.b)\n",
+        {"b": "ImhlbGxvIgo"},  # '"hello"\\n': rego-cpp does not escape what base64url.decode returns
+        "not valid JSON",
+        id="a result rego-cpp cannot serialise is an error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rules", "document", "message"), FAILING_POLICIES)
+def test_failing_policies_fail_closed(tmp_path, rules, document, message):
+    write_policy(tmp_path, "package envoy.authz\n" + rules)
+    with EmbeddedEngine(tmp_path, workers=1) as engine, pytest.raises(PolicyEvaluationError, match=message):
+        engine.evaluate(encode(document))
+
+
+def test_undefined_decision(tmp_path):
+    write_policy(tmp_path, "package envoy.authz\nimport rego.v1\nallow if input.ok\n")
+    with EmbeddedEngine(tmp_path, workers=1) as engine:
+        with pytest.raises(PolicyUndefinedError):
+            engine.evaluate(b"{}")
+        assert engine.evaluate(b'{"ok": true}').result is True
+
+
+def test_input_that_is_not_json_is_an_error_not_a_rego_term(tmp_path):
+    write_policy(tmp_path, "package envoy.authz\nimport rego.v1\nallow := input\n")
+    with (
+        EmbeddedEngine(tmp_path, workers=1) as engine,
+        pytest.raises(PolicyEvaluationError, match="not valid JSON"),
+    ):
+        engine.evaluate(b"data.envoy")
+
+
+TRICKY_STRINGS = ['a"b', "back\\slash", "line\nbreak", "é", "\U0001f600", "nul\x00byte", "\u2028", "tab\tx"]
+
+
+def test_input_strings_reach_the_policy_exactly(tmp_path):
+    # The C-API input path passes strings in rego-cpp's escaped spelling; an echo policy must give them back
+    # unchanged, and equality with policy literals must hold (a quote in a header must not break matching).
+    write_policy(
+        tmp_path,
+        "package envoy.authz\nimport rego.v1\n"
+        'allow := {"echo": input, "quote_matches": input.s[0] == "a\\"b",'
+        ' "slash_matches": input.s[1] == "back\\\\slash"}\n',
+    )
+    document = {"s": TRICKY_STRINGS, 'k"ey': 1, "big": 2**70, "neg": -(2**63), "f": 1.5, "n": None, "t": True}
+    with EmbeddedEngine(tmp_path, workers=1) as engine:
+        result = engine.evaluate(json.dumps(document).encode()).result
+    assert result == {"echo": document, "quote_matches": True, "slash_matches": True}
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    write_policy(
+        tmp_path, "package envoy.authz\nimport rego.v1\nallow if {\n  input.x ==\n}\n", name="broken.rego"
+    )
+    with pytest.raises(PolicyLoadError, match=r"broken\.rego:4:"):
+        EmbeddedEngine(tmp_path, workers=1)
+
+
+def test_unknown_function_is_a_load_error(tmp_path):
+    write_policy(tmp_path, "package envoy.authz\nimport rego.v1\nallow if no_such_function(1)\n")
+    with pytest.raises(PolicyLoadError, match="Function not found"):
+        EmbeddedEngine(tmp_path, workers=1)
+
+
+def test_an_idle_worker_that_dies_is_replaced_without_failing_a_decision(tmp_path):
+    write_policy(tmp_path, "package envoy.authz\nimport rego.v1\nallow := input.v\n")
+    with EmbeddedEngine(tmp_path, workers=1) as engine:
+        (pid,) = engine.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+        assert engine.evaluate(b'{"v": 1}').result == 1
+        assert engine.worker_pids() != [pid]
+
+
+def test_a_worker_that_dies_mid_decision_fails_that_call_and_is_replaced(tmp_path):
+    write_policy(tmp_path, SLOW)
+    with EmbeddedEngine(tmp_path, workers=1, timeout=30.0) as engine:
+        (pid,) = engine.worker_pids()
+        errors: list[BaseException] = []
+
+        def slow_call() -> None:
+            try:
+                engine.evaluate(b'{"n": 5000}')
+            except BaseException as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=slow_call)
+        caller.start()
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        caller.join(10)
+        assert len(errors) == 1
+        assert isinstance(errors[0], PolicyUnavailableError)
+        assert engine.evaluate(b'{"n": 2}').result == 4
+
+
+def test_timeout_kills_the_worker_and_the_next_call_succeeds(tmp_path):
+    write_policy(tmp_path, SLOW)
+    with EmbeddedEngine(tmp_path, workers=1, timeout=0.5) as engine:
+        (pid,) = engine.worker_pids()
+        started = time.monotonic()
+        with pytest.raises(PolicyTimeoutError):
+            engine.evaluate(b'{"n": 5000}')
+        elapsed = time.monotonic() - started
+        assert 0.5 <= elapsed < 1.0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the replacement starts in the background
+            try:
+                assert engine.evaluate(b'{"n": 2}').result == 4
+                break
+            except PolicyError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("no replacement worker")
+        assert pid not in engine.worker_pids()
+
+
+def test_reload_keeps_serving_the_old_policy_when_the_new_one_is_broken(tmp_path):
+    write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "v1"\n')
+    with EmbeddedEngine(tmp_path, workers=2) as engine:
+        v1 = engine.policy_version()
+        stop = threading.Event()
+        seen: list[object] = []
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    seen.append(engine.evaluate(b"{}").result)
+                except Exception as exc:
+                    seen.append(exc)
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "v2" if {\n')
+            with pytest.raises(PolicyLoadError, match=r"policy\.rego:\d+"):
+                engine.reload()
+            assert engine.policy_version() == v1
+            assert engine.evaluate(b"{}").result == "v1"
+            write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "v2"\n')
+            v2 = engine.reload()
+            assert v2 != v1
+            assert engine.policy_version() == v2
+            assert engine.evaluate(b"{}").result == "v2"
+            assert engine.reload() == v2  # unchanged files: nothing restarts
+        finally:
+            stop.set()
+            thread.join(10)
+        assert set(map(repr, seen)) <= {"'v1'", "'v2'"}, (
+            "every decision during the reload came from one policy"
+        )
+
+
+def test_bundle_tarball_with_manifest_revision(tmp_path):
+    members = {
+        ".manifest": b'{"revision": "2026-11-26.1", "roots": ["envoy"]}',
+        "envoy/policy.rego": b"package envoy.authz\nimport rego.v1\nallow if data.envoy.ok\n",
+        "envoy/data.json": b'{"ok": true}',
+    }
+    path = tmp_path / "bundle.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    with EmbeddedEngine(path, workers=1) as engine:
+        evaluation = engine.evaluate(b"{}")
+        assert evaluation.result is True
+        assert evaluation.policy_version == "2026-11-26.1"
+
+
+def test_watcher_reloads_changed_files(tmp_path):
+    write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "before"\n')
+    with EmbeddedEngine(tmp_path, workers=1, watch=True, watch_interval=0.2) as engine:
+        time.sleep(0.3)
+        write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "after"\n')
+        deadline = time.monotonic() + 15
+        while engine.evaluate(b"{}").result != "after":
+            assert time.monotonic() < deadline, "the watcher did not reload"
+            time.sleep(0.1)
+
+
+def _rate(engine: EmbeddedEngine, body: bytes, callers: int, seconds: float) -> tuple[float, float]:
+    """(decisions per second, parent CPU microseconds per decision) with ``callers`` threads."""
+    counts = [0] * callers
+    stop = threading.Event()
+
+    def loop(i: int) -> None:
+        while not stop.is_set():
+            engine.evaluate(body)
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    total = sum(counts)
+    return total / wall, cpu / total * 1e6
+
+
+def test_throughput_with_a_busy_python_thread(example_engine):
+    body = encode(request_input("POST", "/people/42", "carol"))
+    single, single_cpu = _rate(example_engine, body, 1, 2.0)
+    double, double_cpu = _rate(example_engine, body, 2, 2.0)
+
+    spinning = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not spinning.is_set():
+            x += 1
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        busy, _ = _rate(example_engine, body, 2, 3.0)
+    finally:
+        spinning.set()
+        spinner.join()
+    print(
+        f"\nembedded: 1 caller {single:.0f}/s ({1e6 / single:.0f} us each, parent CPU {single_cpu:.0f} us);"
+        f" 2 callers {double:.0f}/s (parent CPU {double_cpu:.0f} us);"
+        f" 2 callers + a spinning Python thread {busy:.0f}/s"
+    )
+    # In-process regopy manages ~55/s next to a busy thread; the process pool must stay well above that.
+    assert busy > 150

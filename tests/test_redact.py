@@ -1,0 +1,83 @@
+"""Redaction: secrets never reach the ledger in plaintext, yet stay correlatable."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from authz_ledger.redact import RedactionRules, Redactor
+
+SECRET = b"k" * 32
+
+
+def doc(headers: dict[str, str], path: str = "/x", **extra: Any) -> dict[str, Any]:
+    http: dict[str, Any] = {"headers": headers, "path": path, "method": "GET"}
+    http.update(extra)
+    return {"attributes": {"request": {"http": http}}, "parsed_path": ["x"], "parsed_query": {}, "parsed_body": None}
+
+
+def test_default_secret_headers_are_digested_and_equal_values_correlate() -> None:
+    r = Redactor(RedactionRules(), SECRET)
+    a = r.redact_input(doc({"authorization": "Bearer tok", "cookie": "s=1", "x-user": "alice"}))
+    b = r.redact_input(doc({"authorization": "Bearer tok"}))
+    h = a["attributes"]["request"]["http"]["headers"]
+    assert h["x-user"] == "alice"
+    assert h["authorization"].startswith("hmac-sha256:")
+    assert h["authorization"] == b["attributes"]["request"]["http"]["headers"]["authorization"]
+    assert "tok" not in json.dumps(a) and "s=1" not in json.dumps(a)
+
+
+def test_the_policy_view_is_not_modified() -> None:
+    original = doc({"authorization": "Bearer tok"}, body='{"a":1}')
+    before = copy.deepcopy(original)
+    Redactor(RedactionRules(), SECRET).redact_input(original)
+    assert original == before
+
+
+def test_a_document_without_secrets_is_returned_as_is() -> None:
+    d = doc({"x-user": "alice"})
+    assert Redactor(RedactionRules(), SECRET).redact_input(d) is d
+
+
+@pytest.mark.parametrize(
+    ("body_rule", "expect_body"),
+    [
+        pytest.param("digest", "hmac", id="bodies are digested by default"),
+        pytest.param("remove", None, id="bodies can be removed"),
+        pytest.param("unsafe_keep", "secret-body", id="bodies are kept only with the unsafe setting"),
+    ],
+)
+def test_request_bodies(body_rule: str, expect_body: str | None) -> None:
+    rules = RedactionRules(body=body_rule)
+    d = doc({}, body="secret-body")
+    d["parsed_body"] = {"password": "secret-body"}
+    out = Redactor(rules, SECRET).redact_input(d)
+    http = out["attributes"]["request"]["http"]
+    if expect_body is None:
+        assert "body" not in http
+    else:
+        assert expect_body in http["body"]
+    if body_rule != "unsafe_keep":
+        assert "secret-body" not in json.dumps(out)
+
+
+def test_sensitive_query_parameters_are_digested_in_path_query_and_parsed_query() -> None:
+    r = Redactor(RedactionRules(), SECRET)
+    d = doc({}, path="/cb?access_token=abc123&x=1", query="access_token=abc123&x=1")
+    d["parsed_query"] = {"access_token": ["abc123"], "x": ["1"]}
+    out = r.redact_input(d)
+    assert "abc123" not in json.dumps(out)
+    assert out["parsed_query"]["x"] == ["1"]
+    assert r.redact_path("/cb?access_token=abc123&x=1").endswith("&x=1")
+    assert "abc123" not in r.redact_path("/cb?access_token=abc123&x=1")
+
+
+def test_configured_headers_can_be_removed() -> None:
+    rules = RedactionRules.build([], ["x-internal"], [], "digest")
+    out = Redactor(rules, SECRET).redact_input(doc({"x-internal": "v", "authorization": "plain"}))
+    headers = out["attributes"]["request"]["http"]["headers"]
+    assert "x-internal" not in headers
+    assert headers["authorization"] == "plain"  # not in this rule set's digest list

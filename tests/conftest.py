@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from authz_ledger import note
 from authz_ledger.store import Store
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
@@ -59,8 +58,50 @@ def opa_binary() -> str:
     if not opa.exists():
         # Build it now (cached); a failure is a loud test failure, never a skip.
         proc = subprocess.run(
-            ["bash", str(ROOT / "tests" / "tools" / "build-opa.sh")], capture_output=True, text=True, check=False
+            ["bash", str(ROOT / "tests" / "tools" / "build-opa.sh")],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0 or not opa.exists():
             pytest.fail(f"cannot build OPA: {proc.stderr[-3000:]}")
     return str(opa)
+
+
+StartService = Callable[..., server.Running]
+
+
+@pytest.fixture
+def authz_service(tmp_path: Path) -> Iterator[StartService]:
+    """Start authz-ledger in-process on a free 127.0.0.1 port: ``authz_service(*sets, policy=dir)``.
+
+    Each call gets its own data directory; every service started is stopped (SIGTERM sequence) at teardown.
+    """
+    started: list[server.Running] = []
+
+    def start(*sets: str, policy: Path | None = None) -> server.Running:
+        overrides: dict[str, object] = {
+            "server.addr": f"127.0.0.1:{free_port()}",
+            "ledger.data_dir": str(tmp_path / f"data-{len(started)}"),
+        }
+        if policy is not None:
+            overrides["policy.source"] = str(policy)
+        cfg = config.load(
+            sets=["server.drain_seconds=0", "server.grace_seconds=1", "policy.embedded.workers=1", *sets],
+            environ={},
+            overrides=overrides,
+        )
+        running = server.start(cfg)
+        started.append(running)
+        return running
+
+    yield start
+    for running in reversed(started):
+        running.stop()
+
+
+def write_policy(directory: Path, rego: str) -> Path:
+    """A one-file embedded policy directory (``package envoy.authz``, Rego v1) for a test."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "policy.rego").write_text("package envoy.authz\n\nimport rego.v1\n\n" + rego)
+    return directory

@@ -14,9 +14,7 @@ from authz_ledger.note import Signer, Verifier, add_signatures, generate_signer,
 from hypothesis import given
 from hypothesis import strategies as st
 
-VECTORS = Path(
-    os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors")
-)
+VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 NOTE_VECTORS = {v["id"]: v for v in json.loads((VECTORS / "signed_note_vectors.json").read_text())["vectors"]}
 COSIGNED = NOTE_VECTORS["DERIVED-checkpoint-with-cosignature-v1"]
 
@@ -72,9 +70,7 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize(
-    "text", MALFORMED.values(), ids=[f"checkpoint with {k} is rejected" for k in MALFORMED]
-)
+@pytest.mark.parametrize("text", MALFORMED.values(), ids=[f"checkpoint with {k} is rejected" for k in MALFORMED])
 def test_malformed_checkpoints_are_rejected(text: str) -> None:
     with pytest.raises(NoteError):
         Checkpoint.parse(text.encode())

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from authz_ledger import checkpoint, cli, note, tree
 from authz_ledger.entry import OUTCOME_ALLOW, DecisionRecord
 from authz_ledger.ids import new_decision_id
@@ -38,8 +37,15 @@ def data_dir(tmp_path: Path) -> tuple[Path, note.Signer]:
     w.checkpoint_file = paths.checkpoint
     for i in range(3):
         rec = DecisionRecord(
-            time_unix_nano=1, decision_id=str(new_decision_id()), method="GET", path=f"/p{i}",
-            outcome=OUTCOME_ALLOW, allowed=True, http_status=200, input_json=b'{"a":1}', result_json=b"true",
+            time_unix_nano=1,
+            decision_id=str(new_decision_id()),
+            method="GET",
+            path=f"/p{i}",
+            outcome=OUTCOME_ALLOW,
+            allowed=True,
+            http_status=200,
+            input_json=b'{"a":1}',
+            result_json=b"true",
         )
         w._commit([Pending(rec.encode(), new_decision_id().bytes, False)])
     w._publish_checkpoint(force=True)
@@ -114,7 +120,8 @@ def test_checkpoint_prints_the_signed_note_exactly_as_stored(data_dir: tuple[Pat
     d, signer = data_dir
     proc = subprocess.run(
         [sys.executable, "-m", "authz_ledger.cli", "checkpoint", "--data-dir", str(d)],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     )
     cp, _ = checkpoint.open_checkpoint(proc.stdout, [signer.verifier()], origin=ORIGIN)
     assert cp.size == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from authz_ledger import config
 from authz_ledger.errors import ConfigError
 
@@ -58,7 +57,7 @@ def test_invalid_configuration_is_refused_with_the_key_named(sets: list[str], me
 def test_a_broken_yaml_file_is_reported_with_its_path(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text("policy: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML"):
         config.load(str(f), environ={})
 
 

@@ -20,9 +20,7 @@ from google.protobuf import any_pb2, descriptor_pb2, json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-GOLDEN = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text()
-)
+GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text())
 INPUT_CASES = {case["name"]: case for case in GOLDEN["input_cases"]}
 
 
@@ -73,16 +71,12 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "double slash at start keeps segments", parsed_path=["admin", "people"]
     ),
     # superseded: plugin PR #809 (2026) honours x-envoy-auth-partial-body instead of failing to parse.
-    "partial body header": _with(
-        "partial body header", parsed_path=["json"], parsed_body=None, truncated_body=True
-    ),
+    "partial body header": _with("partial body header", parsed_path=["json"], parsed_body=None, truncated_body=True),
     # Not marked in the recording: the same 2026 fix replaced url.Parse by strings.Cut(path, "?") and
     # url.ParseQuery, so "#frag" is no longer stripped; it stays in the query value.
     "path with fragment-like text": _with("path with fragment-like text", parsed_query={"x": ["1#frag"]}),
     # Not marked in the recording: PR #732 (July 2025, after v1.4.2) added input.source_principal.
-    "mTLS principals": _with(
-        "mTLS principals", source_principal="spiffe://cluster.local/ns/default/sa/frontend"
-    ),
+    "mTLS principals": _with("mTLS principals", source_principal="spiffe://cluster.local/ns/default/sa/frontend"),
 }
 
 
@@ -98,7 +92,9 @@ def test_golden_input_case(case: dict[str, Any]) -> None:
         with pytest.raises(RequestParseError) as info:
             build_input(request)
         outcome = request_parse_error_response(info.value, decision_id="id-1")
-        assert json_format.MessageToDict(outcome.response) == case["response"]
+        got = json_format.MessageToDict(outcome.response)
+        assert got.pop("dynamicMetadata") == {"decision_id": "id-1"}  # our one addition (see result.py)
+        assert got == case["response"]
 
 
 def test_golden_attribute_convention_matches_every_recorded_input() -> None:
@@ -271,10 +267,7 @@ def test_content_length_of_minus_one_is_ignored() -> None:
     ids=["a non-numeric content-length", "an empty content-length", "a content-length beyond int64"],
 )
 def test_bad_content_length_is_a_request_parse_error(value: str, message: str) -> None:
-    assert (
-        parse_error("/", headers={"content-type": "application/json", "content-length": value}, body="{}")
-        == message
-    )
+    assert parse_error("/", headers={"content-type": "application/json", "content-length": value}, body="{}") == message
 
 
 def test_partial_body_header_marks_any_body_truncated_without_parsing() -> None:
@@ -376,9 +369,7 @@ def test_form_shorter_than_content_length_is_truncated() -> None:
     ids=["a semicolon in a form body", "a bad escape in a form body"],
 )
 def test_malformed_form_is_a_request_parse_error(body: str, message: str) -> None:
-    assert (
-        parse_error("/", headers={"content-type": "application/x-www-form-urlencoded"}, body=body) == message
-    )
+    assert parse_error("/", headers={"content-type": "application/x-www-form-urlencoded"}, body=body) == message
 
 
 # --- Multipart bodies ---------------------------------------------------------------------------------------
@@ -495,9 +486,7 @@ MULTIPART_ERRORS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("content_type", "body", "message"), MULTIPART_ERRORS.values(), ids=MULTIPART_ERRORS.keys()
-)
+@pytest.mark.parametrize(("content_type", "body", "message"), MULTIPART_ERRORS.values(), ids=MULTIPART_ERRORS.keys())
 def test_malformed_multipart_is_a_request_parse_error(content_type: str, body: str, message: str) -> None:
     assert parse_error("/", headers={"content-type": content_type}, body=body) == message
 
@@ -507,9 +496,7 @@ def test_malformed_multipart_is_a_request_parse_error(content_type: str, body: s
 
 def greeter_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     """test.v1.Greeter: unary SayHello(HelloRequest), client-streaming Chat; HelloRequest uses an import."""
-    common = descriptor_pb2.FileDescriptorProto(
-        name="test/v1/common.proto", package="test.v1", syntax="proto3"
-    )
+    common = descriptor_pb2.FileDescriptorProto(name="test/v1/common.proto", package="test.v1", syntax="proto3")
     mood = common.enum_type.add(name="Mood")
     mood.value.add(name="MOOD_UNSPECIFIED", number=0)
     mood.value.add(name="MOOD_HAPPY", number=1)
@@ -520,9 +507,7 @@ def greeter_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     message = greeter.message_type.add(name="HelloRequest")
     fd = descriptor_pb2.FieldDescriptorProto
     message.field.add(name="name", number=1, type=fd.TYPE_STRING, label=fd.LABEL_OPTIONAL, json_name="name")
-    message.field.add(
-        name="visit_count", number=2, type=fd.TYPE_INT64, label=fd.LABEL_OPTIONAL, json_name="visitCount"
-    )
+    message.field.add(name="visit_count", number=2, type=fd.TYPE_INT64, label=fd.LABEL_OPTIONAL, json_name="visitCount")
     message.field.add(
         name="mood",
         number=3,
@@ -532,9 +517,7 @@ def greeter_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
         json_name="mood",
     )
     service = greeter.service.add(name="Greeter")
-    service.method.add(
-        name="SayHello", input_type=".test.v1.HelloRequest", output_type=".test.v1.HelloRequest"
-    )
+    service.method.add(name="SayHello", input_type=".test.v1.HelloRequest", output_type=".test.v1.HelloRequest")
     service.method.add(
         name="Chat",
         input_type=".test.v1.HelloRequest",
@@ -634,13 +617,8 @@ def test_grpc_without_descriptor_set_or_raw_body_is_not_parsed(greeter_pool: Any
         "a gRPC message with invalid wire data",
     ],
 )
-def test_malformed_grpc_is_a_request_parse_error(
-    greeter_pool: Any, path: str, raw: bytes, message: str
-) -> None:
-    assert (
-        parse_error(path, headers={"content-type": "application/grpc"}, raw_body=raw, pool=greeter_pool)
-        == message
-    )
+def test_malformed_grpc_is_a_request_parse_error(greeter_pool: Any, path: str, raw: bytes, message: str) -> None:
+    assert parse_error(path, headers={"content-type": "application/grpc"}, raw_body=raw, pool=greeter_pool) == message
 
 
 def test_descriptor_set_with_a_missing_import_is_a_config_error(tmp_path: Path) -> None:
@@ -664,15 +642,11 @@ def test_unreadable_descriptor_set_is_a_config_error(tmp_path: Path) -> None:
 def test_descriptor_set_compiled_by_protoc_loads(tmp_path: Path) -> None:
     grpc_tools = pytest.importorskip("grpc_tools.protoc")
     (tmp_path / "svc.proto").write_text(
-        'syntax = "proto3"; package demo; message Req { string q = 1; }\n'
-        "service S { rpc Get(Req) returns (Req); }"
+        'syntax = "proto3"; package demo; message Req { string q = 1; }\nservice S { rpc Get(Req) returns (Req); }'
     )
     out = tmp_path / "svc.pb"
     assert (
-        grpc_tools.main(
-            ["protoc", f"-I{tmp_path}", "--include_imports", f"-o{out}", str(tmp_path / "svc.proto")]
-        )
-        == 0
+        grpc_tools.main(["protoc", f"-I{tmp_path}", "--include_imports", f"-o{out}", str(tmp_path / "svc.proto")]) == 0
     )
     pool = load_descriptor_set(out)
     assert grpc_body(pool, grpc_frame(b"\x0a\x02hi"), "/demo.S/Get") == ({"q": "hi"}, False)
@@ -818,9 +792,7 @@ texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8
 @given(
     headers=st.dictionaries(st.text(alphabet="abcdefgh-", min_size=1, max_size=6), texts, max_size=4),
     strings=st.lists(texts, min_size=8, max_size=8),
-    numbers=st.tuples(
-        st.integers(0, 2**63 - 1), st.integers(0, 999_999_999), st.integers(0, 65535), st.integers(0, 1)
-    ),
+    numbers=st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 999_999_999), st.integers(0, 65535), st.integers(0, 1)),
     raw=st.binary(max_size=6),
     flags=st.lists(st.booleans(), min_size=4, max_size=4),
 )

@@ -21,9 +21,7 @@ from authz_ledger.note import (
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-VECTORS = Path(
-    os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors")
-)
+VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 NOTE_VECTORS = {v["id"]: v for v in json.loads((VECTORS / "signed_note_vectors.json").read_text())["vectors"]}
 
 PETER = NOTE_VECTORS["x-mod-sumdb-note-PeterNeumann"]
@@ -152,9 +150,7 @@ BAD_VKEYS = {
 }
 
 
-@pytest.mark.parametrize(
-    "vkey", BAD_VKEYS.values(), ids=[f"verifier key with {k} is rejected" for k in BAD_VKEYS]
-)
+@pytest.mark.parametrize("vkey", BAD_VKEYS.values(), ids=[f"verifier key with {k} is rejected" for k in BAD_VKEYS])
 def test_malformed_verifier_keys_are_rejected(vkey: str) -> None:
     with pytest.raises(NoteError):
         Verifier.from_vkey(vkey)
@@ -174,9 +170,7 @@ BAD_SKEYS = {
 }
 
 
-@pytest.mark.parametrize(
-    "skey", BAD_SKEYS.values(), ids=[f"private key with {k} is rejected" for k in BAD_SKEYS]
-)
+@pytest.mark.parametrize("skey", BAD_SKEYS.values(), ids=[f"private key with {k} is rejected" for k in BAD_SKEYS])
 def test_malformed_private_keys_are_rejected_without_echoing_them(skey: str) -> None:
     with pytest.raises(NoteError) as info:
         Signer.from_private_key_string(skey)
@@ -243,9 +237,7 @@ def test_tampered_text_is_rejected() -> None:
 def test_a_bad_signature_by_a_known_key_fails_the_note_even_with_another_good_one() -> None:
     good, bad = generate_signer("good"), generate_signer("bad")
     msg = sign_note(b"x\n", [good, bad])
-    forged = add_signatures(
-        msg.replace(b"x\n", b"y\n", 1), [good]
-    )  # bad's signature is now over the wrong text
+    forged = add_signatures(msg.replace(b"x\n", b"y\n", 1), [good])  # bad's signature is now over the wrong text
     with pytest.raises(NoteError, match="invalid signature by bad"):
         open_note(forged, [good.verifier(), bad.verifier()])
     assert [s.name for s in open_note(forged, [good.verifier()]).verified] == ["good"]

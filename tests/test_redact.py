@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
 from authz_ledger.redact import RedactionRules, Redactor
 
 SECRET = b"k" * 32
@@ -16,7 +15,12 @@ SECRET = b"k" * 32
 def doc(headers: dict[str, str], path: str = "/x", **extra: Any) -> dict[str, Any]:
     http: dict[str, Any] = {"headers": headers, "path": path, "method": "GET"}
     http.update(extra)
-    return {"attributes": {"request": {"http": http}}, "parsed_path": ["x"], "parsed_query": {}, "parsed_body": None}
+    return {
+        "attributes": {"request": {"http": http}},
+        "parsed_path": ["x"],
+        "parsed_query": {},
+        "parsed_body": None,
+    }
 
 
 def test_default_secret_headers_are_digested_and_equal_values_correlate() -> None:

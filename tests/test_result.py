@@ -16,9 +16,7 @@ from authz_ledger.result import (
 )
 from google.protobuf import json_format
 
-GOLDEN = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text()
-)
+GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text())
 RESULT_CASES = GOLDEN["result_cases"]
 DECISION_ID = "0193f1e2-7c4a-7b1e-9d2f-3a4b5c6d7e8f"
 
@@ -218,9 +216,7 @@ def test_dry_run_leaves_an_allow_untouched() -> None:
 
 
 def test_dry_run_still_rejects_a_wrong_shape() -> None:
-    assert error_of({"allowed": False, "http_status": 418}, dry_run=True).endswith(
-        "invalid HTTP status code 418"
-    )
+    assert error_of({"allowed": False, "http_status": 418}, dry_run=True).endswith("invalid HTTP status code 418")
 
 
 # --- Errors: the plugin's messages --------------------------------------------------------------------------
@@ -229,9 +225,7 @@ STATUS = "failed to get response status"
 HEADERS = "failed to get response headers"
 REMOVE = "failed to get request headers to remove: type assertion error, expected request_headers_to_remove"
 QSET = "failed to get request query parameters to set: type assertion error"
-METADATA = (
-    "failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object'"
-)
+METADATA = "failed to get dynamic metadata: type assertion error, expected dynamic_metadata to be of type 'object'"
 HTTP = "failed to get response http status"
 PARSE_INT = f"{HTTP}: error converting JSON number to int: strconv.ParseInt: parsing"
 ERRORS = {
@@ -361,9 +355,7 @@ def test_headers_are_checked_before_allow_only_keys() -> None:
 
 
 def test_body_is_checked_before_http_status() -> None:
-    assert error_of({"allowed": False, "body": 1, "http_status": 418}).startswith(
-        "failed to get response body:"
-    )
+    assert error_of({"allowed": False, "body": 1, "http_status": 418}).startswith("failed to get response body:")
 
 
 def test_status_code_table_is_envoys() -> None:
@@ -379,16 +371,16 @@ def test_request_parse_error_response_matches_the_plugin() -> None:
     golden = next(c for c in GOLDEN["input_cases"] if c["name"] == "invalid JSON body")
     error = RequestParseError("invalid character 'n' looking for beginning of object key string")
     outcome = request_parse_error_response(error, decision_id=DECISION_ID)
-    assert json_format.MessageToDict(outcome.response) == golden["response"]
-    # The plugin sends DynamicMetadata: nil here, so no decision_id either.
-    assert not outcome.response.HasField("dynamic_metadata")
+    # Identical to the plugin but for one deliberate addition: decision_id in dynamic metadata, as on every
+    # other answer, so that Envoy's access log joins the ledger entry of a malformed request too.
+    got = json_format.MessageToDict(outcome.response)
+    assert got.pop("dynamicMetadata") == {"decision_id": DECISION_ID}
+    assert got == golden["response"]
     assert (outcome.allowed, outcome.http_status, outcome.decision_id) == (False, 400, DECISION_ID)
 
 
 def test_fail_closed_response_is_unavailable_with_the_configured_status() -> None:
-    outcome = fail_closed_response(
-        decision_id=DECISION_ID, http_status=503, reason="LedgerWriteError: disk full"
-    )
+    outcome = fail_closed_response(decision_id=DECISION_ID, http_status=503, reason="LedgerWriteError: disk full")
     assert as_json(outcome) == {
         "status": {"code": 14, "message": "LedgerWriteError: disk full"},
         "deniedResponse": {"status": {"code": "ServiceUnavailable"}},
@@ -402,9 +394,7 @@ def test_fail_closed_reason_never_reaches_the_client_body() -> None:
     assert outcome.response.denied_response.body == ""
 
 
-@pytest.mark.parametrize(
-    "code", [0, 418, 999], ids=["status zero", "a status Envoy lacks", "a status in no table"]
-)
+@pytest.mark.parametrize("code", [0, 418, 999], ids=["status zero", "a status Envoy lacks", "a status in no table"])
 def test_fail_closed_with_an_invalid_status_is_a_config_error(code: int) -> None:
     with pytest.raises(ConfigError):
         fail_closed_response(decision_id=DECISION_ID, http_status=code, reason="x")

@@ -14,15 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from google.protobuf import json_format
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from authz_ledger import config, entry, note, server
 from authz_ledger.errors import LedgerCorruptError, RollbackError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .conftest import free_port
 
@@ -35,7 +34,10 @@ def check_request(http: dict[str, Any], **attrs: Any) -> external_auth_pb2.Check
 
 
 def serve_cfg(tmp_path: Path, *sets: str, policy: Path | None = None) -> config.Config:
-    overrides: dict[str, Any] = {"server.addr": f"127.0.0.1:{free_port()}", "ledger.data_dir": str(tmp_path / "data")}
+    overrides: dict[str, Any] = {
+        "server.addr": f"127.0.0.1:{free_port()}",
+        "ledger.data_dir": str(tmp_path / "data"),
+    }
     if policy is not None:
         overrides["policy.source"] = str(policy)
     return config.load(
@@ -86,7 +88,12 @@ def test_denied_check_carries_the_policy_status_and_is_recorded(running: server.
 
 
 def test_request_parse_error_is_a_400_deny_and_recorded(running: server.Running) -> None:
-    http = {"method": "POST", "path": "/api/items", "headers": {"content-type": "application/json"}, "body": "{bad"}
+    http = {
+        "method": "POST",
+        "path": "/api/items",
+        "headers": {"content-type": "application/json"},
+        "body": "{bad",
+    }
     resp = stub(running).Check(check_request(http))
     assert resp.status.code == 7
     assert resp.denied_response.status.code == 400
@@ -96,18 +103,23 @@ def test_request_parse_error_is_a_400_deny_and_recorded(running: server.Running)
 
 
 def test_a_check_without_http_attributes_still_gets_exactly_one_entry(running: server.Running) -> None:
-    try:
-        stub(running).Check(external_auth_pb2.CheckRequest())
-    except grpc.RpcError:
-        pass  # a policy error is allowed here; the entry is what matters
-    assert len(entries(running)) == 1
+    resp = stub(running).Check(external_auth_pb2.CheckRequest())
+    assert resp.status.code == 7  # the example policy denies an anonymous request to no route
+    [e] = entries(running)
+    assert e.outcome == entry.OUTCOME_DENY
 
 
 def test_secrets_never_reach_the_ledger(running: server.Running) -> None:
     http = {
-        "method": "POST", "path": "/api/items?access_token=tok-in-query", "body": '{"password":"body-secret"}',
-        "headers": {"x-user": "alice", "authorization": "Bearer tok-in-header", "cookie": "sid=cookie-secret",
-                    "content-type": "application/json"},
+        "method": "POST",
+        "path": "/api/items?access_token=tok-in-query",
+        "body": '{"password":"body-secret"}',
+        "headers": {
+            "x-user": "alice",
+            "authorization": "Bearer tok-in-header",
+            "cookie": "sid=cookie-secret",
+            "content-type": "application/json",
+        },
     }
     stub(running).Check(check_request(http))
     running.stop()
@@ -120,7 +132,7 @@ def test_secrets_never_reach_the_ledger(running: server.Running) -> None:
 def test_policy_errors_fail_the_rpc_and_are_recorded(tmp_path: Path) -> None:
     pol = tmp_path / "pol"
     pol.mkdir()
-    (pol / "p.rego").write_text("package envoy.authz\nimport rego.v1\nallow := {\"no_allowed_key\": true}\n")
+    (pol / "p.rego").write_text('package envoy.authz\nimport rego.v1\nallow := {"no_allowed_key": true}\n')
     r = server.start(serve_cfg(tmp_path, policy=pol))
     try:
         with pytest.raises(grpc.RpcError) as exc:
@@ -161,7 +173,9 @@ def test_health_reports_serving_then_not_serving_on_shutdown(tmp_path: Path) -> 
     r = server.start(serve_cfg(tmp_path))
     health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{r.port}"))
     for name in ("", server.AUTHORIZATION_SERVICE):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        )
     r.health.enter_graceful_shutdown()
     assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
     r.stop()
@@ -238,9 +252,24 @@ def test_sigterm_drains_commits_signs_a_final_checkpoint_and_exits_0(tmp_path: P
     port = free_port()
     data = tmp_path / "data"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "authz_ledger.cli", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data),
-         "--set", "server.drain_seconds=0.2", "--set", "ledger.checkpoint_interval_ms=3600000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "authz_ledger.cli",
+            "serve",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(data),
+            "--set",
+            "server.drain_seconds=0.2",
+            "--set",
+            "ledger.checkpoint_interval_ms=3600000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import lmdb
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.errors import LedgerCorruptError
 from authz_ledger.ids import new_decision_id
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
 from authz_ledger.writer import Pending
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import ORIGIN, make_writer
 
@@ -27,8 +26,12 @@ def build_ledger(path: Path, signer: note.Signer, n: int = N, batch: int = BATCH
     s = Store(path, map_size=64 << 20)
     w = make_writer(s, signer)
     for start in range(0, n, batch):
-        w._commit([Pending(b"\x22\x03e" + i.to_bytes(2, "big"), new_decision_id().bytes, False)
-                   for i in range(start, min(n, start + batch))])
+        w._commit(
+            [
+                Pending(b"\x22\x03e" + i.to_bytes(2, "big"), new_decision_id().bytes, False)
+                for i in range(start, min(n, start + batch))
+            ]
+        )
         w._publish_checkpoint(force=True)
     return s
 
@@ -77,7 +80,12 @@ def replace_checkpoint(size: int, *, other_key: bool) -> Callable[[Store, note.S
     def tamper(s: Store, signer: note.Signer) -> None:
         key = note.generate_signer(ORIGIN) if other_key else signer
         fake_root = tree.leaf_hash(b"forged")
-        _put(s, "checkpoints", u64(size), checkpoint.sign_checkpoint(checkpoint.Checkpoint(ORIGIN, size, fake_root), [key]))
+        _put(
+            s,
+            "checkpoints",
+            u64(size),
+            checkpoint.sign_checkpoint(checkpoint.Checkpoint(ORIGIN, size, fake_root), [key]),
+        )
 
     return tamper
 
@@ -104,15 +112,21 @@ CASES = [
     pytest.param(swap(20, 21), 20, "does not match", id="two swapped entries are named at the first of them"),
     pytest.param(truncate_tail(90), 90, "missing", id="a truncated tail names the first missing entry"),
     pytest.param(
-        replace_checkpoint(50, other_key=True), 49, "does not verify",
+        replace_checkpoint(50, other_key=True),
+        49,
+        "does not verify",
         id="a checkpoint re-signed with another key is rejected",
     ),
     pytest.param(
-        replace_checkpoint(50, other_key=False), 49, "disagrees",
+        replace_checkpoint(50, other_key=False),
+        49,
+        "disagrees",
         id="a validly signed checkpoint with a forged root disagrees with the tree",
     ),
     pytest.param(
-        rewrite_entry_and_its_hashes(33), 30, "does not commit to its entries",
+        rewrite_entry_and_its_hashes(33),
+        30,
+        "does not commit to its entries",
         id="rewriting an entry and every stored hash is caught by its batch record",
     ),
 ]
@@ -120,7 +134,11 @@ CASES = [
 
 @pytest.mark.parametrize(("tamper", "bad_seq", "message"), CASES)
 def test_verify_detects_tampering_and_names_the_sequence_number(
-    tmp_path: Path, signer: note.Signer, tamper: Callable[[Store, note.Signer], None], bad_seq: int, message: str
+    tmp_path: Path,
+    signer: note.Signer,
+    tamper: Callable[[Store, note.Signer], None],
+    bad_seq: int,
+    message: str,
 ) -> None:
     s = build_ledger(tmp_path / "l", signer)
     verify_store(s, [signer.verifier()])

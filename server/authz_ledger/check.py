@@ -73,7 +73,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self.redactor = redactor
         self.options = options
 
-    def Check(  # noqa: N802 - the gRPC method name
+    def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         decision_id = uuid.uuid4()
@@ -164,9 +164,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         return external_auth_pb2.CheckResponse(), error
 
 
-def _describe_request(
-    request: external_auth_pb2.CheckRequest, decision_id: str, redactor: Redactor
-) -> DecisionRecord:
+def _describe_request(request: external_auth_pb2.CheckRequest, decision_id: str, redactor: Redactor) -> DecisionRecord:
     """The searchable fields of an entry, read straight from the protobuf (never from the policy input)."""
     attrs = request.attributes
     http = attrs.request.http

@@ -107,9 +107,7 @@ def sign_checkpoint(cp: Checkpoint, signers: Sequence[Signer]) -> bytes:
     return sign_note(cp.to_text(), signers)
 
 
-def open_checkpoint(
-    msg: bytes, verifiers: Sequence[Verifier], origin: str | None = None
-) -> tuple[Checkpoint, Note]:
+def open_checkpoint(msg: bytes, verifiers: Sequence[Verifier], origin: str | None = None) -> tuple[Checkpoint, Note]:
     """Verify a signed checkpoint; return it with the opened note (whose cosignatures the caller may check).
 
     Fails unless a signature by a key named exactly like the checkpoint's origin verified, and, when

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from authz_ledger import __version__, config, entry, keys, note
-from authz_ledger.errors import AuthzLedgerError, LedgerCorruptError, LedgerError, NoteError
+from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
 from authz_ledger.verify import verify_store
@@ -62,7 +63,7 @@ def cmd_keygen(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_vkey(args: argparse.Namespace, out: TextIO) -> int:
     if bool(args.key) == bool(args.data_dir):
-        raise config.ConfigError("give exactly one of --key FILE or --data-dir DIR")
+        raise ConfigError("give exactly one of --key FILE or --data-dir DIR")
     path = Path(args.key) if args.key else LedgerPaths(Path(args.data_dir)).signing_key
     print(keys.load_signing_key(path).verifier_key(), file=out)
     return 0
@@ -159,10 +160,7 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     store = _open_store(args.data_dir)
     try:
-        count = 0
-        for seq, data in store.iter_entries(args.from_):
-            if args.limit is not None and count >= args.limit:
-                break
+        for seq, data in itertools.islice(store.iter_entries(args.from_), args.limit):
             msg = entry.decode(data, seq)
             if args.json:
                 doc = {"index": seq, "decision_id": msg.decision_id, "entry_b64": _b64(data)}
@@ -176,7 +174,6 @@ def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
                     + (f"  error={fields['error']}" if fields["error"] else ""),
                     file=out,
                 )
-            count += 1
     finally:
         store.close()
     return 0
@@ -198,16 +195,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the ext_authz gRPC service. Precedence: defaults < --config < AUTHZ_LEDGER_SECTION__KEY "
         "environment variables < --set < --addr/--policy/--data-dir/--key.",
     )
-    s.add_argument("--addr", help="listen address: host:port, :port (all interfaces) or unix:///path "
-                   "(default 127.0.0.1:9191)")
-    s.add_argument("--policy", metavar="PATH", help="a directory of .rego and data files, or a bundle .tar.gz "
-                   "(default: the bundled example policy)")
+    s.add_argument(
+        "--addr",
+        help="listen address: host:port, :port (all interfaces) or unix:///path (default 127.0.0.1:9191)",
+    )
+    s.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="a directory of .rego and data files, or a bundle .tar.gz (default: the bundled example policy)",
+    )
     s.add_argument("--data-dir", metavar="DIR", help=f"ledger directory (default {config.default_data_dir()})")
     s.add_argument("--config", metavar="FILE", help="YAML configuration file")
-    s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override one configuration key, e.g. --set policy.engine=opa (repeatable)")
-    s.add_argument("--key", metavar="FILE", action="append", help="signing key file (repeatable: every key "
-                   "signs each checkpoint; the first must be named after the origin)")
+    s.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one configuration key, e.g. --set policy.engine=opa (repeatable)",
+    )
+    s.add_argument(
+        "--key",
+        metavar="FILE",
+        action="append",
+        help="signing key file (repeatable: every key signs each checkpoint; the first must be named after the origin)",
+    )
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keygen", help="create an Ed25519 signing key; prints its verifier key")
@@ -222,8 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("verify", help="verify a ledger offline: leaves, tree, chain, every signed checkpoint")
     f.add_argument("--data-dir", required=True, metavar="DIR")
-    f.add_argument("--vkey", required=True, action="append", metavar="VKEY",
-                   help="trusted verifier key, or a file of them (repeatable, for rotated keys)")
+    f.add_argument(
+        "--vkey",
+        required=True,
+        action="append",
+        metavar="VKEY",
+        help="trusted verifier key, or a file of them (repeatable, for rotated keys)",
+    )
     f.add_argument("--json", action="store_true", help="one JSON object: ok, size, root, first_bad_seq, error")
     f.set_defaults(func=cmd_verify)
 
@@ -248,7 +264,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         code: int = args.func(args, stream)
     except AuthzLedgerError as e:
         print(f"authz-ledger {args.command}: {e.diagnostics()}", file=sys.stderr)
-        return 2 if isinstance(e, config.ConfigError) else 1
+        return 2 if isinstance(e, ConfigError) else 1
     except BrokenPipeError:
         return 0
     return code

@@ -508,14 +508,10 @@ def _byte_len(text: str) -> int:
 def _check_truncated(content_length: str, body_length: int) -> bool:
     """The plugin's checkIfHTTPBodyTruncated, with strconv.ParseInt(s, 10, 64)'s errors."""
     if re.fullmatch(r"[+-]?[0-9]+", content_length, re.ASCII) is None:
-        raise RequestParseError(
-            f"strconv.ParseInt: parsing {_go_quote(content_length.encode())}: invalid syntax"
-        )
+        raise RequestParseError(f"strconv.ParseInt: parsing {_go_quote(content_length.encode())}: invalid syntax")
     declared = int(content_length)
     if not -(2**63) <= declared < 2**63:
-        raise RequestParseError(
-            f"strconv.ParseInt: parsing {_go_quote(content_length.encode())}: value out of range"
-        )
+        raise RequestParseError(f"strconv.ParseInt: parsing {_go_quote(content_length.encode())}: value out of range")
     return declared != -1 and declared > body_length
 
 
@@ -996,8 +992,7 @@ _KNOWN_FIELDS = {
 def _fast_path_matches(pool: DescriptorPool) -> bool:
     try:
         return all(
-            set(pool.FindMessageTypeByName(name).fields_by_name) == fields
-            for name, fields in _KNOWN_FIELDS.items()
+            set(pool.FindMessageTypeByName(name).fields_by_name) == fields for name, fields in _KNOWN_FIELDS.items()
         )
     except KeyError:
         return False
@@ -1125,7 +1120,7 @@ _FAST_PATH = False  # set by _enable_fast_path() once the Envoy descriptors are 
 
 def _enable_fast_path() -> None:
     global _FAST_PATH  # noqa: PLW0603 -- one flag, decided once at import
-    from envoy.service.auth.v3 import external_auth_pb2  # noqa: PLC0415 -- registers the descriptors
+    from envoy.service.auth.v3 import external_auth_pb2
 
     _FAST_PATH = _fast_path_matches(external_auth_pb2.DESCRIPTOR.pool)
 

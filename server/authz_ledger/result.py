@@ -48,9 +48,7 @@ _UNAVAILABLE = code_pb2.UNAVAILABLE
 
 # Envoy's StatusCode enum without Empty (0): the plugin requires both http.StatusText(code) != "" and a name
 # in this enum; every named code except 0 has a Go status text.
-_ENVOY_STATUS_CODES = frozenset(
-    v.number for v in http_status_pb2.StatusCode.DESCRIPTOR.values if v.number != 0
-)
+_ENVOY_STATUS_CODES = frozenset(v.number for v in http_status_pb2.StatusCode.DESCRIPTOR.values if v.number != 0)
 
 
 def is_envoy_status_code(code: int) -> bool:
@@ -97,16 +95,12 @@ def _go_number_text(value: int | float) -> str:
 
 def _expected(wrap: str, expectation: str, value: Any, sep: str = ",") -> PolicyResultError:
     """The plugin's ``type assertion error`` messages, behind their ``failed to get ...`` wrap."""
-    return PolicyResultError(
-        f"{wrap}: type assertion error{sep} expected {expectation} but got '{_go_type(value)}'"
-    )
+    return PolicyResultError(f"{wrap}: type assertion error{sep} expected {expectation} but got '{_go_type(value)}'")
 
 
 class _NotHeaders(ValueError):
     def __init__(self, value: Any) -> None:
-        super().__init__(
-            f"type assertion error, expected headers to be of type 'object' but got '{_go_type(value)}'"
-        )
+        super().__init__(f"type assertion error, expected headers to be of type 'object' but got '{_go_type(value)}'")
 
 
 def _header_options(value: Any, out: list[Any]) -> None:
@@ -225,9 +219,7 @@ def _allowed(result: Any) -> bool:
         return result
     if isinstance(result, dict):
         if "allowed" not in result:
-            raise PolicyResultError(
-                f'{wrap}: unable to determine evaluation result due to missing "allowed" key'
-            )
+            raise PolicyResultError(f'{wrap}: unable to determine evaluation result due to missing "allowed" key')
         allowed = result["allowed"]
         if not isinstance(allowed, bool):
             raise _expected(wrap, "allowed to be of type 'boolean'", allowed)
@@ -242,9 +234,7 @@ def check_response(result: Any, *, decision_id: str, dry_run: bool) -> Outcome:
     error reported is the plugin's.
     """
     allowed = _allowed(result)
-    response = external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=_OK if allowed else _PERMISSION_DENIED)
-    )
+    response = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=_OK if allowed else _PERMISSION_DENIED))
     http_status = 200 if allowed else 403
 
     if isinstance(result, dict):
@@ -291,16 +281,16 @@ def request_parse_error_response(error: RequestParseError, *, decision_id: str) 
     """The plugin's answer when the input document cannot be built: a normal response, not an RPC error.
 
     PERMISSION_DENIED with ``request_parse_error: <message>`` as both the status message and the 400 body.
-    The plugin sends no dynamic metadata here (DynamicMetadata: nil, so not even decision_id) and neither do
-    we; the id still names the ledger entry and is carried on the Outcome.
+    One deliberate addition: the plugin sends no dynamic metadata here (DynamicMetadata: nil), but a malformed
+    request is exactly the one an operator wants to find in the ledger from Envoy's access log, so decision_id
+    is set as on every other answer. Envoy ignores metadata it does not log; policies never see it.
     """
     message = f"request_parse_error: {error}"
     response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_PERMISSION_DENIED, message=message),
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=400), body=message
-        ),
+        denied_response=external_auth_pb2.DeniedHttpResponse(status=http_status_pb2.HttpStatus(code=400), body=message),
     )
+    response.dynamic_metadata.fields["decision_id"].string_value = decision_id
     return Outcome(response=response, allowed=False, http_status=400, decision_id=decision_id)
 
 
@@ -316,9 +306,7 @@ def fail_closed_response(*, decision_id: str, http_status: int, reason: str) -> 
         raise ConfigError(f"fail-closed HTTP status {http_status} is not one Envoy's ext_authz can send")
     response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=_UNAVAILABLE, message=reason),
-        denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=http_status)
-        ),
+        denied_response=external_auth_pb2.DeniedHttpResponse(status=http_status_pb2.HttpStatus(code=http_status)),
     )
     response.dynamic_metadata.fields["decision_id"].string_value = decision_id
     return Outcome(response=response, allowed=False, http_status=http_status, decision_id=decision_id)

@@ -240,4 +240,3 @@ def _reload(engine: PolicyEngine) -> None:
         log.info("policy reloaded: version %s", version)
     except PolicyError as e:
         log.error("policy reload failed, the previous policy keeps serving: %s", e.diagnostics())
-

@@ -27,7 +27,6 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lmdb
 
@@ -43,7 +42,7 @@ def u64(n: int) -> bytes:
     return _U64.pack(n)
 
 
-def from_u64(b: bytes) -> int:
+def from_u64(b: bytes | memoryview) -> int:
     return int(_U64.unpack(b)[0])
 
 
@@ -246,7 +245,10 @@ class Store:
             lo, hi = 0, txn.stat(self.batches)["entries"] - 1
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                rec = BatchRecord.decode(bytes(txn.get(u64(mid))))
+                raw = txn.get(u64(mid))
+                if raw is None:
+                    raise LedgerCorruptError(f"batch record {mid} is missing")
+                rec = BatchRecord.decode(bytes(raw))
                 if rec.first_seq <= seq:
                     lo = mid
                 else:
@@ -270,9 +272,7 @@ class Store:
         try:
             with self.env.begin(write=True) as txn:
                 cur = txn.cursor(self.entries)
-                cur.putmulti(
-                    [(u64(old_head.size + i), e) for i, e in enumerate(entries)], append=True, overwrite=False
-                )
+                cur.putmulti([(u64(old_head.size + i), e) for i, e in enumerate(entries)], append=True, overwrite=False)
                 cur = txn.cursor(self.hashes)
                 cur.putmulti(
                     [(u64(first_hash_index + i), h) for i, h in enumerate(new_hashes)],
@@ -297,8 +297,7 @@ class Store:
             raise LedgerWriteError(f"cannot store checkpoint at size {size}: {e}") from e
 
     def map_size(self) -> int:
-        info: dict[str, Any] = self.env.info()
-        return int(info["map_size"])
+        return int(self.env.info()["map_size"])
 
     def grow_map(self, new_size: int) -> None:
         """Enlarge the map; LMDB allows it only while this process has no open transaction."""

@@ -346,9 +346,7 @@ def _consistency_ranges(size1: int, size2: int) -> list[_Range]:
     return out
 
 
-def inclusion_proof(
-    index: int, size: int, read_hashes: ReadHashes, *, stored_size: int | None = None
-) -> list[bytes]:
+def inclusion_proof(index: int, size: int, read_hashes: ReadHashes, *, stored_size: int | None = None) -> list[bytes]:
     """PATH(index, D[size]) (RFC 9162 §2.1.3.1) from stored hashes, one batched read of O(log size) hashes.
 
     Raises ProofError unless 0 <= index < size (and size <= stored_size when given).
@@ -439,12 +437,15 @@ def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof
 
     RFC 9162 §2.1.4.2, with transparency-dev/merkle's edge cases so its test vectors pass:
 
-    * size1 > size2 fails; negative sizes fail; roots and proof hashes must be 32 bytes.
+    * size1 > size2 fails; negative sizes fail.
     * size1 == 0 always fails, even 0 -> 0: a proof from the empty tree proves nothing. C2SP tlog-witness
       sends an empty proof for an old size of 0 -- a caller that accepts that (the witness) must treat old
       size 0 as trivially consistent itself and not call this function.
-    * size1 == size2 passes iff the proof is empty and the roots are equal.
-    * otherwise the proof must be non-empty and exactly as long as PROOF(size1, D[size2]).
+    * size1 == size2 passes iff the proof is empty and the roots are byte-equal. As in transparency-dev/merkle,
+      their length is not checked here: nothing is hashed, equal bytes are the whole claim (one published probe
+      relies on it).
+    * otherwise roots and proof hashes must be 32 bytes and the proof non-empty and exactly as long as
+      PROOF(size1, D[size2]).
 
     Raises ProofError.
     """
@@ -454,24 +455,22 @@ def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof
         raise ProofError(f"old size {size1} is larger than new size {size2}")
     if size1 == 0:
         raise ProofError("consistency with the empty tree is trivial and not proved (old size is 0)")
-    _check_hash("old root", root1)
-    _check_hash("new root", root2)
-    _check_proof_hashes(proof)
     if size1 == size2:
         if proof:
             raise ProofError(f"sizes are equal ({size1}) but the consistency proof is not empty")
         if root1 != root2:
             raise ProofError(f"trees of equal size {size1} have different roots")
         return
+    _check_hash("old root", root1)
+    _check_hash("new root", root2)
+    _check_proof_hashes(proof)
     want = len(_consistency_ranges(size1, size2))
     if len(proof) != want:
         raise ProofError(f"consistency proof {size1} -> {size2} has {len(proof)} hashes, want {want}")
     _verify_consistency_path(size1, size2, root1, root2, proof)
 
 
-def _verify_consistency_path(
-    size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]
-) -> None:
+def _verify_consistency_path(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> None:
     """RFC 9162 §2.1.4.2 steps 2-7 for 0 < size1 < size2 and a non-empty proof."""
     path = list(proof)
     # Step 2: when the old tree is a perfect subtree, the verifier already holds its hash.

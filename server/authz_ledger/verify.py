@@ -17,7 +17,7 @@ The first failure stops the sweep and names the first bad sequence number.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from authz_ledger import checkpoint, note, tree
@@ -173,12 +173,12 @@ def _batch_hash(store: Store, number: int) -> bytes:
     raise LedgerCorruptError(f"batch record {number} is missing")
 
 
-def _next_batch(batches: object) -> tuple[BatchRecord | None, bytes]:
+def _next_batch(batches: Iterator[tuple[BatchRecord, bytes]]) -> tuple[BatchRecord | None, bytes]:
     try:
-        record, raw = next(batches)  # type: ignore[call-overload]
+        record, raw = next(batches)
     except StopIteration:
         return None, b""
-    return record, raw  # type: ignore[no-any-return]
+    return record, raw
 
 
 def _check_batch(

@@ -26,9 +26,7 @@ def request_input(method: str, path: str, user: str | None) -> dict[str, Any]:
     if user is not None:
         headers["x-user"] = user
     bare = path.split("?", maxsplit=1)[0]
-    document["parsed_path"] = bare.removeprefix("/").split(
-        "/"
-    )  # the plugin trims one slash: "//x" → ["", "x"]
+    document["parsed_path"] = bare.removeprefix("/").split("/")  # the plugin trims one slash: "//x" → ["", "x"]
     return document
 
 
@@ -112,9 +110,7 @@ DECISION_TABLE: list[tuple[str, str, str, str | None, Any]] = [
 
 
 def decision_cases() -> list[Any]:
-    return [
-        pytest.param(method, path, user, want, id=name) for name, method, path, user, want in DECISION_TABLE
-    ]
+    return [pytest.param(method, path, user, want, id=name) for name, method, path, user, want in DECISION_TABLE]
 
 
 def write_policy(directory: Path, rego: str, data: Any = None, name: str = "policy.rego") -> Path:

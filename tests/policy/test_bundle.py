@@ -54,12 +54,8 @@ def make_tar(path: Path, members: dict[str, bytes], *, symlink: str | None = Non
             {"x": {"k": "v", "n": 1}, "top": True},
             id="json and yaml files merge when they do not overlap",
         ),
-        pytest.param(
-            {"p.rego": REGO, "x/data.yaml": b""}, {"x": {}}, id="an empty yaml file adds an empty object"
-        ),
-        pytest.param(
-            {"p.rego": REGO, "README.md": b"hi", "plan.json": b"{"}, {}, id="other files are ignored"
-        ),
+        pytest.param({"p.rego": REGO, "x/data.yaml": b""}, {"x": {}}, id="an empty yaml file adds an empty object"),
+        pytest.param({"p.rego": REGO, "README.md": b"hi", "plan.json": b"{"}, {}, id="other files are ignored"),
     ],
 )
 def test_data_layout(files, want_data):
@@ -72,17 +68,13 @@ def test_data_layout(files, want_data):
     ("files", "message"),
     [
         pytest.param({"data.json": b"{}"}, "no .rego files", id="a source without modules is rejected"),
-        pytest.param(
-            {"p.rego": REGO, "data.json": b"{"}, "data.json: invalid JSON", id="broken JSON names the file"
-        ),
+        pytest.param({"p.rego": REGO, "data.json": b"{"}, "data.json: invalid JSON", id="broken JSON names the file"),
         pytest.param(
             {"p.rego": REGO, "a/data.yaml": b"k: [1,\n"},
             "a/data.yaml: invalid YAML at line",
             id="broken YAML names file and line",
         ),
-        pytest.param(
-            {"p.rego": REGO, "data.json": b"[1]"}, "must hold an object", id="root data must be an object"
-        ),
+        pytest.param({"p.rego": REGO, "data.json": b"[1]"}, "must hold an object", id="root data must be an object"),
         pytest.param(
             {"p.rego": REGO, "data.json": b'{"a": {"b": 1}}', "a/data.json": b'{"b": 2}'},
             "both set data.a.b",
@@ -143,16 +135,10 @@ def test_directory_and_tarball_of_the_same_files_agree(tmp_path):
 @pytest.mark.parametrize(
     ("members", "symlink", "message"),
     [
-        pytest.param(
-            {"../evil.rego": REGO}, None, "path traversal", id="a parent-directory member is rejected"
-        ),
-        pytest.param(
-            {"a/../../evil.rego": REGO}, None, "path traversal", id="a traversal in the middle is rejected"
-        ),
+        pytest.param({"../evil.rego": REGO}, None, "path traversal", id="a parent-directory member is rejected"),
+        pytest.param({"a/../../evil.rego": REGO}, None, "path traversal", id="a traversal in the middle is rejected"),
         pytest.param({"p.rego": REGO}, "link.rego", "is a link", id="a symlink member is rejected"),
-        pytest.param(
-            {"p.rego": REGO, "./p.rego": REGO}, None, "appears twice", id="a duplicate member is rejected"
-        ),
+        pytest.param({"p.rego": REGO, "./p.rego": REGO}, None, "appears twice", id="a duplicate member is rejected"),
     ],
 )
 def test_hostile_tarballs(tmp_path, members, symlink, message):
@@ -164,12 +150,8 @@ def test_hostile_tarballs(tmp_path, members, symlink, message):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        pytest.param(
-            b"not a tarball at all", "unreadable bundle archive", id="garbage is an unreadable archive"
-        ),
-        pytest.param(
-            b"\x1f\x8b\x08\x00" + b"\x00" * 20, "unreadable bundle archive", id="a truncated gzip stream"
-        ),
+        pytest.param(b"not a tarball at all", "unreadable bundle archive", id="garbage is an unreadable archive"),
+        pytest.param(b"\x1f\x8b\x08\x00" + b"\x00" * 20, "unreadable bundle archive", id="a truncated gzip stream"),
     ],
 )
 def test_unreadable_tarballs(tmp_path, content, message):

@@ -122,9 +122,7 @@ def test_input_strings_reach_the_policy_exactly(tmp_path):
 
 
 def test_syntax_error_names_file_and_line(tmp_path):
-    write_policy(
-        tmp_path, "package envoy.authz\nimport rego.v1\nallow if {\n  input.x ==\n}\n", name="broken.rego"
-    )
+    write_policy(tmp_path, "package envoy.authz\nimport rego.v1\nallow if {\n  input.x ==\n}\n", name="broken.rego")
     with pytest.raises(PolicyLoadError, match=r"broken\.rego:4:"):
         EmbeddedEngine(tmp_path, workers=1)
 
@@ -219,9 +217,7 @@ def test_reload_keeps_serving_the_old_policy_when_the_new_one_is_broken(tmp_path
         finally:
             stop.set()
             thread.join(10)
-        assert set(map(repr, seen)) <= {"'v1'", "'v2'"}, (
-            "every decision during the reload came from one policy"
-        )
+        assert set(map(repr, seen)) <= {"'v1'", "'v2'"}, "every decision during the reload came from one policy"
 
 
 def test_bundle_tarball_with_manifest_revision(tmp_path):

@@ -116,9 +116,7 @@ def test_undefined_decision(opa):
 @pytest.mark.parametrize(
     ("path", "document", "message"),
     [
-        pytest.param(
-            "envoy/errors/conflict", {"x": True}, "conflict", id="a conflicting rule is an evaluation error"
-        ),
+        pytest.param("envoy/errors/conflict", {"x": True}, "conflict", id="a conflicting rule is an evaluation error"),
         pytest.param(
             "envoy/errors/allow_unless_denied",
             {"t": "garbage"},
@@ -200,9 +198,7 @@ class _FakeHandler(http.server.BaseHTTPRequestHandler):
         pytest.param(200, b"<html>hi</html>", PolicyEvaluationError, "not JSON", id="a 200 that is not JSON"),
         pytest.param(200, b"[1, 2]", PolicyEvaluationError, "not a JSON object", id="a 200 with a JSON list"),
         pytest.param(200, b"{}", PolicyUndefinedError, "undefined", id="a 200 without result is undefined"),
-        pytest.param(
-            500, b"<html>oops</html>", PolicyUnavailableError, "HTTP 500", id="a 500 that is not OPA's"
-        ),
+        pytest.param(500, b"<html>oops</html>", PolicyUnavailableError, "HTTP 500", id="a 500 that is not OPA's"),
         pytest.param(
             500,
             b'{"code": "internal_error", "message": "eval_conflict_error"}',
@@ -248,12 +244,8 @@ def test_bundle_revision_is_the_policy_version(tmp_path):
     ("provenance", "want"),
     [
         pytest.param({"version": "1.4.2", "build_commit": ""}, "opa/1.4.2", id="no bundle: the OPA version"),
-        pytest.param(
-            {"version": "1.4.2", "build_commit": "abc123"}, "opa/1.4.2+abc123", id="with a build commit"
-        ),
-        pytest.param(
-            {"version": "1.4.2", "bundles": {"b": {"revision": "r7"}}}, "r7", id="one bundle: its revision"
-        ),
+        pytest.param({"version": "1.4.2", "build_commit": "abc123"}, "opa/1.4.2+abc123", id="with a build commit"),
+        pytest.param({"version": "1.4.2", "bundles": {"b": {"revision": "r7"}}}, "r7", id="one bundle: its revision"),
         pytest.param(
             {"version": "1.4.2", "bundles": {"z": {"revision": "2"}, "a": {"revision": "1"}}},
             "a=1,z=2",

@@ -129,9 +129,7 @@ def build_source(origin: str, files: dict[str, bytes]) -> PolicySource:
         encoded = rel.encode("utf-8")
         digest.update(len(encoded).to_bytes(8, "big") + encoded + len(raw).to_bytes(8, "big"))
         digest.update(raw)
-    return PolicySource(
-        origin=origin, modules=modules, data=merger.data, revision=revision, digest=digest.hexdigest()
-    )
+    return PolicySource(origin=origin, modules=modules, data=merger.data, revision=revision, digest=digest.hexdigest())
 
 
 def _read_file(p: Path) -> bytes:
@@ -172,9 +170,7 @@ def _read_tarball(path: Path) -> dict[str, bytes]:
                     continue
                 if not member.isfile():
                     kind = "link" if (member.issym() or member.islnk()) else "special file"
-                    raise PolicyLoadError(
-                        f"{path}: member {member.name!r} is a {kind}; bundles hold regular files"
-                    )
+                    raise PolicyLoadError(f"{path}: member {member.name!r} is a {kind}; bundles hold regular files")
                 total += member.size
                 if total > MAX_BUNDLE_BYTES:
                     raise PolicyLoadError(f"{path}: bundle expands to more than {MAX_BUNDLE_BYTES} bytes")
@@ -262,9 +258,7 @@ class _DataMerger:
         if leaf in node:
             other = self.owners.get(prefix) or _any_owner_under(self.owners, prefix) or "another data file"
             dotted = ".".join(("data", *prefix))
-            raise PolicyLoadError(
-                f"{self.origin}: {rel} and {other} both set {dotted} (conflicting data paths)"
-            )
+            raise PolicyLoadError(f"{self.origin}: {rel} and {other} both set {dotted} (conflicting data paths)")
         node[leaf] = value
         self.owners[prefix] = rel
 

@@ -113,9 +113,7 @@ class EmbeddedEngine:
             raise ConfigError(f"embedded engine: timeout must be positive, not {timeout}")
         if start_method == "fork":
             # The parent runs gRPC threads; fork copies their locks in whatever state they are in.
-            raise ConfigError(
-                "embedded engine: the 'fork' start method is unsafe here; use spawn or forkserver"
-            )
+            raise ConfigError("embedded engine: the 'fork' start method is unsafe here; use spawn or forkserver")
         self.decision_path = normalise_decision_path(decision_path)
         self.source_path = Path(source_path)
         self.timeout = timeout
@@ -429,9 +427,7 @@ class _Watchdog:
 class _Pool:
     """A fixed-size set of workers serving one PolicySource; hands a free worker to one caller at a time."""
 
-    def __init__(
-        self, ctx: BaseContext, source: PolicySource, entrypoint: str, startup_timeout: float
-    ) -> None:
+    def __init__(self, ctx: BaseContext, source: PolicySource, entrypoint: str, startup_timeout: float) -> None:
         self._ctx = ctx
         self.source = source
         self._entrypoint = entrypoint
@@ -548,9 +544,7 @@ class _Pool:
                 self._await_ready(worker)
             except PolicyLoadError as exc:
                 _reap_async(worker, kill=True)
-                logger.error(
-                    "cannot start a replacement evaluator process (retrying in %.1f s): %s", delay, exc
-                )
+                logger.error("cannot start a replacement evaluator process (retrying in %.1f s): %s", delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -569,9 +563,7 @@ class _Pool:
 
 def _reap_async(worker: _Worker, *, kill: bool) -> None:
     """Stop a worker without making the calling thread (often a request thread) wait for it to exit."""
-    threading.Thread(
-        target=worker.stop, kwargs={"kill": kill}, name="authz-ledger-rego-reap", daemon=True
-    ).start()
+    threading.Thread(target=worker.stop, kwargs={"kill": kill}, name="authz-ledger-rego-reap", daemon=True).start()
 
 
 class _Watcher:
@@ -618,11 +610,7 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
             for dirpath, dirnames, filenames in os.walk(path):
                 dirnames.sort()
                 for filename in sorted(filenames):
-                    if (
-                        filename.endswith(".rego")
-                        or filename.startswith("data.")
-                        or filename == MANIFEST_NAME
-                    ):
+                    if filename.endswith(".rego") or filename.startswith("data.") or filename == MANIFEST_NAME:
                         st = (Path(dirpath) / filename).stat()
                         entries.append((os.path.join(dirpath, filename), st.st_size, st.st_mtime_ns))
         else:
@@ -645,9 +633,7 @@ def _worker_main(conn: Connection, modules: dict[str, str], data_json: str, entr
         conn.send_bytes(_LOAD_FAILED + str(exc).encode("utf-8", "replace"))
         return
     except Exception as exc:
-        conn.send_bytes(
-            _LOAD_FAILED + f"cannot start the Rego interpreter: {exc!r}".encode("utf-8", "replace")
-        )
+        conn.send_bytes(_LOAD_FAILED + f"cannot start the Rego interpreter: {exc!r}".encode("utf-8", "replace"))
         return
     conn.send_bytes(_READY)
     while True:
@@ -671,8 +657,8 @@ class _Evaluator:
     """A regopy Interpreter with the policy compiled and the decision entrypoint prepared."""
 
     def __init__(self, modules: dict[str, str], data_json: str, entrypoint: str) -> None:
-        import regopy  # noqa: PLC0415 - never imported in the parent process
-        from regopy import rego_shared  # noqa: PLC0415
+        import regopy
+        from regopy import rego_shared
 
         self._rs = rego_shared
         self._lib = rego_shared.rego

@@ -152,8 +152,7 @@ class OpaEngine:
             response = self._client.send(request)
         except httpx.TimeoutException as exc:
             raise PolicyTimeoutError(
-                f"OPA at {self.url} did not answer within the {self.timeout:g} s timeout"
-                f" ({type(exc).__name__})"
+                f"OPA at {self.url} did not answer within the {self.timeout:g} s timeout ({type(exc).__name__})"
             ) from None
         except httpx.HTTPError as exc:
             raise PolicyUnavailableError(f"OPA at {self.url} is unavailable: {_describe(exc)}") from None
@@ -172,9 +171,7 @@ class OpaEngine:
         if isinstance(provenance, dict):
             self._version = version_from_provenance(provenance)
         if "result" not in document:
-            raise PolicyUndefinedError(
-                f"the decision data.{self.decision_path.replace('/', '.')} is undefined"
-            )
+            raise PolicyUndefinedError(f"the decision data.{self.decision_path.replace('/', '.')} is undefined")
         return document["result"]
 
 

@@ -23,7 +23,7 @@ MAX_RECV = 4 * 1024 * 1024  # authz-ledger's server.max_recv_msg_size default
 
 
 class AllowAll(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def Check(  # noqa: N802 - the gRPC method name
+    def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=0))

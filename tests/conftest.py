@@ -7,11 +7,11 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from authz_ledger import note
+from authz_ledger import config, note, server
 from authz_ledger.store import Store
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
 

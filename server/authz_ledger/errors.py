@@ -1,6 +1,6 @@
 """One error tree for the whole service.
 
-Library errors (lmdb, regopy, httpx, protobuf, cryptography) are converted to these at the module boundary that
+Library errors (lmdb, regopy, urllib3, protobuf, cryptography) are converted to these at the module boundary that
 calls the library, so that the rest of the code -- and exactly one place, ``grpc_status`` -- only ever sees these.
 """
 

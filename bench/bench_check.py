@@ -1,0 +1,525 @@
+"""Check throughput, latency and CPU per Check: authz-ledger against a bare grpcio server, in one run.
+
+Usage (from the repository root): ``python bench/bench_check.py [--quick]``
+
+One load generator for every scenario: h2load sending a pre-serialised, length-prefixed CheckRequest shaped
+like Envoy's (``bench/_workload.py``) to ``/envoy.service.auth.v3.Authorization/Check`` over h2c.
+
+Pinning (the machine has 2 cores): the server under test runs alone on CPU 0; h2load, the OPA server, the
+embedded engine's evaluator processes and this script share CPU 1. So the server's core is never shared, and
+policy evaluation happens where it would in production (another process, here another core). When the
+policy work saturates CPU 1 (the embedded engine with the example policy), the throughput is the policy's,
+not the server's; the CPU-per-Check column is unaffected by that.
+
+Per scenario: start the server (and OPA), one real Check through grpcio to verify the answer, warm-up, then a
+fixed-duration h2load measurement. Requests/s come from h2load; p50/p99 from its ``--log-file`` per-request
+times (client-observed: loopback and h2load included). CPU per Check = the server process's utime+stime
+(``/proc/<pid>/stat``) during the measurement / requests answered; evaluator processes and OPA are other
+PIDs, so policy evaluation is excluded from it (reported separately as "policy CPU/Check").
+
+A fixed-rate run (1000 req/s: 10 clients x 100 req/s, one stream each) with the OPA engine and the example
+policy reports the client-observed p50/p99 and, from the ledger entries written during the run, the handler's
+own engine round-trip time (``eval_ns``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "server"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import grpc  # noqa: E402
+from _workload import CHECK_PATH, check_request, grpc_frame  # noqa: E402
+from authz_ledger import entry as ledger_entry  # noqa: E402
+from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
+from authz_ledger.store import Store  # noqa: E402
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
+
+SERVER_CPU = 0
+AUX_CPU = 1  # h2load, OPA, evaluator processes, this script
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONNECTIONS = 4
+STREAMS = 16  # 4 x 16 = 64 Checks in flight, the server's thread count
+ALLOW_TRUE_REGO = "package envoy.authz\n\nimport rego.v1\n\nallow := true\n"
+
+
+@dataclass
+class Timing:
+    warmup_s: float
+    measure_s: float
+    rate_s: float
+
+
+FULL = Timing(warmup_s=3, measure_s=12, rate_s=20)
+QUICK = Timing(warmup_s=1, measure_s=3, rate_s=5)
+
+
+@dataclass
+class Scenario:
+    name: str
+    kind: str  # "bare" or "ledger"
+    engine: str = "embedded"
+    policy: str = "allow"  # "allow" (allow := true) or "example" (the bundled RBAC policy)
+    ledger: str = "sync"  # "off", "async", "sync"
+    group: str = "policy"
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    rps: float = 0.0
+    requests: int = 0
+    failed: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    server_cpu_us: float = 0.0
+    policy_cpu_us: float = 0.0
+    cpu0_busy: float = 0.0
+    cpu1_busy: float = 0.0
+    ledger_entries: int | None = None
+    answered: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+# --- processes and /proc ------------------------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in (("h2load", "nghttp2-client"), ("wrk", "wrk")) if shutil.which(tool) is None]
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    print(f"installing {' '.join(missing)} from Debian", flush=True)
+    if subprocess.run([*sudo, "apt-get", "install", "-y", *missing], env=env, check=False).returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update"], env=env, check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", *missing], env=env, check=True)
+
+
+def opa_binary() -> str:
+    out = subprocess.run(
+        ["bash", str(REPO / "tests/tools/build-opa.sh")], check=True, capture_output=True, text=True
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after pid and comm
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
+def cpu_busy_ticks() -> dict[int, tuple[int, int]]:
+    """Per CPU: (busy, total) jiffies from /proc/stat."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *vals = line.split()
+            v = [int(x) for x in vals]
+            idle = v[3] + v[4]
+            out[int(name[3:])] = (sum(v[:8]) - idle, sum(v[:8]))
+    return out
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# --- h2load -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadRun:
+    rps: float
+    succeeded: int
+    failed: int
+    latencies_us: list[int]
+
+
+def h2load(port: int, body: Path, log: Path, args: list[str]) -> LoadRun:
+    cmd = [
+        "taskset", "-c", str(AUX_CPU), "h2load", "-t", "1", *args,
+        "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "--log-file", str(log), f"http://127.0.0.1:{port}{CHECK_PATH}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rps = 0.0
+    succeeded = failed = 0
+    for line in out.splitlines():
+        if line.startswith("finished in"):
+            rps = float(line.split(",")[1].split()[0])
+        elif line.startswith("requests:"):
+            parts = {p.split()[1]: int(p.split()[0]) for p in line.split(":", 1)[1].split(",")}
+            succeeded, failed = parts["succeeded"], parts["failed"] + parts["errored"]
+    lat: list[int] = []
+    for row in log.read_text().splitlines():
+        cols = row.split("\t")
+        if len(cols) >= 3 and cols[1] == "200":
+            lat.append(int(cols[2]))
+    lat.sort()
+    return LoadRun(rps, succeeded, failed, lat)
+
+
+def pct(sorted_vals: list[int], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    return float(sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))])
+
+
+# --- servers ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    server: subprocess.Popen[bytes]
+    port: int
+    opa: subprocess.Popen[bytes] | None = None
+    data_dir: Path | None = None
+    aux_pids: list[int] = field(default_factory=list)
+
+
+class Bench:
+    def __init__(self, timing: Timing, work: Path, opa: str) -> None:
+        self.timing = timing
+        self.work = work
+        self.opa = opa
+        self.py = sys.executable
+        self.body = work / "check.bin"
+        self.body.write_bytes(grpc_frame(check_request().SerializeToString()))
+        self.policies = {"allow": work / "policy-allow", "example": work / "policy-example"}
+        self.policies["allow"].mkdir()
+        (self.policies["allow"] / "policy.rego").write_text(ALLOW_TRUE_REGO)
+        shutil.copytree(EXAMPLE_POLICY, self.policies["example"])
+        self.env = dict(os.environ, PYTHONPATH=str(REPO / "server"))
+        self.n = 0
+
+    def _files(self, d: Path) -> list[str]:
+        return sorted(str(p) for p in d.iterdir() if p.suffix in (".rego", ".json"))
+
+    def start(self, sc: Scenario) -> Started:
+        self.n += 1
+        port = free_port()
+        log = open(self.work / f"{self.n:02d}-{sc.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
+        if sc.kind == "bare":
+            cmd = [self.py, str(REPO / "bench/bare_server.py"), f"127.0.0.1:{port}"]
+            proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *cmd], stdout=log, stderr=log, env=self.env)
+            wait_port(port, proc)
+            return Started(proc, port)
+        opa_proc = None
+        sets = [
+            f"policy.engine={sc.engine}",
+            "server.drain_seconds=0",
+            "server.log_level=warning",
+            f"ledger.enabled={'false' if sc.ledger == 'off' else 'true'}",
+        ]
+        if sc.ledger != "off":
+            sets.append(f"ledger.durability={sc.ledger}")
+        if sc.engine == "opa":
+            opa_port = free_port()
+            opa_cmd = [
+                self.opa, "run", "--server", "--disable-telemetry", "--log-level", "error",
+                "--addr", f"127.0.0.1:{opa_port}", *self._files(self.policies[sc.policy]),
+            ]  # fmt: skip
+            opa_proc = subprocess.Popen(["taskset", "-c", str(AUX_CPU), *opa_cmd], stdout=log, stderr=log)
+            wait_port(opa_port, opa_proc)
+            sets.append(f"policy.opa.url=http://127.0.0.1:{opa_port}")
+        data_dir = self.work / f"data-{self.n:02d}"
+        cmd = [
+            self.py, "-m", "authz_ledger.cli", "serve", "--addr", f"127.0.0.1:{port}",
+            "--data-dir", str(data_dir), "--policy", str(self.policies[sc.policy]),
+        ]  # fmt: skip
+        for s in sets:
+            cmd += ["--set", s]
+        proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *cmd], stdout=log, stderr=log, env=self.env)
+        try:
+            wait_port(port, proc)
+        except BaseException:
+            stop_pid(proc)
+            if opa_proc is not None:
+                stop_pid(opa_proc)
+            raise
+        aux = descendants(proc.pid)  # evaluator processes (embedded) and multiprocessing helpers
+        for pid in aux:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, {AUX_CPU})
+        if opa_proc is not None:
+            aux.append(opa_proc.pid)
+        return Started(proc, port, opa_proc, data_dir, aux)
+
+    def stop(self, st: Started) -> None:
+        stop_pid(st.server)
+        if st.opa is not None:
+            stop_pid(st.opa)
+
+    def verify_answer(self, port: int, sc: Scenario) -> int:
+        """One Check through grpcio: the scenario must answer an allow (status OK). Returns Checks sent."""
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = external_auth_pb2_grpc.AuthorizationStub(ch)
+            resp: external_auth_pb2.CheckResponse = stub.Check(check_request(), timeout=30)
+        if resp.status.code != 0:
+            raise RuntimeError(f"{sc.name}: the Check was not allowed: {resp}")
+        if sc.kind == "ledger" and sc.policy == "example":
+            names = {h.header.key for h in resp.ok_response.headers}
+            if "x-authz-user" not in names:
+                raise RuntimeError(f"{sc.name}: the example policy's headers are missing: {resp}")
+        return 1
+
+    def throughput(self, sc: Scenario) -> Result:
+        res = Result(sc)
+        st = self.start(sc)
+        try:
+            sent = self.verify_answer(st.port, sc)
+            streams = ["-c", str(CONNECTIONS), "-m", str(STREAMS)]
+            warm = h2load(st.port, self.body, self.work / "warm.log", [*streams, "-D", str(self.timing.warmup_s)])
+            sent += warm.succeeded
+            cpu_before = proc_cpu_ticks(st.server.pid)
+            aux_before = sum(proc_cpu_ticks(p) for p in st.aux_pids)
+            busy_before = cpu_busy_ticks()
+            run = h2load(st.port, self.body, self.work / "run.log", [*streams, "-D", str(self.timing.measure_s)])
+            busy_after = cpu_busy_ticks()
+            cpu = proc_cpu_ticks(st.server.pid) - cpu_before
+            aux = sum(proc_cpu_ticks(p) for p in st.aux_pids) - aux_before
+            sent += run.succeeded
+        finally:
+            self.stop(st)
+        res.rps, res.requests, res.failed = run.rps, run.succeeded, run.failed
+        res.p50_ms, res.p99_ms = pct(run.latencies_us, 0.5) / 1000, pct(run.latencies_us, 0.99) / 1000
+        n = max(run.succeeded, 1)
+        res.server_cpu_us = cpu / CLK_TCK / n * 1e6
+        res.policy_cpu_us = aux / CLK_TCK / n * 1e6
+        res.cpu0_busy, res.cpu1_busy = (
+            (busy_after[c][0] - busy_before[c][0]) / max(busy_after[c][1] - busy_before[c][1], 1)
+            for c in (SERVER_CPU, AUX_CPU)
+        )
+        res.answered = sent
+        if st.data_dir is not None and sc.ledger != "off":
+            res.ledger_entries = ledger_size(st.data_dir)
+        return res
+
+    def fixed_rate(self, sc: Scenario, rate: int, clients: int) -> tuple[Result, list[int]]:
+        res = Result(sc)
+        st = self.start(sc)
+        assert st.data_dir is not None
+        args = ["-c", str(clients), "-m", "1", "--rps", str(rate // clients)]
+        try:
+            self.verify_answer(st.port, sc)
+            h2load(st.port, self.body, self.work / "warm.log", [*args, "-n", str(rate * 2)])
+            first = ledger_size(st.data_dir)
+            cpu_before = proc_cpu_ticks(st.server.pid)
+            run = h2load(st.port, self.body, self.work / "rate.log", [*args, "-n", str(rate * self.timing.rate_s)])
+            cpu = proc_cpu_ticks(st.server.pid) - cpu_before
+            last = ledger_size(st.data_dir)
+        finally:
+            self.stop(st)
+        res.rps, res.requests, res.failed = run.rps, run.succeeded, run.failed
+        res.p50_ms, res.p99_ms = pct(run.latencies_us, 0.5) / 1000, pct(run.latencies_us, 0.99) / 1000
+        res.server_cpu_us = cpu / CLK_TCK / max(run.succeeded, 1) * 1e6
+        res.notes.append(
+            f"p99.9 {pct(run.latencies_us, 0.999) / 1000:.2f} ms, max {run.latencies_us[-1] / 1000:.2f} ms"
+        )
+        evals = sorted(eval_times_us(st.data_dir, first, last))
+        return res, evals
+
+
+def ledger_size(data_dir: Path) -> int:
+    store = Store(data_dir / "ledger", readonly=True)
+    try:
+        return store.head().size
+    finally:
+        store.close()
+
+
+def eval_times_us(data_dir: Path, start: int, stop: int) -> Iterator[int]:
+    store = Store(data_dir / "ledger", readonly=True)
+    try:
+        for seq, raw in store.iter_entries(start, stop):
+            yield ledger_entry.decode(raw, seq).eval_ns // 1000
+    finally:
+        store.close()
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def label(sc: Scenario) -> str:
+    if sc.kind == "bare":
+        return "bare grpcio allow-all (baseline)"
+    policy = "allow := true" if sc.policy == "allow" else "example RBAC"
+    return f"authz-ledger {sc.engine}, {policy}, ledger {sc.ledger}"
+
+
+def print_table(results: list[Result]) -> None:
+    base = results[0]
+    head = (
+        f"| {'scenario':<50} | {'req/s':>7} | {'x base':>6} | {'p50 ms':>6} | {'p99 ms':>6} "
+        f"| {'server CPU/Check µs':>19} | {'x base':>6} | {'policy CPU/Check µs':>19} | {'cpu0 / cpu1 busy':>16} |"
+    )
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for r in results:
+        print(
+            f"| {label(r.scenario):<50} | {r.rps:>7.0f} | {r.rps / base.rps:>6.2f} | {r.p50_ms:>6.2f} "
+            f"| {r.p99_ms:>6.2f} | {r.server_cpu_us:>19.0f} | {r.server_cpu_us / base.server_cpu_us:>6.2f} "
+            f"| {r.policy_cpu_us:>19.0f} | {r.cpu0_busy:>7.0%} / {r.cpu1_busy:>4.0%} |"
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="short warm-up and measurements (under 2 minutes)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, ledgers)")
+    args = ap.parse_args()
+    timing = QUICK if args.quick else FULL
+    ensure_tools()
+    opa = opa_binary()
+    os.sched_setaffinity(0, {AUX_CPU})
+    started = time.monotonic()
+    print(f"# bench_check {'--quick ' if args.quick else ''}{datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"# host: {os.cpu_count()} CPUs; loadavg before: {loadavg()}")
+    print(
+        f"# server pinned to CPU {SERVER_CPU}; h2load, OPA, evaluator processes on CPU {AUX_CPU}; "
+        f"h2load -t1 -c{CONNECTIONS} -m{STREAMS}; warm-up {timing.warmup_s} s, measurement {timing.measure_s} s",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="authz-bench-"))
+    scenarios = [
+        Scenario("bare", "bare", group="baseline"),
+        Scenario("allow embedded", "ledger", "embedded", "allow"),
+        Scenario("allow opa", "ledger", "opa", "allow"),
+        Scenario("example embedded", "ledger", "embedded", "example"),
+        Scenario("example opa", "ledger", "opa", "example"),
+    ]
+    ledger_engines = ["opa"] if args.quick else ["opa", "embedded"]
+    for eng in ledger_engines:
+        scenarios += [
+            Scenario(f"ledger {m} {eng}", "ledger", eng, "allow", m, group="ledger") for m in ("off", "async", "sync")
+        ]
+    try:
+        bench = Bench(timing, work, opa)
+        results: list[Result] = []
+        for sc in scenarios:
+            r = bench.throughput(sc)
+            results.append(r)
+            extra = f"; ledger entries {r.ledger_entries} for {r.answered} answered Checks" if r.ledger_entries else ""
+            print(
+                f"  {label(sc)}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+                f"server CPU {r.server_cpu_us:.0f} µs/Check, failed {r.failed}{extra}; load {loadavg()}",
+                flush=True,
+            )
+        rate_sc = Scenario("rate opa example", "ledger", "opa", "example", "sync", group="rate")
+        rate, evals = bench.fixed_rate(rate_sc, 1000, 10)
+    finally:
+        if args.keep:
+            print(f"# kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print("## Throughput (saturating: 64 Checks in flight), ratios to the baseline measured in this run")
+    print()
+    print_table(results)
+    print()
+    base = results[0]
+    print("## authz-ledger's own CPU per Check (policy evaluation excluded), target <= 1.5x the bare server")
+    print()
+    for r in results[1:]:
+        ratio = r.server_cpu_us / base.server_cpu_us
+        verdict = "meets" if ratio <= 1.5 else "MISSES"
+        print(
+            f"- {label(r.scenario)}: {r.server_cpu_us:.0f} µs vs {base.server_cpu_us:.0f} µs = {ratio:.2f}x ({verdict})"
+        )
+    for eng in ledger_engines:
+        trio = {r.scenario.ledger: r for r in results if r.scenario.group == "ledger" and r.scenario.engine == eng}
+        off = trio["off"]
+        print()
+        print(f"## Ledger cost ({eng} engine, allow := true)")
+        print()
+        for mode in ("async", "sync"):
+            r = trio[mode]
+            print(
+                f"- {mode}: {r.rps / off.rps:.2f}x ledger-off throughput"
+                f"{' (target >= 0.9x)' if mode == 'sync' else ''}; "
+                f"+{r.server_cpu_us - off.server_cpu_us:.0f} µs server CPU per Check; "
+                f"p50 {r.p50_ms:.2f} ms / p99 {r.p99_ms:.2f} ms vs {off.p50_ms:.2f} / {off.p99_ms:.2f} ms off"
+            )
+    print()
+    print("## Fixed rate 1000 req/s (h2load -c10 -m1 --rps 100), OPA engine, example policy, ledger sync")
+    print()
+    ok50 = "meets" if rate.p50_ms <= 0.5 else "MISSES"
+    ok99 = "meets" if rate.p99_ms <= 3 else "MISSES"
+    print(
+        f"- client-observed: {rate.rps:.0f} req/s achieved, {rate.requests} Checks, p50 {rate.p50_ms:.3f} ms "
+        f"(target <= 0.5: {ok50}), p99 {rate.p99_ms:.3f} ms (target <= 3: {ok99}); {'; '.join(rate.notes)}; "
+        f"server CPU {rate.server_cpu_us:.0f} µs/Check"
+    )
+    if evals:
+        print(
+            f"- handler's OPA round trip (eval_ns of the {len(evals)} ledger entries written during the run): "
+            f"p50 {pct(evals, 0.5) / 1000:.3f} ms, p99 {pct(evals, 0.99) / 1000:.3f} ms"
+        )
+    print()
+    print(f"# loadavg after: {loadavg()}; total {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""Real HTTP through a real Envoy running envoy/envoy.yaml, authorised by authz-ledger over ext_authz v3.
+
+Every test starts authz-ledger (in-process, or as ``authz-ledger serve`` in a subprocess) and Envoy with the
+repository's envoy/envoy.yaml, only its ports rewritten to free ones. Envoy counts as up once its admin
+``/ready`` says LIVE and its gRPC health check has marked the authz cluster healthy. What the upstream saw
+comes back in the response headers the route adds (``x-upstream-saw-*``); what Envoy got in dynamic metadata
+comes back as ``x-decision-id`` on routed responses and in the JSON access log Envoy prints on stdout (the only
+place a denied response shows it: a deny is a local reply, which the route's headers never reach).
+"""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from authz_ledger import config, entry, server
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import json_format
+
+from .conftest import ROOT, StartService, free_port, tool, write_policy
+
+pytestmark = pytest.mark.timeout(60)
+
+ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
+AUTHZ_CLUSTER = "authz-ledger"
+LISTENER = "ingress"
+STARTUP_TIMEOUT_S = 20.0
+
+# The typed_config messages envoy.yaml names: importing their modules registers them, so Any fields resolve.
+TYPED_CONFIG_MESSAGES = (
+    http_connection_manager_pb2.HttpConnectionManager,
+    ext_authz_pb2.ExtAuthz,
+    router_pb2.Router,
+    stream_pb2.StdoutAccessLog,
+    http_protocol_options_pb2.HttpProtocolOptions,
+)
+
+
+# --- Envoy -------------------------------------------------------------------------------------------------
+
+
+def envoy_config(*, admin_port: int, listener_port: int, authz_port: int) -> dict[str, Any]:
+    """envoy/envoy.yaml with its admin, listener and authz cluster ports replaced; nothing else changes."""
+    doc = yaml.safe_load(ENVOY_YAML.read_text())
+    doc = copy.deepcopy(doc)
+    doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    resources = doc["static_resources"]
+    [listener] = [lst for lst in resources["listeners"] if lst["name"] == LISTENER]
+    listener["address"]["socket_address"]["port_value"] = listener_port
+    [cluster] = [c for c in resources["clusters"] if c["name"] == AUTHZ_CLUSTER]
+    [endpoint] = [lb["endpoint"] for group in cluster["load_assignment"]["endpoints"] for lb in group["lb_endpoints"]]
+    endpoint["address"]["socket_address"]["port_value"] = authz_port
+    return doc
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+
+@dataclass
+class Envoy:
+    proc: subprocess.Popen[bytes]
+    admin_port: int
+    port: int
+    stdout: Path
+    stderr: Path
+
+    def logs(self) -> str:
+        return self.stderr.read_text(errors="replace")[-4000:]
+
+    def admin(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def access_log(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait for ``count`` access log lines (flushed every 50 ms, see start_envoy)."""
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [ln for ln in self.stdout.read_text().splitlines() if ln.startswith("{")]
+            if len(lines) >= count:
+                break
+            time.sleep(0.1)
+        assert len(lines) == count, f"expected {count} access log lines, got {len(lines)}"
+        return [json.loads(ln) for ln in lines]
+
+
+def _wait_for(envoy: Envoy, what: str, ok: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if envoy.proc.poll() is not None:
+            pytest.fail(f"envoy exited with {envoy.proc.returncode} while waiting for {what}:\n{envoy.logs()}")
+        try:
+            if ok():
+                return
+        except OSError:
+            pass  # admin not listening yet
+        time.sleep(0.05)
+    pytest.fail(f"envoy: no {what} after {STARTUP_TIMEOUT_S} s:\n{envoy.logs()}")
+
+
+@contextmanager
+def start_envoy(workdir: Path, authz_port: int) -> Iterator[Envoy]:
+    """Run the real Envoy on envoy/envoy.yaml (fresh ports) until the authz cluster is healthy."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    admin_port, listener_port = free_port(), free_port()
+    cfg_path = workdir / "envoy.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump(envoy_config(admin_port=admin_port, listener_port=listener_port, authz_port=authz_port))
+    )
+    stdout, stderr = workdir / "envoy.stdout", workdir / "envoy.stderr"
+    argv = [
+        tool("envoy"), "-c", str(cfg_path), "--disable-hot-restart", "--concurrency", "2", "-l", "warning",
+        # Access log lines reach stdout within 50 ms instead of Envoy's default 10 s flush interval.
+        "--file-flush-interval-msec", "50",
+    ]  # fmt: skip
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+    envoy = Envoy(proc, admin_port, listener_port, stdout, stderr)
+    try:
+        _wait_for(envoy, "/ready LIVE", lambda: envoy.admin("/ready") == (200, "LIVE\n"))
+        healthy = f"{AUTHZ_CLUSTER}::127.0.0.1:{authz_port}::health_flags::healthy"
+        _wait_for(envoy, f"healthy authz cluster ({healthy})", lambda: healthy in envoy.admin("/clusters")[1])
+        yield envoy
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class Stack:
+    authz: server.Running
+    envoy: Envoy
+
+    def entries(self) -> list[Any]:
+        assert self.authz.ledger is not None
+        return [entry.decode(data, seq) for seq, data in self.authz.ledger.store.iter_entries()]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, authz_service: StartService) -> Iterator[Callable[..., Stack]]:
+    """``stack(policy_rego=None)``: authz-ledger in-process (bundled example policy by default) behind Envoy."""
+    with ExitStack() as stop:
+
+        def start(policy_rego: str | None = None) -> Stack:
+            policy = write_policy(tmp_path / "policy", policy_rego) if policy_rego is not None else None
+            authz = authz_service(policy=policy)
+            envoy = stop.enter_context(start_envoy(tmp_path / "envoy", authz.port))
+            return Stack(authz, envoy)
+
+        yield start
+
+
+# --- the example policy through Envoy ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int
+    body: bytes
+    response_headers: dict[str, str]  # expected exactly; "" = absent
+    outcome: int
+
+
+EXAMPLE_CASES = {
+    "alice (admin) may GET anything and the upstream learns her name": Case(
+        "GET", "/api/items", {"x-user": "alice"}, 200, b"ok\n",
+        {"x-upstream-saw-authz-user": "alice", "www-authenticate": ""}, entry.OUTCOME_ALLOW,
+    ),
+    "an anonymous GET of the public health route is allowed as anonymous": Case(
+        "GET", "/health", {}, 200, b"ok\n", {"x-upstream-saw-authz-user": "anonymous"}, entry.OUTCOME_ALLOW,
+    ),
+    "a caller's own x-authz-user header is replaced by the policy's": Case(
+        "GET", "/people", {"x-user": "bob", "x-authz-user": "alice"}, 200, b"ok\n",
+        {"x-upstream-saw-authz-user": "bob"}, entry.OUTCOME_ALLOW,
+    ),
+    "an unknown user is denied with the policy's 403 and body": Case(
+        "GET", "/api/items", {"x-user": "mallory"}, 403, b"unknown user: mallory",
+        {"x-upstream-saw-authz-user": "", "x-decision-id": ""}, entry.OUTCOME_DENY,
+    ),
+    "a reader may not POST: 403 naming the roles": Case(
+        "POST", "/people", {"x-user": "bob"}, 403, b"user bob (roles: reader) may not POST /people",
+        {"x-upstream-saw-authz-user": ""}, entry.OUTCOME_DENY,
+    ),
+    "no x-user on a private route: 401 with the policy's www-authenticate header": Case(
+        "GET", "/orders", {}, 401, b"authentication required: send an x-user header",
+        {"www-authenticate": "x-user", "x-upstream-saw-authz-user": ""}, entry.OUTCOME_DENY,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", EXAMPLE_CASES.values(), ids=EXAMPLE_CASES.keys())
+def test_the_example_policy_through_envoy(stack: Callable[..., Stack], case: Case) -> None:
+    s = stack()
+    reply = s.envoy.request(case.method, case.path, case.headers)
+    assert (reply.status, reply.body) == (case.status, case.body)
+    for name, value in case.response_headers.items():
+        assert reply.header(name) == value, name
+    [log_line] = s.envoy.access_log(1)
+    [e] = s.entries()
+    assert (e.method, e.path, e.http_status, e.outcome) == (case.method, case.path, case.status, case.outcome)
+    # Envoy's dynamic metadata names the ledger entry, for allowed and denied requests alike.
+    assert log_line["decision_id"] == e.decision_id
+    if case.status == 200:
+        assert reply.header("x-decision-id") == e.decision_id
+
+
+HEADER_POLICY = """
+default allow := false
+
+# /strip: the upstream must not see the caller's credentials.
+allow := {"allowed": true, "request_headers_to_remove": ["authorization"], "headers": {"x-authz-user": "someone"}} if {
+	input.parsed_path == ["strip"]
+}
+
+# /keep: the same answer without the removal (shows the echo header works).
+allow := {"allowed": true, "headers": {"x-authz-user": "someone"}} if input.parsed_path == ["keep"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream_saw_authorization"),
+    [("/keep", "Bearer secret-token"), ("/strip", "")],
+    ids=["without removal the upstream sees authorization", "request_headers_to_remove hides it from upstream"],
+)
+def test_policy_header_removal_reaches_envoy(
+    stack: Callable[..., Stack], path: str, upstream_saw_authorization: str
+) -> None:
+    s = stack(HEADER_POLICY)
+    reply = s.envoy.request("GET", path, {"authorization": "Bearer secret-token"})
+    assert reply.status == 200
+    assert reply.header("x-upstream-saw-authz-user") == "someone"
+    assert reply.header("x-upstream-saw-authorization") == upstream_saw_authorization
+    [e] = s.entries()
+    assert e.outcome == entry.OUTCOME_ALLOW
+    assert b"secret-token" not in e.input_json  # digested by the default redaction
+
+
+def test_a_policy_error_gives_envoys_status_on_error_and_is_recorded(stack: Callable[..., Stack]) -> None:
+    s = stack('allow := {"no_allowed_key": true}\n')
+    reply = s.envoy.request("GET", "/api/items", {"x-user": "alice"})
+    assert reply.status == 503  # envoy.yaml: status_on_error ServiceUnavailable, failure_mode_allow false
+    assert reply.header("x-upstream-saw-authz-user") == ""
+    [e] = s.entries()
+    assert e.outcome == entry.OUTCOME_ERROR and not e.allowed
+    assert "PolicyResultError" in e.error and '"allowed" key' in e.error
+    assert e.grpc_code == 2  # UNKNOWN, as opa-envoy-plugin fails the RPC
+    # A failed RPC carries no dynamic metadata: join the access log and the ledger on Envoy's x-request-id.
+    [log_line] = s.envoy.access_log(1)
+    assert log_line["status"] == 503 and log_line["decision_id"] is None  # JSON logs: null
+    recorded_headers = json.loads(e.input_json)["attributes"]["request"]["http"]["headers"]
+    assert recorded_headers["x-request-id"] == log_line["request_id"]
+
+
+BODY_POLICY = """
+default allow := false
+
+allow := {"allowed": true, "headers": {"x-authz-user": sprintf("x=%v", [input.parsed_body.x])}} if {
+	input.parsed_body.x == 1
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "upstream_saw"),
+    [(b'{"x": 1}', 200, "x=1"), (b'{"x": 2}', 403, ""), (b"{}", 403, "")],
+    ids=["x is 1: allowed", "x is 2: denied", "no x: denied"],
+)
+def test_a_json_body_sent_with_with_request_body_is_the_policys_parsed_body(
+    stack: Callable[..., Stack], body: bytes, status: int, upstream_saw: str
+) -> None:
+    s = stack(BODY_POLICY)
+    reply = s.envoy.request("POST", "/items", {"content-type": "application/json"}, body)
+    assert reply.status == status
+    assert reply.header("x-upstream-saw-authz-user") == upstream_saw
+    [e] = s.entries()
+    assert e.outcome == (entry.OUTCOME_ALLOW if status == 200 else entry.OUTCOME_DENY)
+
+
+# --- many requests, the server as a subprocess ---------------------------------------------------------------
+
+
+def _serve_subprocess(data_dir: Path, port: int, stderr: Path) -> subprocess.Popen[str]:
+    """``authz-ledger serve``; its log goes to a file (a pipe nobody reads could fill and stall it)."""
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "authz_ledger.cli", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir",
+             str(data_dir), "--set", "server.drain_seconds=0", "--set", "policy.embedded.workers=2"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ},
+        )  # fmt: skip
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "serving ext_authz v3" not in line:
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"authz-ledger serve did not start: {line!r}\n{stderr.read_text()[-3000:]}")
+    return proc
+
+
+def _sigterm(proc: subprocess.Popen[str]) -> int | None:
+    """The documented shutdown; None (after a kill) if it does not exit in time."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        return None
+
+
+def test_n_requests_make_exactly_n_entries_named_by_envoys_decision_ids(tmp_path: Path) -> None:
+    n, threads = 200, 4
+    data_dir, port = tmp_path / "data", free_port()
+    proc = _serve_subprocess(data_dir, port, tmp_path / "authz.stderr")
+    try:
+        with start_envoy(tmp_path / "envoy", port) as envoy:
+            users = ["alice", "mallory", "bob", ""]  # allow, deny 403, allow, deny 401
+
+            def one(i: int) -> Reply:
+                user = users[i % len(users)]
+                return envoy.request("GET", f"/people/{i}", {"x-user": user} if user else {})
+
+            with ThreadPoolExecutor(threads) as pool:
+                replies = list(pool.map(one, range(n)))
+            assert [r.status for r in replies] == [[200, 403, 200, 401][i % 4] for i in range(n)]
+            access = envoy.access_log(n)
+        log = subprocess.run(
+            [sys.executable, "-m", "authz_ledger.cli", "log", "--data-dir", str(data_dir), "--json"],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        exit_code = _sigterm(proc)
+    assert exit_code == 0, (tmp_path / "authz.stderr").read_text()[-3000:]
+    recorded = [json.loads(line) for line in log.stdout.splitlines()]
+    assert [r["index"] for r in recorded] == list(range(n))
+    by_id = {r["decision_id"]: r for r in recorded}
+    assert len(by_id) == n
+    # Every decision Envoy acted on is in the ledger under the id Envoy got, and vice versa.
+    assert {a["decision_id"] for a in access} == set(by_id)
+    for a in access:
+        r = by_id[a["decision_id"]]
+        assert (r["path"], r["http_status"]) == (a["path"], a["status"])
+    assert {r.header("x-decision-id") for r in replies if r.status == 200} == {
+        r["decision_id"] for r in recorded if r["allowed"]
+    }
+
+
+# --- the configuration itself ----------------------------------------------------------------------------------
+
+
+def test_envoy_validate_mode_accepts_envoy_yaml() -> None:
+    proc = subprocess.run(
+        [tool("envoy"), "--mode", "validate", "-c", str(ENVOY_YAML), "--disable-hot-restart", "-l", "warning"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"configuration '{ENVOY_YAML}' OK" in proc.stdout + proc.stderr
+
+
+def test_envoy_yaml_parses_into_envoys_bootstrap_proto_and_matches_the_service() -> None:
+    doc = yaml.safe_load(ENVOY_YAML.read_text())
+    bootstrap = json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())
+    [listener] = bootstrap.static_resources.listeners
+    [hcm_filter] = listener.filter_chains[0].filters
+    hcm = http_connection_manager_pb2.HttpConnectionManager()
+    assert hcm_filter.typed_config.Unpack(hcm)
+    filters = {f.name: f for f in hcm.http_filters}
+    assert list(filters) == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    authz = ext_authz_pb2.ExtAuthz()
+    assert filters["envoy.filters.http.ext_authz"].typed_config.Unpack(authz)
+    assert authz.grpc_service.envoy_grpc.cluster_name == AUTHZ_CLUSTER
+    assert not authz.failure_mode_allow and authz.status_on_error.code == 503
+    # The service must accept the largest Check Envoy will send (body plus headers).
+    assert authz.with_request_body.max_request_bytes + 64 * 1024 <= config.Config().server.max_recv_msg_size
+    [cluster] = [c for c in bootstrap.static_resources.clusters if c.name == AUTHZ_CLUSTER]
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    assert cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(
+        options
+    )
+    assert options.explicit_http_config.HasField("http2_protocol_options")  # gRPC needs HTTP/2
+    [hc] = cluster.health_checks
+    assert hc.grpc_health_check.service_name == server.AUTHORIZATION_SERVICE
+    assert {m.DESCRIPTOR.full_name for m in TYPED_CONFIG_MESSAGES} >= {
+        "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+    }

@@ -79,10 +79,10 @@ def authz_service(tmp_path: Path) -> Iterator[StartService]:
     """
     started: list[server.Running] = []
 
-    def start(*sets: str, policy: Path | None = None) -> server.Running:
+    def start(*sets: str, policy: Path | None = None, data_dir: Path | None = None) -> server.Running:
         overrides: dict[str, object] = {
             "server.addr": f"127.0.0.1:{free_port()}",
-            "ledger.data_dir": str(tmp_path / f"data-{len(started)}"),
+            "ledger.data_dir": str(data_dir or tmp_path / f"data-{len(started)}"),
         }
         if policy is not None:
             overrides["policy.source"] = str(policy)

@@ -273,6 +273,12 @@ class LedgerWriter:
             except LedgerWriteError as e:
                 if self._try_grow_map(e):
                     continue
+                if "map is full" in str(e):
+                    e = LedgerWriteError(
+                        f"{e}; the map is at ledger.map_max_size_mb ({self.options.map_max_size >> 20} MiB): "
+                        "raise ledger.map_max_size_mb (and make room on the disk) and restart; Checks are "
+                        "denied until then"
+                    )
                 self.stats.failed_batches += 1
                 self.failure = str(e)
                 log.error("ledger commit of %d entries failed: %s", len(batch), e)

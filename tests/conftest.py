@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from authz_ledger import config, note, server
 from authz_ledger.store import Store
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions

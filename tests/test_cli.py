@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from authz_ledger import checkpoint, cli, note, tree
 from authz_ledger.entry import OUTCOME_ALLOW, DecisionRecord
 from authz_ledger.ids import new_decision_id

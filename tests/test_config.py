@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from authz_ledger import config
 from authz_ledger.errors import ConfigError
 

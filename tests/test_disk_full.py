@@ -39,7 +39,9 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 6 MiB filesystem (tmpfs), so writes hit a genuine ENOSPC."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         pytest.fail(f"cannot mount a small tmpfs for the disk-full test (needs root): {proc.stderr}")
     try:

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import yaml
-from authz_ledger import config, entry, server
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
@@ -36,6 +35,8 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import json_format
+
+from authz_ledger import config, entry, server
 
 # The *_pb2 imports above also register every typed_config message envoy.yaml names, so its Any fields resolve.
 from .conftest import ROOT, StartService, free_port, tool, write_policy

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from authz_ledger import entry, server
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection
+
+from authz_ledger import entry, server
 
 from .conftest import StartService, tool, write_policy
 

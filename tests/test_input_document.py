@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from authz_ledger import input_document
-from authz_ledger.errors import ConfigError, RequestParseError
-from authz_ledger.input_document import build_input, load_descriptor_set
-from authz_ledger.result import request_parse_error_response
 from envoy.config.core.v3 import address_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from google.protobuf import any_pb2, descriptor_pb2, json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from authz_ledger import input_document
+from authz_ledger.errors import ConfigError, RequestParseError
+from authz_ledger.input_document import build_input, load_descriptor_set
+from authz_ledger.result import request_parse_error_response
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text())
 INPUT_CASES = {case["name"]: case for case in GOLDEN["input_cases"]}

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from authz_ledger.errors import NoteError
 from authz_ledger.note import (
     Signer,
@@ -19,7 +21,6 @@ from authz_ledger.note import (
     open_note,
     sign_note,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 NOTE_VECTORS = {v["id"]: v for v in json.loads((VECTORS / "signed_note_vectors.json").read_text())["vectors"]}

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from authz_ledger.redact import RedactionRules, Redactor
 
 SECRET = b"k" * 32

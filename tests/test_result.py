@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
+
 from authz_ledger.errors import ConfigError, PolicyResultError, RequestParseError
 from authz_ledger.result import (
     check_response,
@@ -14,7 +16,6 @@ from authz_ledger.result import (
     is_envoy_status_code,
     request_parse_error_response,
 )
-from google.protobuf import json_format
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text())
 RESULT_CASES = GOLDEN["result_cases"]

@@ -14,14 +14,15 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from authz_ledger import config, entry, note, server
 from authz_ledger.errors import LedgerCorruptError, RollbackError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from google.protobuf import json_format
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .conftest import free_port
 

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from authz_ledger.errors import ProofError
 from authz_ledger.tree import (
     EMPTY_ROOT,
@@ -27,8 +30,6 @@ from authz_ledger.tree import (
     verify_consistency,
     verify_inclusion,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 PROBES = VECTORS / "transparency-dev-merkle" / "testdata"

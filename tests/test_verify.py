@@ -7,14 +7,15 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.errors import LedgerCorruptError
 from authz_ledger.ids import new_decision_id
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
 from authz_ledger.writer import Pending
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import ORIGIN, make_writer
 

@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.errors import BackpressureError, LedgerClosedError
 from authz_ledger.ids import new_decision_id
 from authz_ledger.store import Store
 from authz_ledger.verify import verify_store
 from authz_ledger.writer import Durability, Pending, _sequence_prefix
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import ORIGIN, make_writer
 

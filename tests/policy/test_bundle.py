@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from authz_ledger.errors import PolicyLoadError
 from authz_ledger.policy.bundle import build_source, load_source
 

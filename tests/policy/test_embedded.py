@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+
 from authz_ledger.errors import (
     PolicyError,
     PolicyEvaluationError,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from authz_ledger.errors import (
     PolicyEvaluationError,
     PolicyTimeoutError,
@@ -21,7 +22,6 @@ from authz_ledger.errors import (
     PolicyUndefinedError,
 )
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
-
 from tests.conftest import free_port, opa_binary
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy

@@ -6,6 +6,8 @@ import struct
 
 from envoy.service.auth.v3 import external_auth_pb2
 
+from authz_ledger.policy import Evaluation
+
 CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"
 
 HEADERS = {
@@ -49,3 +51,31 @@ def check_request() -> external_auth_pb2.CheckRequest:
 def grpc_frame(message: bytes) -> bytes:
     """gRPC length-prefixed message: compressed flag 0, 4-byte big-endian length, the bytes."""
     return struct.pack(">BI", 0, len(message)) + message
+
+
+EXAMPLE_RESULT = {
+    "allowed": True,
+    "headers": {"x-authz-user": "alice"},
+    "request_headers_to_remove": ["x-user"],
+    "dynamic_metadata": {"user": "alice", "roles": ["admin"]},
+}
+"""What the example policy answers for this request (alice is an admin)."""
+
+
+class StubEngine:
+    """A zero-cost PolicyEngine: the example policy's answer for alice, at once, with no process or socket."""
+
+    name = "stub"
+    decision_path = "envoy/authz/allow"
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        return Evaluation(EXAMPLE_RESULT, "stub", 0)
+
+    def policy_version(self) -> str:
+        return "stub"
+
+    def reload(self) -> str:
+        return "stub"
+
+    def close(self) -> None:
+        pass

@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,43 +39,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _workload import check_request  # noqa: E402
+from _workload import EXAMPLE_RESULT, StubEngine, check_request  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from google.rpc import status_pb2  # noqa: E402
 
 from authz_ledger import check, input_document, note, result  # noqa: E402
 from authz_ledger.check import CheckOptions, CheckService, _compact_json, _describe_request  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
-from authz_ledger.policy import Evaluation  # noqa: E402
 from authz_ledger.redact import RedactionRules, Redactor  # noqa: E402
 from authz_ledger.store import Store  # noqa: E402
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
-
-EXAMPLE_RESULT = {
-    "allowed": True,
-    "headers": {"x-authz-user": "alice"},
-    "request_headers_to_remove": ["x-user"],
-    "dynamic_metadata": {"user": "alice", "roles": ["admin"]},
-}
-
-
-class StubEngine:
-    """A zero-cost engine: the example policy's answer for alice, instantly."""
-
-    name = "stub"
-    decision_path = "envoy/authz/allow"
-
-    def evaluate(self, input_json: bytes) -> Evaluation:
-        return Evaluation(EXAMPLE_RESULT, "stub", 0)
-
-    def policy_version(self) -> str:
-        return "stub"
-
-    def reload(self) -> str:
-        return "stub"
-
-    def close(self) -> None:
-        pass
 
 
 class FakeContext:
@@ -90,9 +65,31 @@ def cpu_us(fn: Callable[[], object], n: int) -> float:
     return (time.thread_time_ns() - t0) / n / 1000
 
 
-def wait_http(port: int) -> None:
-    import socket
+class RawOpaClient:
+    """What a minimal OPA client costs: one keep-alive HTTP/1.1 socket, pre-built request head, json.loads.
 
+    A measuring stick for the suggestion in RESULTS.md, not a product client (no pool, timeouts or errors).
+    """
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = f"POST {path} HTTP/1.1\r\nHost: opa\r\nContent-Type: application/json\r\n".encode()
+
+    def evaluate(self, input_json: bytes) -> Any:
+        body = b'{"input":' + input_json + b"}"
+        self.sock.sendall(self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        buf = self.sock.recv(65536)
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        i = head.lower().index(b"content-length: ") + 16
+        j = head.find(b"\r\n", i)
+        size = int(head[i : j if j > 0 else len(head)])
+        while len(rest) < size:
+            rest += self.sock.recv(65536)
+        return json.loads(rest)["result"]
+
+
+def wait_http(port: int) -> None:
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -148,7 +145,11 @@ def main() -> int:
     step("redact_input", lambda: redactor.redact_input(document), "ledger")
     step("redacted input JSON (2nd encode)", lambda: _compact_json(redacted), "ledger")
     step("result JSON (_compact_json)", lambda: _compact_json(EXAMPLE_RESULT), "ledger")
-    step("result.check_response", lambda: result.check_response(EXAMPLE_RESULT, decision_id=decision_id, dry_run=False), "check")
+    step(
+        "result.check_response",
+        lambda: result.check_response(EXAMPLE_RESULT, decision_id=decision_id, dry_run=False),
+        "check",
+    )
     step("CheckResponse serialise (example result)", outcome.response.SerializeToString, "check")
     step("DecisionRecord.encode", record.encode, "ledger")
     step("LedgerWriter.record (async enqueue)", lambda: writer.record(encoded, b"0123456789abcdef"), "ledger")
@@ -172,6 +173,10 @@ def main() -> int:
 
         with OpaEngine(f"http://127.0.0.1:{opa_port}", timeout=1.0) as engine:
             step("OpaEngine.evaluate (client side)", lambda: engine.evaluate(input_json), "engine", n // 4)
+        raw_client = RawOpaClient(opa_port, "/v1/data/envoy/authz/allow?provenance=true&strict-builtin-errors=true")
+        step(
+            "minimal raw-socket OPA client (for comparison)", lambda: raw_client.evaluate(input_json), "engine", n // 4
+        )
     finally:
         opa.terminate()
         opa.wait()
@@ -182,7 +187,9 @@ def main() -> int:
             os.sched_setaffinity(pid, {1})
         step("EmbeddedEngine.evaluate (client side)", lambda: emb.evaluate(input_json), "engine", n // 10)
 
-    print(f"# profile_check n={n}, CPU 0, python {sys.version.split()[0]}; input JSON {len(input_json)} B, entry {len(encoded)} B")
+    print(
+        f"# profile_check n={n}, CPU 0, python {sys.version.split()[0]}; input JSON {len(input_json)} B, entry {len(encoded)} B"
+    )
     print()
     print("| step | kind | CPU µs |")
     print("|---|---|---:|")

@@ -22,17 +22,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf.descriptor_pool import DescriptorPool
+from google.protobuf.message import DecodeError
 
 from authz_ledger import grpc_status, input_document, result
 from authz_ledger.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR, DecisionRecord
 from authz_ledger.errors import LedgerError, PolicyError, RequestParseError
+from authz_ledger.ids import new_decision_id
 from authz_ledger.policy import PolicyEngine
 from authz_ledger.redact import Redactor
 from authz_ledger.writer import LedgerWriter
@@ -60,6 +61,37 @@ class CheckOptions:
     overload_http_status: int = 503
 
 
+@dataclass(frozen=True, slots=True)
+class MalformedCheckRequest:
+    """Bytes that are not a CheckRequest (e.g. invalid UTF-8 in a string field, which proto3 rejects).
+
+    gRPC's default deserializer would fail such a call before any handler runs, leaving no trace; decoding
+    ourselves lets the handler deny it and record it like every other Check.
+    """
+
+    size: int
+    error: str
+
+
+def parse_check_request(data: bytes) -> external_auth_pb2.CheckRequest | MalformedCheckRequest:
+    """The request deserializer of the Check method: never raises."""
+    try:
+        return external_auth_pb2.CheckRequest.FromString(data)
+    except DecodeError as e:
+        return MalformedCheckRequest(len(data), str(e) or "undecodable protobuf")
+
+
+def add_to_server(service: CheckService, server: grpc.Server) -> None:
+    """Register Authorization/Check with the never-failing deserializer above."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        service.Check,
+        request_deserializer=parse_check_request,
+        response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
+    )
+    service_name = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, {"Check": handler}),))
+
+
 class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -74,11 +106,15 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self.options = options
 
     def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+        self, request: external_auth_pb2.CheckRequest | MalformedCheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
-        decision_id = uuid.uuid4()
-        record = _describe_request(request, str(decision_id), self.redactor)
-        response, error = self._decide(request, record)
+        decision_id = new_decision_id()
+        if isinstance(request, MalformedCheckRequest):
+            record = DecisionRecord(time_unix_nano=time.time_ns(), decision_id=str(decision_id))
+            response, error = self._malformed(request, record)
+        else:
+            record = _describe_request(request, str(decision_id), self.redactor)
+            response, error = self._decide(request, record)
         if self.writer is not None:
             try:
                 self.writer.record(record.encode(), decision_id.bytes)
@@ -141,6 +177,22 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.outcome = OUTCOME_ALLOW if outcome.allowed else OUTCOME_DENY
         record.dry_run = self.options.dry_run and not outcome.allowed
         record.grpc_code = outcome.response.status.code
+        return outcome.response, None
+
+    def _malformed(
+        self, request: MalformedCheckRequest, record: DecisionRecord
+    ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
+        """A 400 deny, as for any request whose input document cannot be built."""
+        error = RequestParseError(f"malformed CheckRequest ({request.size} bytes): {request.error}")
+        outcome = result.request_parse_error_response(error, decision_id=record.decision_id)
+        record.engine = self.engine.name
+        record.decision_path = self.engine.decision_path
+        record.policy_version = self.engine.policy_version()
+        record.outcome = OUTCOME_DENY
+        record.http_status = outcome.http_status
+        record.grpc_code = _GRPC_PERMISSION_DENIED
+        record.error = f"request_parse_error: {error}"
+        log.warning("decision %s: %s", record.decision_id, record.error)
         return outcome.response, None
 
     def _policy_failed(

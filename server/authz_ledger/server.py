@@ -20,11 +20,11 @@ from types import FrameType
 from typing import TextIO
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authz_ledger import __version__, input_document
+from authz_ledger import __version__, check, input_document
 from authz_ledger.check import CheckOptions, CheckService
 from authz_ledger.config import Config
 from authz_ledger.errors import ConfigError, PolicyError
@@ -139,7 +139,7 @@ def start(cfg: Config) -> Running:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server)
+        check.add_to_server(service, server)
         health_servicer = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if cfg.server.reflection:

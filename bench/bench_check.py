@@ -31,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -381,14 +382,24 @@ class Bench:
             h2load(st.port, self.body, self.work / "warm.log", [*args, "-n", str(rate * 2)])
             first = ledger_size(st.data_dir)
             cpu_before = proc_cpu_ticks(st.server.pid)
+            aux_before = sum(proc_cpu_ticks(p) for p in st.aux_pids)
+            busy_before = cpu_busy_ticks()
+            ours_before = own_and_children_ticks()
             run = h2load(st.port, self.body, self.work / "rate.log", [*args, "-n", str(rate * self.timing.rate_s)])
+            busy_after = cpu_busy_ticks()
+            ours = own_and_children_ticks() - ours_before
             cpu = proc_cpu_ticks(st.server.pid) - cpu_before
+            aux = sum(proc_cpu_ticks(p) for p in st.aux_pids) - aux_before
             last = ledger_size(st.data_dir)
         finally:
             self.stop(st)
         res.rps, res.requests, res.failed = run.rps, run.succeeded, run.failed
         res.p50_ms, res.p99_ms = pct(run.latencies_us, 0.5) / 1000, pct(run.latencies_us, 0.99) / 1000
         res.server_cpu_us = cpu / CLK_TCK / max(run.succeeded, 1) * 1e6
+        busy = sum(busy_after[c][0] - busy_before[c][0] for c in busy_after)
+        elapsed = (busy_after[SERVER_CPU][1] - busy_before[SERVER_CPU][1]) or 1
+        res.foreign = max(busy - cpu - aux - ours, 0) / elapsed
+        res.cpu0_busy = (busy_after[SERVER_CPU][0] - busy_before[SERVER_CPU][0]) / elapsed
         res.notes.append(
             f"p99.9 {pct(run.latencies_us, 0.999) / 1000:.2f} ms, max {run.latencies_us[-1] / 1000:.2f} ms"
         )
@@ -419,15 +430,17 @@ def eval_times_us(data_dir: Path, start: int, stop: int) -> Iterator[int]:
 def label(sc: Scenario) -> str:
     if sc.kind == "bare":
         return "bare grpcio allow-all (baseline)"
+    if sc.engine == "stub":
+        return f"authz-ledger stub engine (no policy), ledger {sc.ledger}"
     policy = "allow := true" if sc.policy == "allow" else "example RBAC"
     return f"authz-ledger {sc.engine}, {policy}, ledger {sc.ledger}"
 
 
-def print_table(results: list[Result]) -> None:
-    base = results[0]
+def print_table(results: list[Result], base: Result) -> None:
     head = (
         f"| {'scenario':<50} | {'req/s':>7} | {'x base':>6} | {'p50 ms':>6} | {'p99 ms':>6} "
-        f"| {'server CPU/Check µs':>19} | {'x base':>6} | {'policy CPU/Check µs':>19} | {'cpu0 / cpu1 busy':>16} |"
+        f"| {'server CPU/Check µs':>19} | {'x base':>6} | {'policy CPU/Check µs':>19} | {'cpu0 / cpu1 busy':>16} "
+        f"| {'foreign':>7} |"
     )
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
@@ -435,13 +448,20 @@ def print_table(results: list[Result]) -> None:
         print(
             f"| {label(r.scenario):<50} | {r.rps:>7.0f} | {r.rps / base.rps:>6.2f} | {r.p50_ms:>6.2f} "
             f"| {r.p99_ms:>6.2f} | {r.server_cpu_us:>19.0f} | {r.server_cpu_us / base.server_cpu_us:>6.2f} "
-            f"| {r.policy_cpu_us:>19.0f} | {r.cpu0_busy:>7.0%} / {r.cpu1_busy:>4.0%} |"
+            f"| {r.policy_cpu_us:>19.0f} | {r.cpu0_busy:>9.0%} / {r.cpu1_busy:>4.0%} | {r.foreign:>7.0%} |"
         )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="short warm-up and measurements (under 2 minutes)")
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.15,
+        help="re-run a scenario when other processes used more than this fraction of a core (default 0.15)",
+    )
+    ap.add_argument("--retries", type=int, default=2, help="re-runs of a noisy scenario (default 2)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, ledgers)")
     args = ap.parse_args()
     timing = QUICK if args.quick else FULL
@@ -464,40 +484,62 @@ def main() -> int:
         Scenario("example embedded", "ledger", "embedded", "example"),
         Scenario("example opa", "ledger", "opa", "example"),
     ]
-    ledger_engines = ["opa"] if args.quick else ["opa", "embedded"]
+    ledger_engines = ["stub", "opa"] if args.quick else ["stub", "opa", "embedded"]
     for eng in ledger_engines:
+        policy = "example" if eng == "stub" else "allow"
         scenarios += [
-            Scenario(f"ledger {m} {eng}", "ledger", eng, "allow", m, group="ledger") for m in ("off", "async", "sync")
+            Scenario(f"ledger {m} {eng}", "ledger", eng, policy, m, group="ledger") for m in ("off", "async", "sync")
         ]
+    scenarios.append(Scenario("bare again", "bare", group="baseline"))
+    budget = 100 if args.quick else 480  # seconds after which noisy scenarios are no longer re-run
     try:
         bench = Bench(timing, work, opa)
         results: list[Result] = []
         for sc in scenarios:
             r = bench.throughput(sc)
+            for _ in range(args.retries):
+                if r.foreign <= args.max_foreign or time.monotonic() - started > budget:
+                    break
+                print(f"  {label(sc)}: foreign CPU {r.foreign:.0%} of a core; measuring again", flush=True)
+                again = bench.throughput(sc)
+                r = again if again.foreign < r.foreign else r
             results.append(r)
             extra = f"; ledger entries {r.ledger_entries} for {r.answered} answered Checks" if r.ledger_entries else ""
             print(
                 f"  {label(sc)}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-                f"server CPU {r.server_cpu_us:.0f} µs/Check, failed {r.failed}{extra}; load {loadavg()}",
+                f"server CPU {r.server_cpu_us:.0f} µs/Check, failed {r.failed}{extra}; foreign CPU {r.foreign:.0%}; "
+                f"load {loadavg()}",
                 flush=True,
             )
         rate_sc = Scenario("rate opa example", "ledger", "opa", "example", "sync", group="rate")
         rate, evals = bench.fixed_rate(rate_sc, 1000, 10)
+        for _ in range(args.retries):
+            if rate.foreign <= args.max_foreign or time.monotonic() - started > budget:
+                break
+            print(f"  fixed rate: foreign CPU {rate.foreign:.0%} of a core; measuring again", flush=True)
+            rate2, evals2 = bench.fixed_rate(rate_sc, 1000, 10)
+            if rate2.foreign < rate.foreign:
+                rate, evals = rate2, evals2
     finally:
         if args.keep:
             print(f"# kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
+    bare = [r for r in results if r.scenario.kind == "bare"]
+    base = Result(Scenario("baseline", "bare"))
+    base.rps = statistics.fmean(r.rps for r in bare)
+    base.server_cpu_us = statistics.fmean(r.server_cpu_us for r in bare)
     print()
     print("## Throughput (saturating: 64 Checks in flight), ratios to the baseline measured in this run")
     print()
-    print_table(results)
+    print_table(results, base)
     print()
-    base = results[0]
     print("## authz-ledger's own CPU per Check (policy evaluation excluded), target <= 1.5x the bare server")
     print()
-    for r in results[1:]:
+    for r in results:
+        if r.scenario.kind == "bare":
+            continue
         ratio = r.server_cpu_us / base.server_cpu_us
         verdict = "meets" if ratio <= 1.5 else "MISSES"
         print(
@@ -507,7 +549,8 @@ def main() -> int:
         trio = {r.scenario.ledger: r for r in results if r.scenario.group == "ledger" and r.scenario.engine == eng}
         off = trio["off"]
         print()
-        print(f"## Ledger cost ({eng} engine, allow := true)")
+        policy = "zero-cost stub engine: policy excluded entirely" if eng == "stub" else f"{eng} engine, allow := true"
+        print(f"## Ledger cost ({policy})")
         print()
         for mode in ("async", "sync"):
             r = trio[mode]
@@ -525,7 +568,8 @@ def main() -> int:
     print(
         f"- client-observed: {rate.rps:.0f} req/s achieved, {rate.requests} Checks, p50 {rate.p50_ms:.3f} ms "
         f"(target <= 0.5: {ok50}), p99 {rate.p99_ms:.3f} ms (target <= 3: {ok99}); {'; '.join(rate.notes)}; "
-        f"server CPU {rate.server_cpu_us:.0f} µs/Check"
+        f"server CPU {rate.server_cpu_us:.0f} µs/Check (CPU 0 {rate.cpu0_busy:.0%} busy); "
+        f"foreign CPU {rate.foreign:.0%}"
     )
     if evals:
         print(

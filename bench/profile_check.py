@@ -188,7 +188,8 @@ def main() -> int:
         step("EmbeddedEngine.evaluate (client side)", lambda: emb.evaluate(input_json), "engine", n // 10)
 
     print(
-        f"# profile_check n={n}, CPU 0, python {sys.version.split()[0]}; input JSON {len(input_json)} B, entry {len(encoded)} B"
+        f"# profile_check n={n}, CPU 0, python {sys.version.split()[0]}; "
+        f"input JSON {len(input_json)} B, entry {len(encoded)} B"
     )
     print()
     print("| step | kind | CPU µs |")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz_ledger import checkpoint, note, tree
+from authz_ledger import checkpoint, entry, note, tree
 from authz_ledger.errors import BackpressureError, LedgerClosedError
 from authz_ledger.ids import new_decision_id
 from authz_ledger.store import Store
@@ -109,7 +109,12 @@ def test_full_queue_denies_after_a_bounded_wait_and_never_drops(store: Store, si
     assert w.stats.rejected_backpressure == 1
     w.start()
     w.close()
-    assert store.head().size == 10  # everything accepted is written; the refused one was denied, not lost
+    # Everything accepted is written, and the refused Check is accounted for by one summary entry.
+    assert store.head().size == 11
+    summary = entry.decode(store.entry(10) or b"")
+    assert summary.outcome == entry.OUTCOME_ERROR
+    assert summary.http_status == 503
+    assert summary.error.startswith("BackpressureError: 1 Checks denied")
 
 
 def test_closed_writer_refuses_new_entries(store: Store, signer: note.Signer) -> None:

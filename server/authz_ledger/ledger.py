@@ -107,6 +107,7 @@ def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
                 batch_max_entries=cfg.batch_max_entries,
                 checkpoint_interval_s=cfg.checkpoint_interval_ms / 1000,
                 map_max_size=cfg.map_max_size_mb << 20,
+                overload_http_status=cfg.overload_http_status,
             ),
             checkpoint_file=paths.checkpoint,
         )

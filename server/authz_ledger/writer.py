@@ -11,7 +11,9 @@ Invariants:
   the previous one, and the new head. A crash leaves the whole batch or none of it.
 * ``sync`` durability releases a Check only after the commit (fsync) holding its entry returned; ``async``
   releases at once. Both apply the same backpressure: a bounded wait for queue space, then BackpressureError
-  (the Check is denied) -- never a silent drop, never unbounded memory.
+  (the Check is denied) -- never a silent drop, never unbounded memory. Checks refused that way cannot have
+  an entry of their own (there is no room for one), so they are counted, and the next batch carries one
+  summary entry saying how many were denied and when: the ledger shows the overload, in bounded space.
 * Checkpoints are derived only from committed state (C2SP tlog-checkpoint in a signed note), published at most
   once per size, never for an unchanged tree, at an interval and at shutdown.
 """
@@ -19,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -29,7 +32,9 @@ from enum import Enum
 from pathlib import Path
 
 from authz_ledger import checkpoint, note, tree
+from authz_ledger.entry import OUTCOME_ERROR, DecisionRecord
 from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerError, LedgerWriteError
+from authz_ledger.ids import new_decision_id
 from authz_ledger.store import BatchRecord, Head, Store, leaves_digest, write_file_atomically
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ class WriterOptions:
     checkpoint_interval_s: float = 1.0
     map_max_size: int = 1 << 40
     """The LMDB map doubles on 'map full' up to this size; beyond it writes fail closed."""
+    overload_http_status: int = 503
+    """The status Checks refused by backpressure were denied with (recorded in the summary entry)."""
 
 
 def _sequence_prefix(seq: int) -> bytes:
@@ -169,6 +176,10 @@ class LedgerWriter:
         self._queue = BatchQueue(options.queue_size)
         self._closed = False
         self._close_lock = threading.Lock()
+        self._refused_lock = threading.Lock()
+        self._refused_count = 0
+        self._refused_first_ns = 0
+        self._refused_last_ns = 0
         self.head: Head = store.head()
         self._frontier = tree.Frontier.from_stored(self.head.size, store.read_hashes)
         latest = store.checkpoint()
@@ -194,7 +205,7 @@ class LedgerWriter:
         if self._closed:
             raise LedgerClosedError("the ledger is shutting down")
         if not self._queue.put(pending, self.options.enqueue_timeout_s):
-            self.stats.rejected_backpressure += 1
+            self._note_refused()
             raise BackpressureError(
                 f"ledger queue full ({self.options.queue_size} decisions) for "
                 f"{self.options.enqueue_timeout_s * 1000:.0f} ms"
@@ -224,6 +235,37 @@ class LedgerWriter:
         else:
             self._publish_checkpoint(force=True)
 
+    def _note_refused(self) -> None:
+        now = time.time_ns()
+        with self._refused_lock:
+            self.stats.rejected_backpressure += 1
+            if self._refused_count == 0:
+                self._refused_first_ns = now
+            self._refused_count += 1
+            self._refused_last_ns = now
+
+    def _refusal_summary(self) -> Pending | None:
+        """One entry standing for every Check denied by backpressure since the last summary."""
+        with self._refused_lock:
+            count, first, last = self._refused_count, self._refused_first_ns, self._refused_last_ns
+            self._refused_count = 0
+        if count == 0:
+            return None
+        decision_id = new_decision_id()
+        record = DecisionRecord(
+            time_unix_nano=last,
+            decision_id=str(decision_id),
+            outcome=OUTCOME_ERROR,
+            http_status=self.options.overload_http_status,
+            grpc_code=14,
+            error=(
+                f"BackpressureError: {count} Checks denied with HTTP {self.options.overload_http_status} "
+                f"because the ledger queue was full, first at {first} ns, last at {last} ns (Unix time)"
+            ),
+            result_json=json.dumps({"refused": count, "first_unix_nano": first, "last_unix_nano": last}).encode(),
+        )
+        return Pending(record.encode(), decision_id.bytes, wait=False)
+
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
@@ -240,6 +282,9 @@ class LedgerWriter:
             stop = any(p is _STOP for p in batch)
             if stop:
                 batch = [p for p in batch if p is not _STOP]
+            summary = self._refusal_summary()
+            if summary is not None:
+                batch.append(summary)
             if batch:
                 self._commit(batch)
             if stop:
@@ -248,6 +293,9 @@ class LedgerWriter:
                 self._publish_checkpoint()
         # _STOP was queued after the closed flag was set, so nothing can follow it; commit any stragglers.
         rest = [p for p in self._queue.take(len(self._queue), 0) if p is not _STOP]
+        summary = self._refusal_summary()
+        if summary is not None:
+            rest.append(summary)
         for i in range(0, len(rest), max_batch):
             self._commit(rest[i : i + max_batch])
         self._publish_checkpoint(force=True)

@@ -30,8 +30,14 @@ def _invalid_utf8() -> bytes:
 
 
 def _json(body: str, **headers: str) -> bytes:
-    return _serialize({"method": "POST", "path": "/api/items", "body": body,
-                       "headers": {"content-type": "application/json", **headers}})  # fmt: skip
+    return _serialize(
+        {
+            "method": "POST",
+            "path": "/api/items",
+            "body": body,
+            "headers": {"content-type": "application/json", **headers},
+        }
+    )
 
 
 CASES = [
@@ -52,7 +58,7 @@ CASES = [
                 "body": "x" * (1 << 20),
                 "headers": {"content-type": "application/x-bogus; ;;=\x01"},
             }
-        ),  # fmt: skip
+        ),
         "deny",
         id="a 1 MiB body with a bogus content type is not parsed",
     ),
@@ -64,14 +70,14 @@ CASES = [
                 "body": "--x\r\nbroken",
                 "headers": {"content-type": "multipart/form-data; boundary=x"},
             }
-        ),  # fmt: skip
+        ),
         "parse_error",
         id="broken multipart is a 400 parse error",
     ),
     pytest.param(
         _serialize(
             {"method": "POST", "path": "/svc.S/M", "rawBody": "AAAA", "headers": {"content-type": "application/grpc"}}
-        ),  # fmt: skip
+        ),
         "deny",
         id="a gRPC body without a descriptor set is not parsed",
     ),

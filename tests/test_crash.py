@@ -44,12 +44,26 @@ def _request() -> external_auth_pb2.CheckRequest:
 def _start(data: Path, port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "authz_ledger.cli", "serve", "--addr", f"127.0.0.1:{port}",
-            "--data-dir", str(data), "--set", "ledger.durability=sync", "--set", "policy.embedded.workers=1",
-            "--set", "ledger.checkpoint_interval_ms=200",
+            sys.executable,
+            "-m",
+            "authz_ledger.cli",
+            "serve",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(data),
+            "--set",
+            "ledger.durability=sync",
+            "--set",
+            "policy.embedded.workers=1",
+            "--set",
+            "ledger.checkpoint_interval_ms=200",
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "serving ext_authz v3" not in line:

@@ -76,21 +76,13 @@ DESCRIBE_CASES = {
         ["envoy.service.auth.v3.CheckRequest is a message:", ".envoy.service.auth.v3.AttributeContext attributes = 1"],
     ),
 }
+
+
 # grpcio-reflection cannot resolve a method's symbol (grpc/grpc#34743: the upb descriptor pool does not index
 # methods), so `describe Service.Method` fails against any Python server unless the service works around it.
-METHOD_SYMBOL_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="grpc/grpc#34743: Python reflection answers NOT_FOUND for a method symbol",
-)
-
-
 @pytest.mark.parametrize(
     ("symbol", "expected"),
-    [
-        pytest.param(*case, id=name, marks=[METHOD_SYMBOL_BUG] if name.startswith("the Check method") else [])
-        for name, case in DESCRIBE_CASES.items()
-    ],
+    [pytest.param(*case, id=name) for name, case in DESCRIBE_CASES.items()],
 )
 def test_describe(authz_service: StartService, symbol: str, expected: list[str]) -> None:
     running = authz_service()

@@ -226,7 +226,9 @@ def _describe_request(request: external_auth_pb2.CheckRequest, decision_id: str,
     return DecisionRecord(
         time_unix_nano=time.time_ns(),
         decision_id=decision_id,
-        request_id=http.id or headers.get("x-request-id", ""),
+        # Envoy fills http.id with its internal stream id; the x-request-id header is what its access logs
+        # print (%REQ(X-REQUEST-ID)%), so it is the id that joins a log line to its ledger entry.
+        request_id=headers.get("x-request-id", "") or http.id,
         source_address=src.address.socket_address.address,
         source_port=src.address.socket_address.port_value,
         source_principal=src.principal,

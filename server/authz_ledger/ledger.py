@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz_ledger import checkpoint, keys, note
+from authz_ledger import checkpoint, keys, note, tree
 from authz_ledger.config import LedgerConfig
 from authz_ledger.errors import LedgerError, NoteError, RollbackError
 from authz_ledger.redact import RedactionRules, Redactor
@@ -129,6 +129,11 @@ def _check_rollback(paths: LedgerPaths, store: Store, verifiers: list[note.Verif
         log.warning("ignoring %s: %s", paths.checkpoint, e)
         return
     head = store.head()
+    if cp.size <= head.size and cp.size > 0 and tree.tree_hash(cp.size, store.read_hashes) != cp.root:
+        raise RollbackError(
+            f"{paths.checkpoint} (size {cp.size}) is signed by our key but disagrees with the ledger's tree at "
+            "that size: the ledger was replaced by a different history; refusing to start"
+        )
     if cp.size > head.size:
         raise RollbackError(
             f"{paths.checkpoint} shows a published tree of size {cp.size} but the ledger holds only "

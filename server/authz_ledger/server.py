@@ -17,10 +17,11 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -144,7 +145,7 @@ def start(cfg: Config) -> Running:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if cfg.server.reflection:
             reflection.enable_server_reflection(
-                (AUTHORIZATION_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+                (AUTHORIZATION_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=_MethodAwarePool()
             )
         address = grpc_address(cfg.server.addr)
         try:
@@ -166,6 +167,31 @@ def start(cfg: Config) -> Running:
     if ledger is not None:
         threading.Thread(target=_watch_ledger_health, args=(running,), name="ledger-health", daemon=True).start()
     return running
+
+
+class _MethodAwarePool:
+    """The default descriptor pool, plus method symbols for reflection (``grpcurl describe Svc.Method``).
+
+    grpcio-reflection resolves a symbol with ``FindFileContainingSymbol``, which in the Python protobuf runtime
+    does not know method names (grpc/grpc#34743), so describing a method failed with "Symbol not found". A
+    method's file is its service's file.
+    """
+
+    def __init__(self) -> None:
+        self._pool = descriptor_pool.Default()
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service_name, _, method = symbol.rpartition(".")
+            service = self._pool.FindServiceByName(service_name)  # KeyError -> NOT_FOUND, as before
+            if service.FindMethodByName(method) is None:
+                raise
+            return service.file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 def _watch_ledger_health(running: Running) -> None:

@@ -43,9 +43,10 @@ from _workload import EXAMPLE_RESULT, StubEngine, check_request  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from google.rpc import status_pb2  # noqa: E402
 
-from authz_ledger import check, input_document, note, result  # noqa: E402
+from authz_ledger import input_document, note, result  # noqa: E402
 from authz_ledger.check import CheckOptions, CheckService, _compact_json, _describe_request  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
+from authz_ledger.ids import new_decision_id  # noqa: E402
 from authz_ledger.redact import RedactionRules, Redactor  # noqa: E402
 from authz_ledger.store import Store  # noqa: E402
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
@@ -137,7 +138,7 @@ def main() -> int:
     def step(name: str, fn: Callable[[], object], kind: str, iters: int = n) -> None:
         rows.append((name, cpu_us(fn, iters), kind))
 
-    step("CheckRequest parse (grpc deserializer)", lambda: external_auth_pb2.CheckRequest.FromString(raw), "bare")
+    step("CheckRequest parse (FromString)", lambda: external_auth_pb2.CheckRequest.FromString(raw), "bare")
     step("bare CheckResponse serialise", bare_response.SerializeToString, "bare")
     step("_describe_request (entry fields, uuid str)", lambda: _describe_request(req, decision_id, redactor), "ledger")
     step("input_document.build_input", lambda: input_document.build_input(req), "check")
@@ -153,7 +154,7 @@ def main() -> int:
     step("CheckResponse serialise (example result)", outcome.response.SerializeToString, "check")
     step("DecisionRecord.encode", record.encode, "ledger")
     step("LedgerWriter.record (async enqueue)", lambda: writer.record(encoded, b"0123456789abcdef"), "ledger")
-    step("uuid.uuid4 (decision id)", check.uuid.uuid4, "check")
+    step("new_decision_id (UUIDv7)", new_decision_id, "check")
     step("whole Check, stub engine, no ledger", lambda: service_noledger.Check(req, ctx), "total")
     step("whole Check, stub engine, ledger async", lambda: service_ledger.Check(req, ctx), "total")
 

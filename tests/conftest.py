@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -106,3 +107,50 @@ def write_policy(directory: Path, rego: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "policy.rego").write_text("package envoy.authz\n\nimport rego.v1\n\n" + rego)
     return directory
+
+
+def serve_process(
+    data_dir: Path, port: int, *sets: str, policy: Path | None = None, log: Path | None = None
+) -> subprocess.Popen[str]:
+    """``authz-ledger serve`` as its own process, returned once it says it is serving.
+
+    ``sets`` are ``key=value`` overrides. Its log goes to a file (a pipe nobody reads could fill and stall it):
+    ``log`` or ``<data_dir>.log``.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "authz_ledger.cli",
+        "serve",
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--data-dir",
+        str(data_dir),
+    ]
+    if policy is not None:
+        argv += ["--policy", str(policy)]
+    for item in ("server.drain_seconds=0", *sets):
+        argv += ["--set", item]
+    log = log or data_dir.with_name(data_dir.name + ".log")
+    with log.open("a") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "serving ext_authz v3" not in line:
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"authz-ledger serve did not start: {line!r}\n{log.read_text()[-3000:]}")
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+    """Send ``sig`` and wait; the exit code, or None (after a SIGKILL) if it did not exit in time."""
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        code = None
+    if proc.stdout:
+        proc.stdout.close()
+    return code

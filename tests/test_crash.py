@@ -8,11 +8,9 @@ with SIGKILL at a random moment, then checks that every Check whose answer reach
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,7 +24,7 @@ from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
 from authz_ledger.verify import verify_store
 
-from .conftest import free_port
+from .conftest import free_port, serve_process, stop_process
 
 TRIALS = 12
 CLIENTS = 6
@@ -42,35 +40,9 @@ def _request() -> external_auth_pb2.CheckRequest:
 
 
 def _start(data: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz_ledger.cli",
-            "serve",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--data-dir",
-            str(data),
-            "--set",
-            "ledger.durability=sync",
-            "--set",
-            "policy.embedded.workers=1",
-            "--set",
-            "ledger.checkpoint_interval_ms=200",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
+    return serve_process(
+        data, port, "ledger.durability=sync", "policy.embedded.workers=1", "ledger.checkpoint_interval_ms=200"
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "serving ext_authz v3" not in line:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f"service did not start: {line}{err[-2000:]}")
-    return proc
 
 
 def _load(port: int, stop: threading.Event, answered: list[str], lock: threading.Lock) -> None:
@@ -103,15 +75,10 @@ def test_kill_9_under_sync_load_loses_no_answered_check(tmp_path: Path) -> None:
         time.sleep(rng.uniform(0.2, 1.2))
         with lock:
             answered_before_kill = list(answered)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        stop_process(proc, signal.SIGKILL, timeout=10)
         stop.set()
         for c in clients:
             c.join(10)
-        if proc.stdout:
-            proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
         # Everything answered before the kill was observed -- and everything answered at all -- is in the ledger.
         assert answered_before_kill, f"trial {trial}: no Check was answered before the kill"
         paths = LedgerPaths(data)
@@ -132,9 +99,5 @@ def test_kill_9_under_sync_load_loses_no_answered_check(tmp_path: Path) -> None:
         stub = external_auth_pb2_grpc.AuthorizationStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         assert stub.Check(_request(), timeout=5).status.code == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        assert stop_process(proc) == 0
     assert total_answered > TRIALS * 10

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -39,7 +37,7 @@ from google.protobuf import json_format
 from authz_ledger import config, entry, server
 
 # The *_pb2 imports above also register every typed_config message envoy.yaml names, so its Any fields resolve.
-from .conftest import ROOT, StartService, free_port, tool, write_policy
+from .conftest import ROOT, StartService, free_port, serve_process, stop_process, tool, write_policy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -324,37 +322,10 @@ def test_a_json_body_sent_with_with_request_body_is_the_policys_parsed_body(
 # --- many requests, the server as a subprocess ---------------------------------------------------------------
 
 
-def _serve_subprocess(data_dir: Path, port: int, stderr: Path) -> subprocess.Popen[str]:
-    """``authz-ledger serve``; its log goes to a file (a pipe nobody reads could fill and stall it)."""
-    with stderr.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "authz_ledger.cli", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir",
-             str(data_dir), "--set", "server.drain_seconds=0", "--set", "policy.embedded.workers=2"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ},
-        )  # fmt: skip
-    line = proc.stdout.readline() if proc.stdout else ""
-    if "serving ext_authz v3" not in line:
-        proc.kill()
-        proc.wait(10)
-        pytest.fail(f"authz-ledger serve did not start: {line!r}\n{stderr.read_text()[-3000:]}")
-    return proc
-
-
-def _sigterm(proc: subprocess.Popen[str]) -> int | None:
-    """The documented shutdown; None (after a kill) if it does not exit in time."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        return None
-
-
 def test_n_requests_make_exactly_n_entries_named_by_envoys_decision_ids(tmp_path: Path) -> None:
     n, threads = 200, 4
     data_dir, port = tmp_path / "data", free_port()
-    proc = _serve_subprocess(data_dir, port, tmp_path / "authz.stderr")
+    proc = serve_process(data_dir, port, "policy.embedded.workers=2", log=tmp_path / "authz.stderr")
     try:
         with start_envoy(tmp_path / "envoy", port) as envoy:
             users = ["alice", "mallory", "bob", ""]  # allow, deny 403, allow, deny 401
@@ -372,7 +343,7 @@ def test_n_requests_make_exactly_n_entries_named_by_envoys_decision_ids(tmp_path
             capture_output=True, text=True, check=True, timeout=30,
         )  # fmt: skip
     finally:
-        exit_code = _sigterm(proc)
+        exit_code = stop_process(proc)
     assert exit_code == 0, (tmp_path / "authz.stderr").read_text()[-3000:]
     recorded = [json.loads(line) for line in log.stdout.splitlines()]
     assert [r["index"] for r in recorded] == list(range(n))

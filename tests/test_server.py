@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
 
-from .conftest import free_port
+from .conftest import free_port, serve_process, stop_process
 
 RBAC_ALICE = {"method": "GET", "path": "/api/items", "headers": {"x-user": "alice"}}
 
@@ -252,39 +249,42 @@ def test_restoring_an_older_copy_of_the_ledger_is_refused(tmp_path: Path) -> Non
 def test_sigterm_drains_commits_signs_a_final_checkpoint_and_exits_0(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz_ledger.cli",
-            "serve",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--data-dir",
-            str(data),
-            "--set",
-            "server.drain_seconds=0.2",
-            "--set",
-            "ledger.checkpoint_interval_ms=3600000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ},
-    )
+    proc = serve_process(data, port, "server.drain_seconds=0.2", "ledger.checkpoint_interval_ms=3600000")
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert "serving ext_authz v3" in line, line
         s = external_auth_pb2_grpc.AuthorizationStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
         for _ in range(10):
             s.Check(check_request(RBAC_ALICE))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        assert stop_process(proc) == 0
     store = Store(LedgerPaths(data).store, readonly=True)
     latest = store.checkpoint()
-    assert latest is not None and latest[0] == 10
+    assert latest is not None
+    assert latest[0] == 10
     store.close()
-    assert time.time() > 0
+
+
+def test_sighup_reloads_the_policy_and_a_broken_one_keeps_the_old_serving(tmp_path: Path) -> None:
+    pol = tmp_path / "pol"
+    pol.mkdir()
+    (pol / "p.rego").write_text("package envoy.authz\nimport rego.v1\nallow := true\n")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = serve_process(tmp_path / "data", port, "policy.embedded.watch=false", policy=pol, log=log)
+    try:
+        s = external_auth_pb2_grpc.AuthorizationStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        assert s.Check(check_request(RBAC_ALICE)).status.code == 0
+        (pol / "p.rego").write_text("package envoy.authz\nimport rego.v1\nallow := false\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while s.Check(check_request(RBAC_ALICE)).status.code == 0:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
+            time.sleep(0.1)
+        (pol / "p.rego").write_text("package envoy.authz\nimport rego.v1\nallow := {{{ broken\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "policy reload failed, the previous policy keeps serving" not in log.read_text():
+            assert time.monotonic() < deadline, "the broken policy was not reported"
+            time.sleep(0.1)
+        assert s.Check(check_request(RBAC_ALICE)).status.code == 7  # the previous policy still serves
+    finally:
+        assert stop_process(proc) == 0

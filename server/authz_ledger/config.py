@@ -111,10 +111,36 @@ class LedgerConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The read side (``authzledger.v1.Ledger`` gRPC API) on its own listener, loopback unless exposed on purpose."""
+
+    enabled: bool = True
+    addr: str = "127.0.0.1:9192"
+    reflection: bool = True
+    tls_cert: str = ""
+    """PEM server certificate; with ``tls_key`` the listener uses TLS."""
+    tls_key: str = ""
+    client_ca: str = ""
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+
+
+@dataclass
+class WitnessConfig:
+    """C2SP tlog-witness endpoints every new checkpoint is submitted to."""
+
+    endpoints: list[str] = field(default_factory=list)
+    """Each ``<witness vkey> <add-checkpoint URL prefix>``, e.g. ``w.example+1234abcd+AQ... https://w.example/``."""
+    timeout_ms: float = 5000.0
+    interval_ms: float = 1000.0
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    witness: WitnessConfig = field(default_factory=WitnessConfig)
 
     def validate(self) -> None:
         _one_of("policy.engine", self.policy.engine, ("embedded", "opa"))

@@ -7,6 +7,7 @@ One LMDB environment (a directory) holds named databases::
                                                 every complete subtree's hash, so any proof is O(log n) reads
     batches      batch number (u64 BE)       -> batch record (see BatchRecord): the hash chain
     checkpoints  tree size (u64 BE)          -> signed checkpoint note, every one ever published
+    cosigned     tree size (u64 BE)          -> the same checkpoint with witness cosignatures added
     ids          decision id (16-byte UUID)  -> seq (u64 BE)
     meta         b"head"                     -> Head: tree size, root, last batch number and hash
 
@@ -141,7 +142,7 @@ class Store:
             self.env = lmdb.open(
                 str(path),
                 map_size=map_size,
-                max_dbs=8,
+                max_dbs=16,
                 readonly=readonly,
                 lock=True,
                 # sync=False only when the operator chose it explicitly (durability: unsafe_nosync):
@@ -157,6 +158,7 @@ class Store:
             self.batches = self.env.open_db(b"batches", create=not readonly)
             self.checkpoints = self.env.open_db(b"checkpoints", create=not readonly)
             self.ids = self.env.open_db(b"ids", create=not readonly)
+            self.cosigned = self.env.open_db(b"cosigned", create=not readonly)
             self.meta = self.env.open_db(b"meta", create=not readonly)
         except lmdb.Error as e:
             raise LedgerError(f"cannot open ledger at {path}: {e}") from e
@@ -295,6 +297,25 @@ class Store:
                 txn.put(u64(size), note, overwrite=False)
         except lmdb.Error as e:
             raise LedgerWriteError(f"cannot store checkpoint at size {size}: {e}") from e
+
+    def put_cosigned(self, size: int, note: bytes) -> None:
+        """Store (or replace with more cosignatures) the witnessed form of the checkpoint at ``size``."""
+        try:
+            with self.env.begin(write=True, db=self.cosigned) as txn:
+                txn.put(u64(size), note)
+        except lmdb.Error as e:
+            raise LedgerWriteError(f"cannot store the cosigned checkpoint at size {size}: {e}") from e
+
+    def cosigned_checkpoint(self, size: int | None = None) -> tuple[int, bytes] | None:
+        """The cosigned checkpoint at ``size``, or the largest one when size is None."""
+        with self.env.begin(db=self.cosigned) as txn:
+            if size is not None:
+                v = txn.get(u64(size))
+                return None if v is None else (size, bytes(v))
+            cur = txn.cursor()
+            if not cur.last():
+                return None
+            return from_u64(cur.key()), bytes(cur.value())
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])

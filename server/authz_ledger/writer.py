@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -164,6 +164,7 @@ class LedgerWriter:
         options: WriterOptions,
         *,
         checkpoint_file: Path | None = None,
+        on_checkpoint: Callable[[int, bytes], None] | None = None,
     ) -> None:
         if not signers:
             raise LedgerError("the ledger needs at least one signing key")
@@ -172,6 +173,8 @@ class LedgerWriter:
         self.origin = origin
         self.options = options
         self.checkpoint_file = checkpoint_file
+        self.on_checkpoint = on_checkpoint
+        """Called on the writer thread with (size, signed note) after each checkpoint is stored: keep it quick."""
         self.stats = WriterStats()
         self._queue = BatchQueue(options.queue_size)
         self._closed = False
@@ -419,4 +422,9 @@ class LedgerWriter:
         self._last_checkpoint_time = time.monotonic()
         self.stats.checkpoints_published += 1
         self.stats.last_checkpoint_unix = time.time()
+        if self.on_checkpoint is not None:
+            try:
+                self.on_checkpoint(head.size, signed)
+            except Exception:
+                log.exception("checkpoint listener failed")
         log.debug("published checkpoint size=%d", head.size)

@@ -115,3 +115,20 @@ def test_each_hostile_request_gets_a_clear_answer_and_exactly_one_entry(
     assert entries[0].decision_id == response.dynamic_metadata["decision_id"]
     assert entries[0].outcome == entry.OUTCOME_DENY
     channel.close()
+
+
+def test_a_huge_request_still_makes_an_entry_small_enough_for_tlog_tiles(authz_service: StartService) -> None:
+    running: server.Running = authz_service()
+    headers = {f"x-h-{i}": "v" * 100 for i in range(2000)}  # ~230 KB of headers
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}", options=[("grpc.max_send_message_length", 8 << 20)])
+    call = channel.unary_unary(
+        CHECK, request_serializer=None, response_deserializer=external_auth_pb2.CheckResponse.FromString
+    )
+    response = call(_serialize({"method": "GET", "path": "/x", "headers": headers}), timeout=20)
+    assert running.ledger is not None
+    [(_, raw)] = list(running.ledger.store.iter_entries())
+    assert len(raw) <= entry.MAX_ENTRY_BYTES
+    e = entry.decode(raw)
+    assert e.decision_id == response.dynamic_metadata["decision_id"]
+    assert json.loads(e.input_json)["too_large_to_record"]["bytes"] > 200_000
+    channel.close()

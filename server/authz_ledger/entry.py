@@ -7,6 +7,7 @@ re-serialises anything. Readers decode with ``decode``; unknown (newer) fields s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,13 @@ from authz_ledger._proto.authzledger.v1 import ledger_pb2 as _pb
 from authz_ledger.errors import LedgerCorruptError
 
 SCHEMA = 1
+
+MAX_ENTRY_BYTES = 65535
+"""C2SP tlog-tiles entry bundles prefix each entry with a u16 length, so no entry may be larger. Huge requests
+(thousands of headers, long paths) keep every searchable field, but their recorded input (and, rarely, result)
+is replaced by its size and SHA-256: the entry still proves what was decided, and the digest matches the
+document anyone holding the request can rebuild."""
+_SEQUENCE_PREFIX_MAX = 11  # tag byte + a 10-byte varint: what the writer prepends
 
 LedgerEntry = _pb.LedgerEntry
 Outcome = _pb.Outcome
@@ -59,7 +67,21 @@ class DecisionRecord:
     b3: str = ""
 
     def encode(self) -> bytes:
-        """Encode without ``sequence`` (the writer prepends it)."""
+        """Encode without ``sequence`` (the writer prepends it); never more than MAX_ENTRY_BYTES in all."""
+        data = self._encode()
+        if len(data) + _SEQUENCE_PREFIX_MAX <= MAX_ENTRY_BYTES:
+            return data
+        self.input_json = _too_large(self.input_json)
+        data = self._encode()
+        if len(data) + _SEQUENCE_PREFIX_MAX > MAX_ENTRY_BYTES:
+            self.result_json = _too_large(self.result_json)
+            self.error = self.error[:1024]
+            self.path = self.path[:1024]
+            self.host = self.host[:256]
+            data = self._encode()
+        return data
+
+    def _encode(self) -> bytes:
         msg = _pb.LedgerEntry(
             schema=SCHEMA,
             time_unix_nano=self.time_unix_nano,
@@ -93,6 +115,11 @@ class DecisionRecord:
             msg.destination.port = self.destination_port
             msg.destination.principal = self.destination_principal
         return msg.SerializeToString()
+
+
+def _too_large(document: bytes) -> bytes:
+    digest = hashlib.sha256(document).hexdigest()
+    return json.dumps({"too_large_to_record": {"bytes": len(document), "sha256": digest}}).encode()
 
 
 def decode(data: bytes, seq: int | None = None) -> Any:

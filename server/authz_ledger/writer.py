@@ -179,6 +179,7 @@ class LedgerWriter:
         self._queue = BatchQueue(options.queue_size)
         self._closed = False
         self._close_lock = threading.Lock()
+        self._committed = threading.Condition()
         self._refused_lock = threading.Lock()
         self._refused_count = 0
         self._refused_first_ns = 0
@@ -237,6 +238,16 @@ class LedgerWriter:
                 log.error("ledger writer did not stop within %.0f s", timeout)
         else:
             self._publish_checkpoint(force=True)
+
+    def wait_for_size(self, size: int, timeout: float) -> int:
+        """Block until the committed tree holds more than ``size`` entries (or timeout); the committed size.
+
+        For readers that follow the ledger live (Tail): they wait here instead of polling LMDB.
+        """
+        with self._committed:
+            if self.head.size <= size:
+                self._committed.wait(timeout)
+            return self.head.size
 
     def _note_refused(self) -> None:
         now = time.time_ns()
@@ -345,6 +356,8 @@ class LedgerWriter:
                 # us and backpressure then denies new Checks) rather than lose acknowledged entries.
                 time.sleep(0.2)
         self.failure = None
+        with self._committed:
+            self._committed.notify_all()
         for p, seq in zip(batch, seqs, strict=True):
             p.seq = seq
             if p.done is not None:

@@ -20,6 +20,13 @@ from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 ORIGIN = "authz-ledger.test/log"
+# Every service a test starts: fast shutdown, one evaluator process, side listeners on free ports.
+TEST_DEFAULTS = (
+    "server.drain_seconds=0",
+    "server.grace_seconds=1",
+    "policy.embedded.workers=1",
+    "metrics.addr=127.0.0.1:0",
+)
 
 
 @pytest.fixture
@@ -89,7 +96,7 @@ def authz_service(tmp_path: Path) -> Iterator[StartService]:
         if policy is not None:
             overrides["policy.source"] = str(policy)
         cfg = config.load(
-            sets=["server.drain_seconds=0", "server.grace_seconds=1", "policy.embedded.workers=1", *sets],
+            sets=[*TEST_DEFAULTS, *sets],
             environ={},
             overrides=overrides,
         )
@@ -129,7 +136,7 @@ def serve_process(
     ]
     if policy is not None:
         argv += ["--policy", str(policy)]
-    for item in ("server.drain_seconds=0", *sets):
+    for item in (*TEST_DEFAULTS, *sets):
         argv += ["--set", item]
     log = log or data_dir.with_name(data_dir.name + ".log")
     with log.open("a") as err:

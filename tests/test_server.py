@@ -21,7 +21,7 @@ from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
 
-from .conftest import free_port, serve_process, stop_process
+from .conftest import TEST_DEFAULTS, free_port, serve_process, stop_process
 
 RBAC_ALICE = {"method": "GET", "path": "/api/items", "headers": {"x-user": "alice"}}
 
@@ -39,7 +39,7 @@ def serve_cfg(tmp_path: Path, *sets: str, policy: Path | None = None) -> config.
     if policy is not None:
         overrides["policy.source"] = str(policy)
     return config.load(
-        sets=["server.drain_seconds=0", "server.grace_seconds=1", "policy.embedded.workers=1", *sets],
+        sets=[*TEST_DEFAULTS, *sets],
         environ={},
         overrides=overrides,
     )

@@ -31,9 +31,10 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import DecodeError
 
 from authz_ledger import grpc_status, input_document, result
-from authz_ledger.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR, DecisionRecord
+from authz_ledger.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR, OUTCOME_NAMES, DecisionRecord
 from authz_ledger.errors import LedgerError, PolicyError, RequestParseError
 from authz_ledger.ids import new_decision_id
+from authz_ledger.metrics import Metrics
 from authz_ledger.policy import PolicyEngine
 from authz_ledger.redact import Redactor
 from authz_ledger.writer import LedgerWriter
@@ -99,15 +100,18 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         writer: LedgerWriter | None,
         redactor: Redactor,
         options: CheckOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.writer = writer
         self.redactor = redactor
         self.options = options
+        self.metrics = metrics
 
     def Check(
         self, request: external_auth_pb2.CheckRequest | MalformedCheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
+        started = time.perf_counter()
         decision_id = new_decision_id()
         if isinstance(request, MalformedCheckRequest):
             record = DecisionRecord(time_unix_nano=time.time_ns(), decision_id=str(decision_id))
@@ -115,6 +119,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         else:
             record = _describe_request(request, str(decision_id), self.redactor)
             response, error = self._decide(request, record)
+        code = "OK"
         if self.writer is not None:
             try:
                 self.writer.record(record.encode(), decision_id.bytes)
@@ -127,15 +132,32 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
                     record.request_id,
                     e,
                 )
-                return result.fail_closed_response(
+                response = result.fail_closed_response(
                     decision_id=str(decision_id),
                     http_status=self.options.overload_http_status,
                     reason=f"{type(e).__name__}: {e}",
                 ).response
+                error = None
+                if self.metrics is not None:
+                    self.metrics.ledger_refused.labels(type(e).__name__).inc()
         if error is not None:
             grpc_status.abort(context, error)
-            return external_auth_pb2.CheckResponse()
+            code = grpc_status.status_for(error).name
+            response = external_auth_pb2.CheckResponse()
+        if self.metrics is not None:
+            self._observe(record, code, started)
         return response
+
+    def _observe(self, record: DecisionRecord, grpc_code: str, started: float) -> None:
+        m = self.metrics
+        assert m is not None
+        m.grpc_handled.labels("Check", grpc_code).inc()
+        m.grpc_seconds.labels("Check").observe(time.perf_counter() - started)
+        m.decisions.labels(OUTCOME_NAMES.get(record.outcome, "error"), record.engine).inc()
+        if record.eval_ns:
+            m.policy_seconds.labels(record.engine).observe(record.eval_ns / 1e9)
+        if record.outcome == OUTCOME_ERROR:
+            m.policy_errors.labels(record.engine, record.error.partition(":")[0]).inc()
 
     def _decide(
         self, request: external_auth_pb2.CheckRequest, record: DecisionRecord

@@ -135,12 +135,21 @@ class WitnessConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """Prometheus ``/metrics`` on its own HTTP listener."""
+
+    enabled: bool = True
+    addr: str = "127.0.0.1:9193"
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     witness: WitnessConfig = field(default_factory=WitnessConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def validate(self) -> None:
         _one_of("policy.engine", self.policy.engine, ("embedded", "opa"))

@@ -31,7 +31,7 @@ Outcome = _pb.Outcome
 OUTCOME_ALLOW = _pb.OUTCOME_ALLOW
 OUTCOME_DENY = _pb.OUTCOME_DENY
 OUTCOME_ERROR = _pb.OUTCOME_ERROR
-OUTCOME_NAMES = {OUTCOME_ALLOW: "allow", OUTCOME_DENY: "deny", OUTCOME_ERROR: "error"}
+OUTCOME_NAMES: dict[int, str] = {OUTCOME_ALLOW: "allow", OUTCOME_DENY: "deny", OUTCOME_ERROR: "error"}
 
 
 @dataclass(slots=True)

@@ -110,3 +110,27 @@ class ProofError(AuthzLedgerError):
 
 class NotFoundError(AuthzLedgerError):
     """The requested entry, checkpoint or proof does not exist."""
+
+
+# --- Read side ----------------------------------------------------------------------------------------------
+
+
+class InvalidRequestError(AuthzLedgerError):
+    """A read request is malformed whatever the ledger holds (negative index, start after end, bad id)."""
+
+
+class OutOfRangeError(AuthzLedgerError):
+    """A read request names an index or tree size the ledger (or its latest checkpoint) has not reached yet.
+
+    Unlike InvalidRequestError, the same request may succeed later, once the ledger has grown (gRPC OUT_OF_RANGE).
+    """
+
+
+# --- Witnesses ----------------------------------------------------------------------------------------------
+
+
+class WitnessError(AuthzLedgerError):
+    """A C2SP tlog-witness submission failed (unreachable, refused, or an answer that does not verify).
+
+    Logged and counted by the publisher, never raised to a Check: witnesses add assurance, not availability.
+    """

@@ -14,9 +14,11 @@ from authz_ledger.errors import (
     AuthzLedgerError,
     BackpressureError,
     ConfigError,
+    InvalidRequestError,
     LedgerClosedError,
     LedgerError,
     NotFoundError,
+    OutOfRangeError,
     PolicyError,
     PolicyTimeoutError,
     PolicyUnavailableError,
@@ -36,6 +38,8 @@ _CODES: tuple[tuple[type[AuthzLedgerError], grpc.StatusCode], ...] = (
     (ProofError, grpc.StatusCode.INVALID_ARGUMENT),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
 )
 
 
@@ -55,3 +59,16 @@ def abort(context: grpc.ServicerContext, error: AuthzLedgerError) -> None:
     """Set the RPC status from ``error`` (the handler then returns an empty message, which gRPC discards)."""
     context.set_code(status_for(error))
     context.set_details(f"{type(error).__name__}: {error}")
+
+
+_CLIENT_ERRORS: dict[grpc.StatusCode, type[AuthzLedgerError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+}
+
+
+def error_from_status(code: grpc.StatusCode, details: str, where: str) -> AuthzLedgerError:
+    """The client side of the mapping: a failed audit RPC as an error of the tree (``where`` names the server)."""
+    cls = _CLIENT_ERRORS.get(code, LedgerError)
+    return cls(f"{where} answered {code.name}: {details}")

@@ -31,6 +31,7 @@ from authz_ledger.config import Config
 from authz_ledger.errors import ConfigError, PolicyError
 from authz_ledger.ledger import OpenLedger, open_for_serving
 from authz_ledger.logs import setup_logging
+from authz_ledger.metrics import Metrics, MetricsServer, serve_metrics
 from authz_ledger.policy import PolicyEngine
 from authz_ledger.redact import RedactionRules, Redactor
 
@@ -84,6 +85,8 @@ class Running:
     ledger: OpenLedger | None
     cfg: Config
     _stopped: threading.Event
+    metrics: Metrics
+    metrics_server: MetricsServer | None = None
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -99,6 +102,8 @@ class Running:
             log.info("ledger closed at size %d; final checkpoint signed", head.size)
             self.ledger.store.close()
         self.engine.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -108,11 +113,14 @@ def start(cfg: Config) -> Running:
     """Start every component; raise AuthzLedgerError (nothing left running) if any cannot start."""
     engine = build_engine(cfg)
     ledger: OpenLedger | None = None
+    metrics = Metrics()
+    metrics_server: MetricsServer | None = None
     try:
         pool = input_document.load_descriptor_set(cfg.policy.proto_descriptor) if cfg.policy.proto_descriptor else None
         if cfg.ledger.enabled:
             ledger = open_for_serving(cfg.ledger)
             redactor = ledger.redactor
+            metrics.watch_writer(ledger.writer)
             ledger.writer.start()
         else:
             redactor = Redactor(RedactionRules(), b"\x00" * 32)
@@ -128,6 +136,7 @@ def start(cfg: Config) -> Running:
                 error_http_status=cfg.policy.error_http_status,
                 overload_http_status=cfg.ledger.overload_http_status,
             ),
+            metrics,
         )
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.server.threads, thread_name_prefix="check"),
@@ -154,16 +163,22 @@ def start(cfg: Config) -> Running:
             raise ConfigError(f"cannot listen on {cfg.server.addr}: {e}") from e
         if port == 0 and not address.startswith("unix:"):
             raise ConfigError(f"cannot listen on {cfg.server.addr}")
+        if cfg.metrics.enabled:
+            metrics_server = serve_metrics(metrics, cfg.metrics.addr)
         server.start()
         for name in ("", AUTHORIZATION_SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
+        if metrics_server is not None:
+            metrics_server.stop()
         if ledger is not None:
             ledger.writer.close()
             ledger.store.close()
         engine.close()
         raise
-    running = Running(server, port, address, health_servicer, engine, ledger, cfg, threading.Event())
+    running = Running(
+        server, port, address, health_servicer, engine, ledger, cfg, threading.Event(), metrics, metrics_server
+    )
     if ledger is not None:
         threading.Thread(target=_watch_ledger_health, args=(running,), name="ledger-health", daemon=True).start()
     return running
@@ -235,6 +250,9 @@ def describe(running: Running, out: TextIO) -> None:
     else:
         lines.append("  ledger: DISABLED (decisions are not recorded)")
     lines.append(f"  health, reflection: {'on' if cfg.server.reflection else 'reflection off'}")
+    if running.metrics_server is not None:
+        host = cfg.metrics.addr.rpartition(":")[0] or "*"
+        lines.append(f"  metrics: http://{host}:{running.metrics_server.port}/metrics")
     print("\n".join(lines), file=out, flush=True)
 
 

@@ -131,6 +131,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
                     decision_id,
                     record.request_id,
                     e,
+                    extra=_log_fields(record),
                 )
                 response = result.fail_closed_response(
                     decision_id=str(decision_id),
@@ -181,7 +182,13 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             record.grpc_code = _GRPC_PERMISSION_DENIED
             record.error = f"request_parse_error: {e}"
             record.policy_version = engine.policy_version()
-            log.info("decision %s (request %s): request_parse_error: %s", decision_id, record.request_id, e)
+            log.info(
+                "decision %s (request %s): request_parse_error: %s",
+                decision_id,
+                record.request_id,
+                e,
+                extra=_log_fields(record),
+            )
             return outcome.response, None
         input_json = _compact_json(document)
         redacted = self.redactor.redact_input(document)
@@ -214,7 +221,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.http_status = outcome.http_status
         record.grpc_code = _GRPC_PERMISSION_DENIED
         record.error = f"request_parse_error: {error}"
-        log.warning("decision %s: %s", record.decision_id, record.error)
+        log.warning("decision %s: %s", record.decision_id, record.error, extra=_log_fields(record))
         return outcome.response, None
 
     def _policy_failed(
@@ -224,7 +231,13 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.error = f"{type(error).__name__}: {error}"
         if not record.policy_version:
             record.policy_version = self.engine.policy_version()
-        log.warning("decision %s (request %s) failed: %s", record.decision_id, record.request_id, record.error)
+        log.warning(
+            "decision %s (request %s) failed: %s",
+            record.decision_id,
+            record.request_id,
+            record.error,
+            extra=_log_fields(record),
+        )
         if self.options.on_error == "deny":
             outcome = result.fail_closed_response(
                 decision_id=record.decision_id,
@@ -236,6 +249,16 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             return outcome.response, None
         record.grpc_code = grpc_status.code_number(grpc_status.status_for(error))
         return external_auth_pb2.CheckResponse(), error
+
+
+def _log_fields(record: DecisionRecord) -> dict[str, str]:
+    """Structured fields of a decision's log lines (JSON logs): ids to join logs, ledger, Envoy and traces."""
+    fields = {"decision_id": record.decision_id, "request_id": record.request_id}
+    if record.traceparent:
+        fields["traceparent"] = record.traceparent
+    if record.b3:
+        fields["b3"] = record.b3
+    return fields
 
 
 def _describe_request(request: external_auth_pb2.CheckRequest, decision_id: str, redactor: Redactor) -> DecisionRecord:

@@ -1,4 +1,9 @@
-"""Logging set-up: plain text or JSON lines on stderr. Libraries log; only the CLI prints."""
+"""Logging set-up: plain text or JSON lines on stderr. Libraries log; only the CLI prints.
+
+Lines about a decision carry its decision id and Envoy request id (in the text, and as JSON fields with the
+trace context). Nothing secret is ever logged: handlers log ids, paths after redaction and error classes, never
+headers or bodies.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("decision_id", "request_id"):
+        for key in ("decision_id", "request_id", "traceparent", "b3"):
             if hasattr(record, key):
                 doc[key] = getattr(record, key)
         if record.exc_info:

@@ -21,7 +21,7 @@ from authz_ledger import checkpoint, keys, note, tree
 from authz_ledger.config import LedgerConfig
 from authz_ledger.errors import LedgerError, NoteError, RollbackError
 from authz_ledger.redact import RedactionRules, Redactor
-from authz_ledger.store import Store
+from authz_ledger.store import Store, write_file_atomically
 from authz_ledger.verify import VerifyReport, verify_store
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
 
@@ -95,6 +95,7 @@ def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
         verifiers = [note.Verifier.from_vkey(s.verifier_key()) for s in signers]
         report = verify_store(store, verifiers, origin=cfg.origin, from_latest_checkpoint=True)
         _check_rollback(paths, store, verifiers)
+        _sign_latest_with_every_key(paths, store, signers, verifiers)
         writer = LedgerWriter(
             store,
             signers,
@@ -117,18 +118,53 @@ def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
     return OpenLedger(paths, store, writer, redactor, signers, report, created)
 
 
+def _sign_latest_with_every_key(
+    paths: LedgerPaths, store: Store, signers: list[note.Signer], verifiers: list[note.Verifier]
+) -> None:
+    """Key rotation: add each configured key's missing signature to the latest checkpoint (same text).
+
+    Without it, a rotation whose overlap period signed nothing new would leave the latest checkpoint signed by
+    the retired key only, and the next start (new key alone) could not verify it.
+    """
+    latest = store.checkpoint()
+    if latest is None:
+        return
+    size, signed = latest
+    _, opened = checkpoint.open_checkpoint(signed, verifiers)
+    have = {(s.name, s.key_id) for s in opened.verified}
+    missing = [s for s in signers if (s.name, s.key_id) not in have]
+    if missing:
+        resigned = note.add_signatures(signed, missing)
+        store.put_checkpoint(size, resigned, replace=True)
+        write_file_atomically(paths.checkpoint, resigned)
+        log.info("added %d signature(s) to the checkpoint at size %d (key rotation)", len(missing), size)
+
+
 def _check_rollback(paths: LedgerPaths, store: Store, verifiers: list[note.Verifier]) -> None:
     """The checkpoint file outlives a restored store: a larger size there means entries were lost."""
     try:
         signed = paths.checkpoint.read_bytes()
     except FileNotFoundError:
         return
+    head = store.head()
     try:
         cp, _ = checkpoint.open_checkpoint(signed, verifiers)
     except NoteError as e:
+        # Signed by a key we no longer hold (or damaged): it cannot vouch for a root, but a larger size in it
+        # still means entries went missing -- fail closed on that, ignore it otherwise.
+        try:
+            text, _, _ = signed.partition(b"\n\n")
+            claimed = checkpoint.Checkpoint.parse(text + b"\n")
+        except NoteError:
+            log.warning("ignoring %s: %s", paths.checkpoint, e)
+            return
+        if claimed.size > head.size:
+            raise RollbackError(
+                f"{paths.checkpoint} claims a tree of size {claimed.size} (its signature does not verify with the "
+                f"configured keys: {e}) but the ledger holds only {head.size} entries; refusing to start"
+            ) from e
         log.warning("ignoring %s: %s", paths.checkpoint, e)
         return
-    head = store.head()
     if cp.size <= head.size and cp.size > 0 and tree.tree_hash(cp.size, store.read_hashes) != cp.root:
         raise RollbackError(
             f"{paths.checkpoint} (size {cp.size}) is signed by our key but disagrees with the ledger's tree at "

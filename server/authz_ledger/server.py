@@ -25,7 +25,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authz_ledger import __version__, check, input_document
+from authz_ledger import __version__, check, input_document, witness
 from authz_ledger.check import CheckOptions, CheckService
 from authz_ledger.config import Config
 from authz_ledger.errors import ConfigError, PolicyError
@@ -87,6 +87,7 @@ class Running:
     _stopped: threading.Event
     metrics: Metrics
     metrics_server: MetricsServer | None = None
+    publisher: witness.WitnessPublisher | None = None
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -97,7 +98,9 @@ class Running:
         threading.Event().wait(self.cfg.server.drain_seconds)
         self.server.stop(self.cfg.server.grace_seconds).wait()
         if self.ledger is not None:
-            self.ledger.writer.close()
+            self.ledger.writer.close()  # signs the final checkpoint and hands it to the witness publisher
+            if self.publisher is not None:
+                self.publisher.close()  # one bounded attempt per witness (witness.timeout_ms + 1 s)
             head = self.ledger.writer.head
             log.info("ledger closed at size %d; final checkpoint signed", head.size)
             self.ledger.store.close()
@@ -115,10 +118,18 @@ def start(cfg: Config) -> Running:
     ledger: OpenLedger | None = None
     metrics = Metrics()
     metrics_server: MetricsServer | None = None
+    publisher: witness.WitnessPublisher | None = None
     try:
         pool = input_document.load_descriptor_set(cfg.policy.proto_descriptor) if cfg.policy.proto_descriptor else None
         if cfg.ledger.enabled:
-            ledger = open_for_serving(cfg.ledger)
+            opened = open_for_serving(cfg.ledger)
+            try:
+                # Rollback check against the witnessed file and the witnesses; hooks writer.on_checkpoint.
+                publisher = witness.attach(cfg.witness, opened)
+            except BaseException:
+                opened.store.close()  # sign nothing on a ledger that failed the rollback check
+                raise
+            ledger = opened
             redactor = ledger.redactor
             metrics.watch_writer(ledger.writer)
             ledger.writer.start()
@@ -173,11 +184,23 @@ def start(cfg: Config) -> Running:
             metrics_server.stop()
         if ledger is not None:
             ledger.writer.close()
+            if publisher is not None:
+                publisher.close()
             ledger.store.close()
         engine.close()
         raise
     running = Running(
-        server, port, address, health_servicer, engine, ledger, cfg, threading.Event(), metrics, metrics_server
+        server,
+        port,
+        address,
+        health_servicer,
+        engine,
+        ledger,
+        cfg,
+        threading.Event(),
+        metrics,
+        metrics_server,
+        publisher,
     )
     if ledger is not None:
         threading.Thread(target=_watch_ledger_health, args=(running,), name="ledger-health", daemon=True).start()

@@ -291,10 +291,11 @@ class Store:
         except lmdb.Error as e:
             raise LedgerWriteError(f"ledger write failed: {e}") from e
 
-    def put_checkpoint(self, size: int, note: bytes) -> None:
+    def put_checkpoint(self, size: int, note: bytes, *, replace: bool = False) -> None:
+        """Store the checkpoint at ``size``; ``replace`` only to add signatures to the same text (key rotation)."""
         try:
             with self.env.begin(write=True, db=self.checkpoints) as txn:
-                txn.put(u64(size), note, overwrite=False)
+                txn.put(u64(size), note, overwrite=replace)
         except lmdb.Error as e:
             raise LedgerWriteError(f"cannot store checkpoint at size {size}: {e}") from e
 

@@ -17,7 +17,7 @@ Invariants:
   consistent snapshot, so exporting while the server writes is safe, and the writer is never blocked.
 * Hash tiles are copied from stored hashes, never recomputed: the hash at position ``i`` of tile ``(L, N)`` is the
   complete subtree of ``256**L`` leaves that golang.org/x/mod/sumdb/tlog numbering stores at
-  ``stored_hash_index(8 * L, N * 256 + i)`` (tree.py). Level-0 tiles are read with one cursor pass over the
+  ``stored_hash_index(8 * L, N * 256 + i)`` (tree.py). A level-0 tile is one contiguous cursor run over the
   stored hashes, whose layout interleaves each leaf's hash with the subtree hashes it completes.
 * The exported checkpoint's root is checked against the stored tree at its size before anything is written, and
   a directory already holding a checkpoint is only ever moved forward, for the same origin and a root our tree
@@ -79,6 +79,7 @@ MAX_BUNDLED_ENTRY = 0xFFFF
 
 CHECKPOINT_FILE = "checkpoint"
 _LOCK_FILE = ".export.lock"
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) builds per call
 _U16 = struct.Struct(">H")
 _FILE_MODE = 0o644  # exported files are public by design: a web server must be able to read them
 _DIR_MODE = 0o755
@@ -348,10 +349,8 @@ class _Output:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            for f in self._pending:
-                if not f.cancelled():
-                    f.exception()  # already finished: do not leave an unobserved error behind
+            # Let queued fsyncs run (each owns an open descriptor); after an error their result no longer matters.
+            self._pool.shutdown(wait=True)
             self._pending.clear()
 
 
@@ -435,6 +434,8 @@ def export_tiles(
     disagrees with itself), ConfigError (``out_dir`` holds another log or a newer checkpoint) or LedgerError.
     """
     started = time.perf_counter()
+    if checkpoint_size is not None and checkpoint_size < 0:
+        raise ConfigError(f"tree size must be non-negative, got {checkpoint_size}")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
@@ -598,7 +599,7 @@ def _write_jsonl(store: Store, txn: Any, out: TextIO, start: int, stop: int | No
     cur = txn.cursor(store.entries)
     if not cur.set_key(u64(start)):
         raise LedgerCorruptError(f"entry {start} is missing", start)
-    dumps = json.dumps
+    encode = _JSON_LINE.encode
     write = out.write
     expected = start
     for key, value in cur.iternext(keys=True, values=True):
@@ -607,7 +608,7 @@ def _write_jsonl(store: Store, txn: Any, out: TextIO, start: int, stop: int | No
             break
         if seq != expected:
             raise LedgerCorruptError(f"entry {expected} is missing", expected)
-        write(dumps(jsonl_record(seq, bytes(value)), ensure_ascii=False) + "\n")
+        write(encode(jsonl_record(seq, bytes(value))) + "\n")
         expected += 1
     if expected != end:
         raise LedgerCorruptError(f"entry {expected} is missing", expected)

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from authz_ledger import __version__
 from authz_ledger.errors import ConfigError
+from authz_ledger.witness import WitnessPublisher
 from authz_ledger.writer import LedgerWriter
 
 # Check latency is sub-millisecond when healthy, seconds when an engine times out.
@@ -53,14 +54,27 @@ class Metrics:
             "authz_ledger_refused_checks", "Checks denied because the ledger could not take them, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
-        self.witness_cosignatures = Counter(
-            "authz_witness_cosignatures", "Witness submissions by result (published, failed).", ["result"], registry=r
-        )
         build = Gauge("authz_ledger_build_info", "Build information.", ["version"], registry=r)
         build.labels(__version__).set(1)
 
     def watch_writer(self, writer: LedgerWriter) -> None:
         self.registry.register(_WriterCollector(writer))
+
+    def watch_witnesses(self, publisher: WitnessPublisher) -> None:
+        self.registry.register(_WitnessCollector(publisher))
+
+
+class _WitnessCollector(Collector):
+    def __init__(self, publisher: WitnessPublisher) -> None:
+        self.publisher = publisher
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "authz_witness_cosignatures", "Checkpoint submissions to witnesses, by result.", labels=["result"]
+        )
+        family.add_metric(["published"], self.publisher.published)
+        family.add_metric(["failed"], self.publisher.failed)
+        yield family
 
 
 class _WriterCollector(Collector):

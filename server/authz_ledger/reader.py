@@ -102,11 +102,7 @@ class EntryFilter:
             and (not self.until_unix_nano or t < self.until_unix_nano)
             and (not self.outcome or msg.outcome == self.outcome)
             and (not self.path_prefix or msg.path.startswith(self.path_prefix))
-            and (
-                not self.principal
-                or msg.source.principal == self.principal
-                or msg.destination.principal == self.principal
-            )
+            and (not self.principal or self.principal in (msg.source.principal, msg.destination.principal))
         )
 
 
@@ -235,7 +231,7 @@ class LedgerReader:
         start: int = 0,
         end: int | None = None,
         limit: int | None = None,
-        filter: EntryFilter = _NO_FILTER,  # noqa: A002 -- the API's own name for it
+        filter: EntryFilter = _NO_FILTER,
         *,
         is_active: Callable[[], bool] | None = None,
     ) -> Iterator[StoredEntry]:
@@ -307,7 +303,7 @@ class LedgerReader:
     def follow(
         self,
         start: int | None,
-        filter: EntryFilter,  # noqa: A002 -- the API's own name for it
+        filter: EntryFilter,
         wait: WaitForSize,
         is_active: Callable[[], bool],
         *,
@@ -339,8 +335,7 @@ class LedgerReader:
         while is_active():
             size = self.size()
             if pos < size:
-                for e in self._scan(pos, size, None, flt, is_active):
-                    yield e
+                yield from self._scan(pos, size, None, flt, is_active)
                 pos = size
                 continue
             wait(pos, poll_seconds)
@@ -516,18 +511,27 @@ def _checkpoint_in(txn: Any, db: Any, size: int | None) -> tuple[int, bytes] | N
     return from_u64(cur.key()), bytes(cur.value())
 
 
-def _parse_checkpoint(size: int, signed: bytes) -> SignedCheckpoint:
-    """What a stored note says. Its signatures are the client's to check (the reader holds no trust roots)."""
+def parse_signed_checkpoint(signed: bytes) -> SignedCheckpoint:
+    """What a signed checkpoint note says, its signatures unchecked (the caller holds the trust roots).
+
+    NoteError if it is not a C2SP signed note whose text is a tlog-checkpoint.
+    """
     split = signed.rfind(b"\n\n")  # C2SP signed-note: the text ends at the last blank line
+    if split < 0:
+        raise NoteError("malformed note: no blank line before the signatures")
+    cp = Checkpoint.parse(signed[: split + 1])
+    return SignedCheckpoint(cp.origin, cp.size, cp.root, signed)
+
+
+def _parse_checkpoint(size: int, signed: bytes) -> SignedCheckpoint:
+    """A checkpoint as stored under ``size``: malformed or mislabelled means corruption (fail closed)."""
     try:
-        if split < 0:
-            raise NoteError("no blank line before the signatures")
-        cp = Checkpoint.parse(signed[: split + 1])
+        cp = parse_signed_checkpoint(signed)
     except NoteError as e:
         raise LedgerCorruptError(f"stored checkpoint for tree size {size} is malformed: {e}", size - 1) from e
     if cp.size != size:
         raise LedgerCorruptError(f"checkpoint stored under tree size {size} says {cp.size}", min(size, cp.size) - 1)
-    return SignedCheckpoint(cp.origin, cp.size, cp.root, signed)
+    return cp
 
 
 def _check_root(cp: SignedCheckpoint, root: bytes) -> None:

@@ -130,6 +130,8 @@ def start(cfg: Config) -> Running:
                 opened.store.close()  # sign nothing on a ledger that failed the rollback check
                 raise
             ledger = opened
+            if publisher is not None:
+                metrics.watch_witnesses(publisher)
             redactor = ledger.redactor
             metrics.watch_writer(ledger.writer)
             ledger.writer.start()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from authz_ledger import __version__, config, entry, keys, note
+from authz_ledger import __version__, cli_export, config, entry, keys, note
 from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--limit", type=int, metavar="K", help="at most K entries")
     lg.add_argument("--json", action="store_true", help="one JSON object per line, with entry_b64")
     lg.set_defaults(func=cmd_log)
+
+    cli_export.register(sub)
     return p
 
 

@@ -2,14 +2,16 @@
 
 A tiles export is a directory any static web server or object store can serve as a tlog-tiles *prefix*::
 
-    checkpoint                    the signed checkpoint note, byte for byte as stored ("Checkpoints")
+    checkpoint                    the signed checkpoint note byte for byte as stored, in its witness-cosigned
+                                  form when there is one ("Checkpoints")
     tile/<L>/<N>[.p/<W>]          hash tiles: 256 hashes of 32 bytes, or W < 256 when partial ("Merkle Tree",
                                   "Partial Tiles"); level 0 holds leaf hashes, level L the MTH of the full
                                   level L-1 tiles
     tile/entries/<N>[.p/<W>]      entry bundles: each entry as u16 big-endian length || entry bytes ("Log entries")
 
 ``<N>`` is written in zero-padded 3-digit path elements, all but the last prefixed with ``x`` (1234067 ->
-``x001/x234/067``), so files never collide with directories.
+``x001/x234/067``), so files never collide with directories. Dot files (``.export.lock``, ``.<name>.tmp``) are
+the exporter's own and are not part of the log.
 
 Invariants:
 
@@ -62,6 +64,7 @@ from authz_ledger import entry, tree
 from authz_ledger.checkpoint import Checkpoint
 from authz_ledger.errors import (
     ConfigError,
+    InvalidRequestError,
     LedgerCorruptError,
     LedgerError,
     NoteError,
@@ -430,12 +433,13 @@ def export_tiles(
 
     Writes only the tiles and bundles ``out_dir`` lacks, then replaces ``checkpoint`` last (see the module
     docstring). ``durable=False`` skips the fsyncs (tests, or a copy that is uploaded elsewhere anyway); the
-    checkpoint is still written last. Raises NotFoundError (no such checkpoint), LedgerCorruptError (the store
-    disagrees with itself), ConfigError (``out_dir`` holds another log or a newer checkpoint) or LedgerError.
+    checkpoint is still written last. Raises InvalidRequestError (negative size), NotFoundError (no such
+    checkpoint), LedgerCorruptError (the store disagrees with itself), ConfigError (``out_dir`` holds another log
+    or a newer checkpoint) or LedgerError (I/O, or another export into ``out_dir`` is running).
     """
     started = time.perf_counter()
     if checkpoint_size is not None and checkpoint_size < 0:
-        raise ConfigError(f"tree size must be non-negative, got {checkpoint_size}")
+        raise InvalidRequestError(f"tree size must be non-negative, got {checkpoint_size}")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
@@ -564,7 +568,7 @@ def export_jsonl(
     All entries come from one read transaction.
     """
     if start < 0 or (stop is not None and stop < start):
-        raise ConfigError(f"bad entry range: start {start}, stop {stop}")
+        raise InvalidRequestError(f"bad entry range: start {start}, stop {stop}")
     if not isinstance(path_or_stream, str | os.PathLike):
         with store.env.begin(buffers=True) as txn:
             return _write_jsonl(store, txn, path_or_stream, start, stop)

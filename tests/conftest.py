@@ -26,6 +26,7 @@ TEST_DEFAULTS = (
     "server.grace_seconds=1",
     "policy.embedded.workers=1",
     "metrics.addr=127.0.0.1:0",
+    "audit.addr=127.0.0.1:0",
 )
 
 

@@ -5,21 +5,18 @@ repository's envoy/envoy.yaml, only its ports rewritten to free ones. Envoy coun
 ``/ready`` says LIVE and its gRPC health check has marked the authz cluster healthy. What the upstream saw
 comes back in the response headers the route adds (``x-upstream-saw-*``); what Envoy got in dynamic metadata
 comes back as ``x-decision-id`` on routed responses and in the JSON access log Envoy prints on stdout (the only
-place a denied response shows it: a deny is a local reply, which the route's headers never reach).
+place a denied response shows it: a deny is a local reply, which the route's headers never reach). Starting
+Envoy is shared with other tests: tests/envoy_harness.py.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,127 +34,10 @@ from google.protobuf import json_format
 from authz_ledger import config, entry, server
 
 # The *_pb2 imports above also register every typed_config message envoy.yaml names, so its Any fields resolve.
-from .conftest import ROOT, StartService, free_port, serve_process, stop_process, tool, write_policy
+from .conftest import StartService, free_port, serve_process, stop_process, tool, write_policy
+from .envoy_harness import AUTHZ_CLUSTER, ENVOY_YAML, Envoy, Reply, start_envoy
 
 pytestmark = pytest.mark.timeout(60)
-
-ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
-AUTHZ_CLUSTER = "authz-ledger"
-LISTENER = "ingress"
-STARTUP_TIMEOUT_S = 20.0
-
-# --- Envoy -------------------------------------------------------------------------------------------------
-
-
-def envoy_config(*, admin_port: int, listener_port: int, authz_port: int) -> dict[str, Any]:
-    """envoy/envoy.yaml with its admin, listener and authz cluster ports replaced; nothing else changes."""
-    doc = yaml.safe_load(ENVOY_YAML.read_text())
-    doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    resources = doc["static_resources"]
-    [listener] = [lst for lst in resources["listeners"] if lst["name"] == LISTENER]
-    listener["address"]["socket_address"]["port_value"] = listener_port
-    [cluster] = [c for c in resources["clusters"] if c["name"] == AUTHZ_CLUSTER]
-    [endpoint] = [lb["endpoint"] for group in cluster["load_assignment"]["endpoints"] for lb in group["lb_endpoints"]]
-    endpoint["address"]["socket_address"]["port_value"] = authz_port
-    return doc
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
-
-    def header(self, name: str) -> str:
-        return self.headers.get(name, "")
-
-
-@dataclass
-class Envoy:
-    proc: subprocess.Popen[bytes]
-    admin_port: int
-    port: int
-    stdout: Path
-    stderr: Path
-
-    def logs(self) -> str:
-        return self.stderr.read_text(errors="replace")[-4000:]
-
-    def admin(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=2) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def request(
-        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
-    ) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        finally:
-            conn.close()
-
-    def access_log(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Wait for ``count`` access log lines (flushed every 50 ms, see start_envoy)."""
-        lines: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = [ln for ln in self.stdout.read_text().splitlines() if ln.startswith("{")]
-            if len(lines) >= count:
-                break
-            time.sleep(0.1)
-        assert len(lines) == count, f"expected {count} access log lines, got {len(lines)}"
-        return [json.loads(ln) for ln in lines]
-
-
-def _wait_for(envoy: Envoy, what: str, ok: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if envoy.proc.poll() is not None:
-            pytest.fail(f"envoy exited with {envoy.proc.returncode} while waiting for {what}:\n{envoy.logs()}")
-        try:
-            if ok():
-                return
-        except OSError:
-            pass  # admin not listening yet
-        time.sleep(0.05)
-    pytest.fail(f"envoy: no {what} after {STARTUP_TIMEOUT_S} s:\n{envoy.logs()}")
-
-
-@contextmanager
-def start_envoy(workdir: Path, authz_port: int) -> Iterator[Envoy]:
-    """Run the real Envoy on envoy/envoy.yaml (fresh ports) until the authz cluster is healthy."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    admin_port, listener_port = free_port(), free_port()
-    cfg_path = workdir / "envoy.yaml"
-    cfg_path.write_text(
-        yaml.safe_dump(envoy_config(admin_port=admin_port, listener_port=listener_port, authz_port=authz_port))
-    )
-    stdout, stderr = workdir / "envoy.stdout", workdir / "envoy.stderr"
-    argv = [
-        tool("envoy"), "-c", str(cfg_path), "--disable-hot-restart", "--concurrency", "2", "-l", "warning",
-        # Access log lines reach stdout within 50 ms instead of Envoy's default 10 s flush interval.
-        "--file-flush-interval-msec", "50",
-    ]  # fmt: skip
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
-    envoy = Envoy(proc, admin_port, listener_port, stdout, stderr)
-    try:
-        _wait_for(envoy, "/ready LIVE", lambda: envoy.admin("/ready") == (200, "LIVE\n"))
-        healthy = f"{AUTHZ_CLUSTER}::127.0.0.1:{authz_port}::health_flags::healthy"
-        _wait_for(envoy, f"healthy authz cluster ({healthy})", lambda: healthy in envoy.admin("/clusters")[1])
-        yield envoy
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass

@@ -141,7 +141,10 @@ def _read_directory(root: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     total = 0
     for dirpath, dirnames, filenames in os.walk(root):  # symlinked directories are not followed
-        dirnames.sort()
+        # Hidden directories are skipped: a Kubernetes ConfigMap volume keeps a "..<timestamp>/" copy of every
+        # file next to the visible symlinks, which would otherwise load each module twice (OPA users pass
+        # --ignore=.* for the same reason).
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for filename in sorted(filenames):
             if not (filename.endswith(".rego") or filename in DATA_FILE_NAMES or filename == MANIFEST_NAME):
                 continue

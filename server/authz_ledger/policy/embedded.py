@@ -608,7 +608,7 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     try:
         if path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path):
-                dirnames.sort()
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # as bundle._read_directory
                 for filename in sorted(filenames):
                     if filename.endswith(".rego") or filename.startswith("data.") or filename == MANIFEST_NAME:
                         st = (Path(dirpath) / filename).stat()

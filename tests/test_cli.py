@@ -20,7 +20,7 @@ from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store, u64
 from authz_ledger.writer import Pending
 
-from .conftest import ORIGIN, make_writer
+from .conftest import ORIGIN, free_port, make_writer
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -127,3 +127,13 @@ def test_checkpoint_prints_the_signed_note_exactly_as_stored(data_dir: tuple[Pat
     cp, _ = checkpoint.open_checkpoint(proc.stdout, [signer.verifier()], origin=ORIGIN)
     assert cp.size == 3
     assert proc.stdout == LedgerPaths(d).checkpoint.read_bytes()
+
+
+def test_health_command_reports_serving_and_fails_when_nothing_listens(authz_service) -> None:
+    running = authz_service()
+    code, out = run("health", "--addr", f"127.0.0.1:{running.port}")
+    assert code == 0
+    assert "SERVING" in out
+    code, out = run("health", "--addr", f"127.0.0.1:{free_port()}", "--timeout", "0.5")
+    assert code == 1
+    assert "UNAVAILABLE" in out or "DEADLINE_EXCEEDED" in out

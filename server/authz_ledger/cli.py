@@ -179,6 +179,28 @@ def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
+    """gRPC health check of a running service: for probes that cannot speak gRPC themselves (exec probes)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from authz_ledger.server import grpc_address
+
+    address = grpc_address(args.addr)
+    if address.startswith("[::]"):
+        address = "127.0.0.1" + address[len("[::]") :]
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
+        except grpc.RpcError as e:
+            print(f"{args.addr}: {e.code().name}: {e.details()}", file=out)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(f"{args.addr} {args.service or '(server)'}: {name}", file=out)
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -254,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--limit", type=int, metavar="K", help="at most K entries")
     lg.add_argument("--json", action="store_true", help="one JSON object per line, with entry_b64")
     lg.set_defaults(func=cmd_log)
+
+    h = sub.add_parser("health", help="ask a running service's gRPC health service; exit 0 only if SERVING")
+    h.add_argument("--addr", default="127.0.0.1:9191", help="address of the service (default 127.0.0.1:9191)")
+    h.add_argument("--service", default="envoy.service.auth.v3.Authorization", help="service name ('' = server)")
+    h.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
+    h.set_defaults(func=cmd_health)
 
     cli_export.register(sub)
     return p

@@ -82,7 +82,15 @@ class Other:
 
 
 def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    """Load average plus CPU and I/O pressure (PSI "some" avg10), the noise other processes add."""
+    out = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    for kind in ("cpu", "io"):
+        try:
+            some = Path(f"/proc/pressure/{kind}").read_text().split()[1]
+            out += f", {kind} pressure {some.split('=')[1]}%"
+        except (OSError, IndexError):
+            pass
+    return out
 
 
 def entry_bodies(redactor: Redactor, n: int) -> list[bytes]:

@@ -120,7 +120,7 @@ def main() -> int:
     )
     service_ledger = CheckService(StubEngine(), writer, redactor, CheckOptions())
     service_noledger = CheckService(StubEngine(), None, redactor, CheckOptions())
-    ctx = FakeContext()
+    ctx: Any = FakeContext()  # only abort() is used, on policy errors
     document = input_document.build_input(req)
     input_json = _compact_json(document)
     redacted = redactor.redact_input(document)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from authz_ledger import __version__, cli_export, config, entry, keys, note
+from authz_ledger import __version__, cli_export, cli_read, config, entry, keys, note
 from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
@@ -184,7 +184,7 @@ def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from authz_ledger.server import grpc_address
+    from authz_ledger.grpc_common import grpc_address
 
     address = grpc_address(args.addr)
     if address.startswith("[::]"):
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=cmd_health)
 
     cli_export.register(sub)
+    cli_read.register(sub)
     return p
 
 

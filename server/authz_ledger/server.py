@@ -17,18 +17,19 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
-from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authz_ledger import __version__, check, input_document, witness
+from authz_ledger.audit import AuditServer, start_audit_server
 from authz_ledger.check import CheckOptions, CheckService
 from authz_ledger.config import Config
 from authz_ledger.errors import ConfigError, PolicyError
+from authz_ledger.grpc_common import MethodAwarePool, grpc_address
 from authz_ledger.ledger import OpenLedger, open_for_serving
 from authz_ledger.logs import setup_logging
 from authz_ledger.metrics import Metrics, MetricsServer, serve_metrics
@@ -39,15 +40,6 @@ log = logging.getLogger(__name__)
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-
-
-def grpc_address(addr: str) -> str:
-    """opa-envoy-plugin address syntax to gRPC's: ``:9191`` means every interface; unix:// passes through."""
-    if addr.startswith("unix:"):
-        return addr
-    if addr.startswith(":"):
-        return "[::]" + addr
-    return addr
 
 
 def build_engine(cfg: Config) -> PolicyEngine:
@@ -88,6 +80,7 @@ class Running:
     metrics: Metrics
     metrics_server: MetricsServer | None = None
     publisher: witness.WitnessPublisher | None = None
+    audit: AuditServer | None = None
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -97,6 +90,8 @@ class Running:
         self.health.enter_graceful_shutdown()
         threading.Event().wait(self.cfg.server.drain_seconds)
         self.server.stop(self.cfg.server.grace_seconds).wait()
+        if self.audit is not None:
+            self.audit.stop(self.cfg.server.grace_seconds)  # before the store closes under its readers
         if self.ledger is not None:
             self.ledger.writer.close()  # signs the final checkpoint and hands it to the witness publisher
             if self.publisher is not None:
@@ -119,6 +114,7 @@ def start(cfg: Config) -> Running:
     metrics = Metrics()
     metrics_server: MetricsServer | None = None
     publisher: witness.WitnessPublisher | None = None
+    audit_server: AuditServer | None = None
     try:
         pool = input_document.load_descriptor_set(cfg.policy.proto_descriptor) if cfg.policy.proto_descriptor else None
         if cfg.ledger.enabled:
@@ -167,7 +163,7 @@ def start(cfg: Config) -> Running:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if cfg.server.reflection:
             reflection.enable_server_reflection(
-                (AUTHORIZATION_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=_MethodAwarePool()
+                (AUTHORIZATION_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=MethodAwarePool()
             )
         address = grpc_address(cfg.server.addr)
         try:
@@ -178,10 +174,14 @@ def start(cfg: Config) -> Running:
             raise ConfigError(f"cannot listen on {cfg.server.addr}")
         if cfg.metrics.enabled:
             metrics_server = serve_metrics(metrics, cfg.metrics.addr)
+        if cfg.audit.enabled and ledger is not None:
+            audit_server = start_audit_server(cfg.audit, ledger.store, ledger.writer)
         server.start()
         for name in ("", AUTHORIZATION_SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
+        if audit_server is not None:
+            audit_server.stop(0)
         if metrics_server is not None:
             metrics_server.stop()
         if ledger is not None:
@@ -203,35 +203,11 @@ def start(cfg: Config) -> Running:
         metrics,
         metrics_server,
         publisher,
+        audit_server,
     )
     if ledger is not None:
         threading.Thread(target=_watch_ledger_health, args=(running,), name="ledger-health", daemon=True).start()
     return running
-
-
-class _MethodAwarePool:
-    """The default descriptor pool, plus method symbols for reflection (``grpcurl describe Svc.Method``).
-
-    grpcio-reflection resolves a symbol with ``FindFileContainingSymbol``, which in the Python protobuf runtime
-    does not know method names (grpc/grpc#34743), so describing a method failed with "Symbol not found". A
-    method's file is its service's file.
-    """
-
-    def __init__(self) -> None:
-        self._pool = descriptor_pool.Default()
-
-    def FindFileContainingSymbol(self, symbol: str) -> Any:
-        try:
-            return self._pool.FindFileContainingSymbol(symbol)
-        except KeyError:
-            service_name, _, method = symbol.rpartition(".")
-            service = self._pool.FindServiceByName(service_name)  # KeyError -> NOT_FOUND, as before
-            if service.FindMethodByName(method) is None:
-                raise
-            return service.file
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
 
 
 def _watch_ledger_health(running: Running) -> None:
@@ -275,6 +251,9 @@ def describe(running: Running, out: TextIO) -> None:
     else:
         lines.append("  ledger: DISABLED (decisions are not recorded)")
     lines.append(f"  health, reflection: {'on' if cfg.server.reflection else 'reflection off'}")
+    if running.audit is not None:
+        tls = "TLS" if cfg.audit.tls_cert else "plaintext"
+        lines.append(f"  audit API (authzledger.v1.Ledger): {cfg.audit.addr} (port {running.audit.port}, {tls})")
     if running.metrics_server is not None:
         host = cfg.metrics.addr.rpartition(":")[0] or "*"
         lines.append(f"  metrics: http://{host}:{running.metrics_server.port}/metrics")

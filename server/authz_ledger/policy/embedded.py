@@ -12,7 +12,10 @@ Invariants:
 - Fail closed. Every outcome other than a single defined result is a PolicyError: undefined →
   PolicyUndefinedError; evaluation errors, several results, output that is not JSON → PolicyEvaluationError;
   no answer within the timeout → PolicyTimeoutError (the worker is killed, so it can never deliver a stale
-  answer to a later caller); a worker that dies mid-decision → PolicyUnavailableError. Interpreters run with
+  answer to a later caller); a worker that dies mid-decision → PolicyUnavailableError. A decision waits at
+  most ``timeout`` for a free worker (then PolicyUnavailableError, the worker pool untouched) and at most
+  ``timeout`` for the evaluation itself: the watchdog times the evaluation only, never the queueing before it,
+  or a burst of queued Checks would get healthy workers killed and empty the pool. Interpreters run with
   ``strict_built_in_errors``: by default rego-cpp turns builtin errors into undefined, which a policy written
   as ``allow if not deny`` would turn into an allow.
 - The policy is compiled once per worker: modules and data are loaded, then a bundle is built with the
@@ -144,7 +147,7 @@ class EmbeddedEngine:
             worker = pool.acquire(deadline)
             if worker is None:
                 continue  # retired by a reload between reading and asking it: use the new pool
-            alarm = self._watchdog.arm(deadline, worker)
+            alarm = self._watchdog.arm(time.monotonic() + self.timeout, worker)
             try:
                 worker.send(frame)
             except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import signal
 import tarfile
 import threading
@@ -301,12 +302,8 @@ def test_throughput_with_a_busy_python_thread(example_engine):
     assert busy > 150
 
 
-def test_a_burst_of_queued_decisions_never_kills_healthy_workers(tmp_path: Path) -> None:
+def test_a_burst_of_queued_decisions_never_kills_healthy_workers(tmp_path: pathlib.Path) -> None:
     """32 callers on 1 worker: the ones that wait too long are refused; no worker is killed for their wait."""
-    import threading
-
-    from authz_ledger.errors import PolicyTimeoutError, PolicyUnavailableError
-
     # ~10-30 ms per decision, so callers queued behind each other get the worker late in their budget.
     (tmp_path / "p.rego").write_text(
         "package envoy.authz\nimport rego.v1\nallow if count([x | some x in numbers.range(1, 3000)]) > 0\n"

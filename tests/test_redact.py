@@ -86,3 +86,9 @@ def test_configured_headers_can_be_removed() -> None:
     headers = out["attributes"]["request"]["http"]["headers"]
     assert "x-internal" not in headers
     assert headers["authorization"] == "plain"  # not in this rule set's digest list
+
+
+def test_a_percent_encoded_sensitive_parameter_name_is_still_digested() -> None:
+    r = Redactor(RedactionRules(), SECRET)
+    assert "abc123" not in r.redact_path("/cb?access%5Ftoken=abc123")
+    assert r.redact_path("/plain?x=1&y=2") == "/plain?x=1&y=2"

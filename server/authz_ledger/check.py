@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import orjson
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import DecodeError
@@ -47,9 +48,13 @@ _GRPC_UNAVAILABLE = 14
 
 
 def _compact_json(value: Any) -> bytes:
-    # ensure_ascii=False keeps non-ASCII text readable; surrogates from invalid UTF-8 are escaped by
-    # "surrogatepass" so that no Check can fail to encode.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    """Compact UTF-8 JSON. orjson is ~10x faster than the stdlib on the Check path; the stdlib takes the rare
+    documents orjson refuses (integers beyond 64 bits, lone surrogates from invalid UTF-8, escaped with
+    "surrogatepass" so that no Check can fail to encode)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 @dataclass(frozen=True, slots=True)

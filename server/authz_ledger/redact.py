@@ -60,6 +60,9 @@ class Redactor:
         head, sep, query = path.partition("?")
         if not sep or not self.rules.digest_query_params:
             return path
+        lowered = query.lower()
+        if "%" not in query and not any(name.lower() in lowered for name in self.rules.digest_query_params):
+            return path  # cheap pre-check: no sensitive name (nor an escape hiding one), no need to parse
         pairs = parse_qsl(query, keep_blank_values=True)
         if not any(k in self.rules.digest_query_params for k, _ in pairs):
             return path

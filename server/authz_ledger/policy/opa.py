@@ -14,11 +14,11 @@ Invariants:
   other non-200 → PolicyUnavailableError; a body that is not a JSON object → PolicyEvaluationError; no
   ``result`` → PolicyUndefinedError.
 - The input bytes are spliced into the request body, never parsed here: the parent process spends its CPU on
-  one ``json.loads`` of the answer and the HTTP client's bookkeeping. One keep-alive urllib3 connection pool
-  is shared by all threads (it is thread-safe), sized by ``pool_size``; ``max_in_flight`` bounds concurrent
-  decisions so a slow OPA turns into fast PolicyUnavailableErrors rather than an unbounded queue. urllib3 rather
-  than httpx: measured here against a real OPA, httpx cost ~620 us of CPU per decision, urllib3 ~250 us -- on a
-  Check path whose whole budget is a few hundred microseconds.
+  one ``json.loads`` of the answer. The HTTP client is libcurl (pycurl): a pool of up to ``pool_size`` easy
+  handles, each keeping its connection alive, taken by one caller at a time (``perform`` releases the GIL);
+  ``max_in_flight`` bounds concurrent decisions so a slow OPA turns into fast PolicyUnavailableErrors rather
+  than an unbounded queue. Measured here against a real OPA, per decision in the server process: httpx ~620 us
+  of CPU, urllib3 ~250-450 us, pycurl ~60 us -- on a Check path whose whole budget is a few hundred.
 - Builtin errors are errors (``strict-builtin-errors=true`` on every query, unless turned off), as in the
   embedded engine: by default OPA turns them into undefined, so ``allow if not deny`` with a failing builtin
   in ``deny`` would allow. opa-envoy-plugin does not set this; a policy that relies on it fails closed here.
@@ -30,17 +30,16 @@ Invariants:
 
 from __future__ import annotations
 
+import io
 import json
-import socket
+import queue
 import threading
 import time
 import urllib.parse
 from typing import Any
 
-import urllib3
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import EmptyPoolError, HTTPError, NewConnectionError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
+import orjson
+import pycurl
 
 from authz_ledger.errors import (
     ConfigError,
@@ -79,23 +78,23 @@ class OpaEngine:
         self.url = url
         self.timeout = timeout
         parsed = urllib.parse.urlsplit(url)
-        pool_options: dict[str, Any] = {"maxsize": pool_size, "block": True, "retries": False}
+        self._socket_path = ""
         if parsed.scheme == "unix":
-            socket_path = parsed.path or parsed.netloc
-            if not socket_path:
+            self._socket_path = parsed.path or parsed.netloc
+            if not self._socket_path:
                 raise ConfigError(f"opa engine: {url!r} names no socket path")
-            self._pool: urllib3.HTTPConnectionPool = _UnixSocketPool(socket_path, **pool_options)
-        elif parsed.scheme == "http" and parsed.hostname:
-            self._pool = urllib3.HTTPConnectionPool(parsed.hostname, parsed.port or 80, **pool_options)
-        elif parsed.scheme == "https" and parsed.hostname:
-            self._pool = urllib3.HTTPSConnectionPool(parsed.hostname, parsed.port or 443, **pool_options)
+            base = "http://localhost"  # sent as Host only; the connection goes to the socket
+        elif parsed.scheme in ("http", "https") and parsed.hostname:
+            base = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
         else:
             raise ConfigError(f"opa engine: url must be http(s)://host:port or unix:///path, not {url!r}")
-        prefix = parsed.path.rstrip("/") if parsed.scheme != "unix" else ""
         segments = "/".join(urllib.parse.quote(part, safe="") for part in self.decision_path.split("/"))
         strict = "&strict-builtin-errors=true" if strict_builtin_errors else ""
-        self._request_path = f"{prefix}/v1/data/{segments}?provenance=true{strict}"
-        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        self._request_url = f"{base}/v1/data/{segments}?provenance=true{strict}"
+        self._handles: queue.LifoQueue[pycurl.Curl] = queue.LifoQueue()
+        self._handles_made = 0
+        self._handles_lock = threading.Lock()
+        self._pool_size = pool_size
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._max_in_flight = max_in_flight
         self._version = _UNKNOWN_VERSION
@@ -137,7 +136,11 @@ class OpaEngine:
         """Close the pooled connections. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._pool.close()
+            while True:
+                try:
+                    self._handles.get_nowait().close()
+                except queue.Empty:
+                    break
 
     def __enter__(self) -> OpaEngine:
         return self
@@ -147,37 +150,71 @@ class OpaEngine:
 
     # Internals ------------------------------------------------------------------------------------------
 
-    def _post(self, content: bytes, remaining: float) -> bytes:
-        # Waiting for a pooled connection, connecting and reading each get what is left of the deadline.
+    def _handle(self, remaining: float) -> pycurl.Curl:
+        """A free keep-alive handle; a new one while fewer than pool_size exist, else wait for one."""
         try:
-            response = self._pool.urlopen(
-                "POST",
-                self._request_path,
-                body=content,
-                headers=self._headers,
-                timeout=urllib3.Timeout(connect=remaining, read=remaining),
-                pool_timeout=remaining,  # type: ignore[arg-type]  # a float works; the stub says int
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-            )
-        except NewConnectionError as exc:  # urllib3 makes it a ConnectTimeoutError subclass: test it first
-            raise PolicyUnavailableError(f"OPA at {self.url} is unavailable: {_describe(exc)}") from None
-        except (Urllib3Timeout, EmptyPoolError) as exc:
+            return self._handles.get_nowait()
+        except queue.Empty:
+            pass
+        with self._handles_lock:
+            if self._handles_made < self._pool_size:
+                self._handles_made += 1
+                return self._new_handle()
+        try:
+            return self._handles.get(timeout=remaining)
+        except queue.Empty:
             raise PolicyTimeoutError(
-                f"OPA at {self.url} did not answer within the {self.timeout:g} s timeout ({type(exc).__name__})"
+                f"no connection to OPA at {self.url} became free within the {self.timeout:g} s timeout"
             ) from None
-        except (HTTPError, OSError) as exc:
+
+    def _new_handle(self) -> pycurl.Curl:
+        c = pycurl.Curl()
+        c.setopt(pycurl.URL, self._request_url)
+        c.setopt(pycurl.POST, 1)
+        # "Expect:" stops libcurl from waiting for a 100-continue round trip on larger bodies.
+        c.setopt(pycurl.HTTPHEADER, ["Content-Type: application/json", "Accept: application/json", "Expect:"])
+        c.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: we are in a threaded server
+        c.setopt(pycurl.FOLLOWLOCATION, 0)
+        if self._socket_path:
+            c.setopt(pycurl.UNIX_SOCKET_PATH, self._socket_path)
+        return c
+
+    def _post(self, content: bytes, remaining: float) -> bytes:
+        # Connecting, sending and reading share what is left of the decision's deadline.
+        handle = self._handle(remaining)
+        buffer = io.BytesIO()
+        try:
+            timeout_ms = max(1, int(remaining * 1000))
+            handle.setopt(pycurl.TIMEOUT_MS, timeout_ms)
+            handle.setopt(pycurl.CONNECTTIMEOUT_MS, timeout_ms)
+            handle.setopt(pycurl.POSTFIELDS, content)
+            handle.setopt(pycurl.WRITEDATA, buffer)
+            handle.perform()
+            status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+        except pycurl.error as exc:
+            code = exc.args[0] if exc.args else 0
+            handle.close()  # its connection is in an unknown state: never reuse it
+            with self._handles_lock:
+                self._handles_made -= 1
+            if code == pycurl.E_OPERATION_TIMEDOUT:
+                raise PolicyTimeoutError(
+                    f"OPA at {self.url} did not answer within the {self.timeout:g} s timeout"
+                ) from None
             raise PolicyUnavailableError(f"OPA at {self.url} is unavailable: {_describe(exc)}") from None
-        if response.status != 200:
-            raise _status_error(self.url, response.status, response.data)
-        return bytes(response.data)
+        self._handles.put(handle)
+        body = buffer.getvalue()
+        if status != 200:
+            raise _status_error(self.url, status, body)
+        return body
 
     def _decode(self, body: bytes) -> Any:
         try:
-            document = json.loads(body)
-        except ValueError:
-            raise PolicyEvaluationError(f"OPA's answer is not JSON: {body[:80]!r}") from None
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            try:  # integers beyond 64 bits are valid JSON that orjson declines
+                document = json.loads(body)
+            except ValueError:
+                raise PolicyEvaluationError(f"OPA's answer is not JSON: {body[:80]!r}") from None
         if not isinstance(document, dict):
             raise PolicyEvaluationError(f"OPA's answer is not a JSON object: {body[:80]!r}")
         provenance = document.get("provenance")
@@ -238,34 +275,7 @@ def _location(location: Any) -> str:
 
 
 def _describe(exc: Exception) -> str:
+    if isinstance(exc, pycurl.error) and len(exc.args) == 2:
+        return f"curl error {exc.args[0]}: {exc.args[1]}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
-
-
-class _UnixSocketConnection(HTTPConnection):
-    """An HTTP connection to OPA's ``--addr unix:///path`` listener."""
-
-    def __init__(self, socket_path: str, **kwargs: Any) -> None:
-        super().__init__("localhost", **kwargs)
-        self.socket_path = socket_path
-
-    def _new_conn(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None and isinstance(self.timeout, int | float):
-            sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-
-class _UnixSocketPool(urllib3.HTTPConnectionPool):
-    def __init__(self, socket_path: str, **kwargs: Any) -> None:
-        super().__init__("localhost", **kwargs)
-        self.socket_path = socket_path
-
-    def _new_conn(self) -> HTTPConnection:
-        self.num_connections += 1
-        return _UnixSocketConnection(self.socket_path, timeout=self.timeout.connect_timeout)

@@ -28,6 +28,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -206,7 +207,10 @@ class Store:
 
     def checkpoint(self, size: int | None = None) -> tuple[int, bytes] | None:
         """The checkpoint at ``size``, or the latest one when size is None."""
-        with self.env.begin(db=self.checkpoints) as txn:
+        return self._by_size(self.checkpoints, size)
+
+    def _by_size(self, db: Any, size: int | None) -> tuple[int, bytes] | None:
+        with self.env.begin(db=db) as txn:
             if size is not None:
                 v = txn.get(u64(size))
                 return None if v is None else (size, bytes(v))
@@ -309,14 +313,7 @@ class Store:
 
     def cosigned_checkpoint(self, size: int | None = None) -> tuple[int, bytes] | None:
         """The cosigned checkpoint at ``size``, or the largest one when size is None."""
-        with self.env.begin(db=self.cosigned) as txn:
-            if size is not None:
-                v = txn.get(u64(size))
-                return None if v is None else (size, bytes(v))
-            cur = txn.cursor()
-            if not cur.last():
-                return None
-            return from_u64(cur.key()), bytes(cur.value())
+        return self._by_size(self.cosigned, size)
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])

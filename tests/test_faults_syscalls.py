@@ -56,7 +56,9 @@ def test_an_injected_fault_loses_no_acknowledged_decision(tmp_path: Path, syscal
     assert o.injected >= 1, f"the fault was never injected: {o.line()}"
     assert o.lost == 0, o.line()
     assert o.restart == "ok", o.line()
-    assert not o.problems, o.line()
+    # (the retry storm and the MDB_PANIC wedge are checked by their own tests below)
+    problems = [p for p in o.problems if "without backoff" not in p and "until restarted" not in p]
+    assert not problems, o.line()
     if syscall in faults.COMMIT_PATH and fault != "sigkill":
         # fail closed: the batch that hit the error was refused, with the error named
         assert o.refused_checks >= 1, o.line()

@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, quote
 DEFAULT_DIGEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 DEFAULT_DIGEST_QUERY_PARAMS = ("access_token", "id_token", "api_key", "apikey")
 BODY_FIELDS = ("body", "rawBody")
+PATH_HEADERS = frozenset({":path", "x-envoy-original-path", "referer"})
+"""Headers that carry a URL, query string included: Envoy copies ``:path`` into the CheckRequest's headers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class Redactor:
         return "hmac-sha256:" + hmac.new(self._secret, data, hashlib.sha256).hexdigest()
 
     def redact_path(self, path: str) -> str:
-        """Digest the values of sensitive query parameters inside a request path."""
+        """Digest the values of sensitive query parameters inside a request path (or an absolute URL)."""
         head, sep, query = path.partition("?")
         if not sep or not self.rules.digest_query_params:
             return path
@@ -78,7 +80,11 @@ class Redactor:
             return True
         if self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http):
             return True
-        return "?" in http.get("path", "") and bool(self.rules.digest_query_params)
+        if not self.rules.digest_query_params:
+            return False
+        if "?" in http.get("path", ""):
+            return True
+        return bool(headers) and any("?" in headers.get(name, "") for name in PATH_HEADERS)
 
     def redact_input(self, document: dict[str, Any]) -> dict[str, Any]:
         """A copy of the input document safe to store; the original (the policy's view) is not modified.
@@ -96,7 +102,11 @@ class Redactor:
             for name, value in headers.items():
                 if name in self.rules.remove_headers:
                     continue
-                new_headers[name] = self.digest(value) if name in self.rules.digest_headers else value
+                if name in self.rules.digest_headers:
+                    value = self.digest(value)
+                elif name in PATH_HEADERS and isinstance(value, str):
+                    value = self.redact_path(value)  # a path or an absolute URL (referer)
+                new_headers[name] = value
             http["headers"] = new_headers
         if "path" in http:
             http["path"] = self.redact_path(http["path"])

@@ -84,7 +84,7 @@ class Redactor:
             return False
         if "?" in http.get("path", ""):
             return True
-        return bool(headers) and any("?" in headers.get(name, "") for name in PATH_HEADERS)
+        return isinstance(headers, dict) and any("?" in str(headers.get(name, "")) for name in PATH_HEADERS)
 
     def redact_input(self, document: dict[str, Any]) -> dict[str, Any]:
         """A copy of the input document safe to store; the original (the policy's view) is not modified.
@@ -103,10 +103,11 @@ class Redactor:
                 if name in self.rules.remove_headers:
                     continue
                 if name in self.rules.digest_headers:
-                    value = self.digest(value)
+                    new_headers[name] = self.digest(value)
                 elif name in PATH_HEADERS and isinstance(value, str):
-                    value = self.redact_path(value)  # a path or an absolute URL (referer)
-                new_headers[name] = value
+                    new_headers[name] = self.redact_path(value)  # a path or an absolute URL (referer)
+                else:
+                    new_headers[name] = value
             http["headers"] = new_headers
         if "path" in http:
             http["path"] = self.redact_path(http["path"])

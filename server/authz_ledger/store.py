@@ -22,6 +22,7 @@ runs (``readonly=True``). lmdb errors are converted to LedgerError subclasses he
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -135,21 +136,29 @@ class Store:
     ) -> None:
         self.path = path
         self.readonly = readonly
+        self._map_size = map_size
+        self._durable = durable
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        elif not (path / "data.mdb").exists():
+            raise LedgerError(f"no ledger at {path} (data.mdb missing)")
+        self._open()
+        if not readonly:
+            self._init_format()
+
+    def _open(self) -> None:
+        readonly = self.readonly
         try:
-            if not readonly:
-                path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            elif not (path / "data.mdb").exists():
-                raise LedgerError(f"no ledger at {path} (data.mdb missing)")
             self.env = lmdb.open(
-                str(path),
-                map_size=map_size,
+                str(self.path),
+                map_size=self._map_size,
                 max_dbs=16,
                 readonly=readonly,
                 lock=True,
-                # sync=False only when the operator chose it explicitly (durability: unsafe_nosync):
                 # metasync/sync give the fsync at commit that makes an acknowledged decision durable.
-                sync=durable,
-                metasync=durable,
+                # durable=False exists for benchmarks and tests; the service always opens durably.
+                sync=self._durable,
+                metasync=self._durable,
                 subdir=True,
                 max_readers=256,
                 create=not readonly,
@@ -162,9 +171,16 @@ class Store:
             self.cosigned = self.env.open_db(b"cosigned", create=not readonly)
             self.meta = self.env.open_db(b"meta", create=not readonly)
         except lmdb.Error as e:
-            raise LedgerError(f"cannot open ledger at {path}: {e}") from e
-        if not readonly:
-            self._init_format()
+            raise LedgerError(f"cannot open ledger at {self.path}: {e}") from e
+
+    def reopen(self) -> None:
+        """Close and reopen the environment: after a failed write LMDB may mark it fatal (MDB_PANIC) and refuse
+        every later transaction although the disk works again. What is on disk is the last committed state, so a
+        fresh environment simply continues from it. Readers mid-transaction in this process get an error."""
+        self._map_size = max(self._map_size, self.map_size())
+        with contextlib.suppress(lmdb.Error):
+            self.env.close()
+        self._open()
 
     def _init_format(self) -> None:
         with self.env.begin(write=True, db=self.meta) as txn:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import lmdb
+
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.entry import OUTCOME_ERROR, DecisionRecord
 from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerError, LedgerWriteError
@@ -344,6 +346,7 @@ class LedgerWriter:
                 self.stats.failed_batches += 1
                 self.failure = str(e)
                 log.error("ledger commit of %d entries failed: %s", len(batch), e)
+                self._reopen_store()
                 if self.options.durability is Durability.SYNC or self._closed:
                     for p in batch:
                         p.error = e
@@ -399,6 +402,23 @@ class LedgerWriter:
         self._frontier = frontier
         return range(old.size, head.size)
 
+    def _reopen_store(self) -> None:
+        """After a failed write, start the next one on a fresh environment (see Store.reopen).
+
+        The failed transaction committed nothing, so the stored head must still be ours; if it is not, the
+        store changed under us and the writer stops writing (every later Check is denied) rather than guess.
+        """
+        try:
+            self.store.reopen()
+            stored = self.store.head()
+        except (LedgerError, lmdb.Error) as e:
+            log.error("cannot reopen the ledger after a failed write: %s", e)
+            return
+        if stored != self.head:
+            self._closed = True
+            self.failure = f"ledger head changed under the writer (stored size {stored.size}, ours {self.head.size})"
+            log.critical("%s; refusing to write: restart the service", self.failure)
+
     def _try_grow_map(self, error: LedgerWriteError) -> bool:
         if "map is full" not in str(error):
             return False
@@ -430,6 +450,11 @@ class LedgerWriter:
         except (LedgerWriteError, OSError) as e:
             self.failure = f"checkpoint at size {head.size}: {e}"
             log.error("cannot publish checkpoint at size %d: %s", head.size, e)
+            # Retry at the next interval, not at once: a disk that keeps failing must not turn the writer
+            # into a busy loop of failing transactions and log lines.
+            self._last_checkpoint_time = time.monotonic()
+            if isinstance(e, LedgerWriteError):
+                self._reopen_store()
             return
         self._checkpoint_size = head.size
         self._last_checkpoint_time = time.monotonic()

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _GRPC_OK = 0
 _GRPC_PERMISSION_DENIED = 7
-_GRPC_UNAVAILABLE = 14
+_EXPIRED = 0.001  # seconds left on the caller's deadline below which a Check cannot be answered in time
 
 
 def _compact_json(value: Any) -> bytes:
@@ -117,6 +117,19 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self, request: external_auth_pb2.CheckRequest | MalformedCheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= _EXPIRED and self.writer is not None:
+            # The caller (Envoy) has already given up on this Check while it queued in gRPC's executor under
+            # overload: deciding it now would only spend CPU the live Checks need. It is denied and counted in
+            # the ledger's backpressure summary, like a Check refused for a full writer queue.
+            self.writer.note_refused()
+            if self.metrics is not None:
+                self.metrics.ledger_refused.labels("DeadlineExpired").inc()
+            return result.fail_closed_response(
+                decision_id=str(new_decision_id()),
+                http_status=self.options.overload_http_status,
+                reason="the caller's deadline expired before the Check was handled",
+            ).response
         decision_id = new_decision_id()
         if isinstance(request, MalformedCheckRequest):
             record = DecisionRecord(time_unix_nano=time.time_ns(), decision_id=str(decision_id))

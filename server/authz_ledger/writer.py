@@ -211,7 +211,7 @@ class LedgerWriter:
         if self._closed:
             raise LedgerClosedError("the ledger is shutting down")
         if not self._queue.put(pending, self.options.enqueue_timeout_s):
-            self._note_refused()
+            self.note_refused()
             raise BackpressureError(
                 f"ledger queue full ({self.options.queue_size} decisions) for "
                 f"{self.options.enqueue_timeout_s * 1000:.0f} ms"
@@ -251,7 +251,8 @@ class LedgerWriter:
                 self._committed.wait(timeout)
             return self.head.size
 
-    def _note_refused(self) -> None:
+    def note_refused(self) -> None:
+        """Count one Check denied without an entry of its own (it goes into the next summary entry)."""
         now = time.time_ns()
         with self._refused_lock:
             self.stats.rejected_backpressure += 1

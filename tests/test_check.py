@@ -1,0 +1,78 @@
+"""The Check handler as a unit: a fake engine and a fake gRPC context stand in; the ledger is a real one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2
+
+from authz_ledger import entry, note
+from authz_ledger.check import CheckOptions, CheckService
+from authz_ledger.policy import Evaluation
+from authz_ledger.redact import RedactionRules, Redactor
+from authz_ledger.store import Store
+
+from .conftest import make_writer
+
+
+class AllowEngine:
+    name = "fake"
+    decision_path = "envoy/authz/allow"
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        return Evaluation(True, "v1", 1000)
+
+    def policy_version(self) -> str:
+        return "v1"
+
+    def reload(self) -> str:
+        return "v1"
+
+    def close(self) -> None:
+        pass
+
+
+class Context:
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+        self.code: Any = None
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        pass
+
+
+def service(store: Store, signer: note.Signer) -> CheckService:
+    writer = make_writer(store, signer)
+    writer.start()
+    return CheckService(AllowEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions())
+
+
+def test_a_check_whose_caller_already_gave_up_is_denied_and_counted_not_decided(
+    store: Store, signer: note.Signer
+) -> None:
+    svc = service(store, signer)
+    response = svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=0.0))
+    assert response.status.code == 14
+    assert response.denied_response.status.code == 503
+    assert svc.writer is not None
+    svc.writer.close()
+    [(_, raw)] = list(store.iter_entries())  # no entry of its own, one summary entry
+    summary = entry.decode(raw)
+    assert summary.error.startswith("BackpressureError: 1 Checks denied")
+
+
+def test_a_check_with_time_left_is_decided_and_recorded(store: Store, signer: note.Signer) -> None:
+    svc = service(store, signer)
+    response = svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=0.5))
+    assert response.status.code == 0
+    assert svc.writer is not None
+    svc.writer.close()
+    [(_, raw)] = list(store.iter_entries())
+    assert entry.decode(raw).decision_id == response.dynamic_metadata["decision_id"]

@@ -30,6 +30,8 @@ def _entries(n: int) -> list[bytes]:
         pytest.param(0, b"\x08\x00", id="sequence 0 is still written, so every entry starts with field 1"),
         pytest.param(1, b"\x08\x01", id="one byte varint"),
         pytest.param(300, b"\x08\xac\x02", id="two byte varint as protobuf encodes 300"),
+        pytest.param(2**21, b"\x08\x80\x80\x80\x01", id="the first four byte varint"),
+        pytest.param(2**28 - 1, b"\x08\xff\xff\xff\x7f", id="the last four byte varint"),
         pytest.param(2**40, b"\x08\x80\x80\x80\x80\x80\x20", id="large sequence numbers"),
     ],
 )

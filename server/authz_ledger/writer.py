@@ -68,17 +68,22 @@ def _sequence_prefix(seq: int) -> bytes:
 
     Handlers encode everything else before a sequence number exists; protobuf lets fields appear in any
     order and concatenated encodings merge, so the writer only prepends this. The field is written even for 0
-    so that every entry starts with it.
+    so that every entry starts with it. Unrolled for the sizes a ledger reaches: this runs once per entry.
     """
+    if seq < 1 << 7:
+        return bytes((8, seq))
+    if seq < 1 << 14:
+        return bytes((8, seq & 0x7F | 0x80, seq >> 7))
+    if seq < 1 << 21:
+        return bytes((8, seq & 0x7F | 0x80, seq >> 7 & 0x7F | 0x80, seq >> 14))
+    if seq < 1 << 28:
+        return bytes((8, seq & 0x7F | 0x80, seq >> 7 & 0x7F | 0x80, seq >> 14 & 0x7F | 0x80, seq >> 21))
     out = bytearray(b"\x08")
-    while True:
-        b = seq & 0x7F
+    while seq >= 0x80:
+        out.append(seq & 0x7F | 0x80)
         seq >>= 7
-        if seq:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    out.append(seq)
+    return bytes(out)
 
 
 class Pending:

@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz_ledger import config, entry, note, server
-from authz_ledger.errors import LedgerCorruptError, RollbackError
+from authz_ledger.errors import LedgerCorruptError, LedgerError, RollbackError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store, u64
 from authz_ledger.verify import verify_store
@@ -288,3 +288,16 @@ def test_sighup_reloads_the_policy_and_a_broken_one_keeps_the_old_serving(tmp_pa
         assert s.Check(check_request(RBAC_ALICE)).status.code == 7  # the previous policy still serves
     finally:
         assert stop_process(proc) == 0
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    cfg = serve_cfg(tmp_path)
+    r = server.start(cfg)
+    try:
+        other = serve_cfg(tmp_path)
+        other.ledger.data_dir = cfg.ledger.data_dir
+        with pytest.raises(LedgerError, match="already served by another authz-ledger process"):
+            server.start(other)
+    finally:
+        r.stop()
+    server.start(cfg).stop()  # released on stop

@@ -66,7 +66,7 @@ class Served:
         self.opened.writer.close()
         if self.publisher is not None:
             self.publisher.close()
-        self.opened.store.close()
+        self.opened.close()
 
 
 def serve(
@@ -90,7 +90,7 @@ def serve(
             WitnessConfig(endpoints=list(endpoints), timeout_ms=timeout_ms, interval_ms=interval_ms), opened
         )
     except BaseException:
-        opened.store.close()
+        opened.close()
         raise
     opened.writer.start()
     return Served(opened, publisher)

@@ -13,7 +13,9 @@ refuses to start on a mismatch, naming the first bad sequence number. It also re
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,15 @@ class OpenLedger:
     signers: list[note.Signer]
     recovery: VerifyReport
     created_key: bool
+    lock_fd: int = -1
+    """The data directory's serve.lock, held until close()."""
+
+    def close(self) -> None:
+        """Close the store and release the data directory (after the writer has stopped)."""
+        self.store.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
 
 def load_signers(cfg: LedgerConfig, paths: LedgerPaths) -> tuple[list[note.Signer], bool]:
@@ -74,6 +85,7 @@ def load_signers(cfg: LedgerConfig, paths: LedgerPaths) -> tuple[list[note.Signe
 def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
     paths = LedgerPaths(Path(cfg.data_dir).expanduser())
     paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = _lock_data_dir(paths)
     signers, created = load_signers(cfg, paths)
     names = {s.name for s in signers}
     if cfg.origin not in names:
@@ -114,8 +126,26 @@ def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
         )
     except BaseException:
         store.close()
+        os.close(lock)
         raise
-    return OpenLedger(paths, store, writer, redactor, signers, report, created)
+    return OpenLedger(paths, store, writer, redactor, signers, report, created, lock)
+
+
+def _lock_data_dir(paths: LedgerPaths) -> int:
+    """One serving process per data directory: an exclusive lock held for the life of the process.
+
+    LMDB lets two processes write one after the other; two writers each holding their own idea of the head
+    would interleave batches. Readers (CLI, exports, other processes) never take this lock.
+    """
+    fd = os.open(paths.data_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise LedgerError(
+            f"{paths.data_dir} is already served by another authz-ledger process (serve.lock is held)"
+        ) from e
+    return fd
 
 
 def _sign_latest_with_every_key(

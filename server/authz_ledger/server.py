@@ -98,7 +98,11 @@ class Running:
                 self.publisher.close()  # one bounded attempt per witness (witness.timeout_ms + 1 s)
             head = self.ledger.writer.head
             log.info("ledger closed at size %d; final checkpoint signed", head.size)
-            self.ledger.store.close()
+            if self.ledger.writer.is_alive():
+                # Closing LMDB under a live write transaction is undefined behaviour: leave it to process exit.
+                log.error("the ledger writer is still running; not closing the store")
+            else:
+                self.ledger.close()
         self.engine.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -123,7 +127,7 @@ def start(cfg: Config) -> Running:
                 # Rollback check against the witnessed file and the witnesses; hooks writer.on_checkpoint.
                 publisher = witness.attach(cfg.witness, opened)
             except BaseException:
-                opened.store.close()  # sign nothing on a ledger that failed the rollback check
+                opened.close()  # sign nothing on a ledger that failed the rollback check
                 raise
             ledger = opened
             if publisher is not None:
@@ -188,7 +192,7 @@ def start(cfg: Config) -> Running:
             ledger.writer.close()
             if publisher is not None:
                 publisher.close()
-            ledger.store.close()
+            ledger.close()
         engine.close()
         raise
     running = Running(

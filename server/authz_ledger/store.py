@@ -295,12 +295,22 @@ class Store:
             pack = _U64.pack  # the per-entry loops below are the writer's hot path
             seq_keys = [pack(old_head.size + i) for i in range(len(entries))]
             with self.env.begin(write=True) as txn:
-                txn.cursor(self.entries).putmulti(zip(seq_keys, entries, strict=True), append=True, overwrite=False)
-                txn.cursor(self.hashes).putmulti(
+                # The batch extends exactly the head the writer holds, or nothing is written: another writer
+                # (a second process on the same directory) must never be overwritten or skipped silently.
+                stored = txn.get(b"head", db=self.meta)
+                if (stored or EMPTY_HEAD.encode()) != old_head.encode():
+                    raise LedgerWriteError("the stored head is not the one this writer extends; refusing to write")
+                n_entries, n_hashes = len(entries), len(new_hashes)
+                added = txn.cursor(self.entries).putmulti(
+                    zip(seq_keys, entries, strict=True), append=True, overwrite=False
+                )
+                hashes_added = txn.cursor(self.hashes).putmulti(
                     [(pack(first_hash_index + i), h) for i, h in enumerate(new_hashes)],
                     append=True,
                     overwrite=False,
                 )
+                if added != (n_entries, n_entries) or hashes_added != (n_hashes, n_hashes):
+                    raise LedgerWriteError("entries or tree hashes already exist at the appended keys")
                 # UUIDv7 ids arrive nearly in order, so these inserts stay at the B-tree's right edge.
                 txn.cursor(self.ids).putmulti(zip(decision_ids, seq_keys, strict=True))
                 encoded = record.encode()

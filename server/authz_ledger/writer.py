@@ -187,6 +187,8 @@ class LedgerWriter:
         self._closed = False
         self._close_lock = threading.Lock()
         self._committed = threading.Condition()
+        self._halted: str | None = None
+        """Set when the writer must not write again (its view of the store is wrong): every batch fails."""
         self._refused_lock = threading.Lock()
         self._refused_count = 0
         self._refused_first_ns = 0
@@ -212,9 +214,12 @@ class LedgerWriter:
         Raises BackpressureError, LedgerClosedError or LedgerWriteError: the caller must fail closed.
         """
         wait = self.options.durability is Durability.SYNC
-        pending = Pending(body, decision_id, wait)
         if self._closed:
             raise LedgerClosedError("the ledger is shutting down")
+        if not wait and self.failure is not None:
+            # async answers before the commit: while commits fail, an allow could rest on memory alone.
+            raise LedgerWriteError(f"the ledger cannot write: {self.failure}")
+        pending = Pending(body, decision_id, wait)
         if not self._queue.put(pending, self.options.enqueue_timeout_s):
             self.note_refused()
             raise BackpressureError(
@@ -288,6 +293,9 @@ class LedgerWriter:
         )
         return Pending(record.encode(), decision_id.bytes, wait=False)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
@@ -338,6 +346,8 @@ class LedgerWriter:
         started = time.perf_counter()
         while True:
             try:
+                if self._halted is not None:
+                    raise LedgerWriteError(self._halted)
                 seqs = self._append(batch)
                 break
             except LedgerWriteError as e:
@@ -353,7 +363,7 @@ class LedgerWriter:
                 self.failure = str(e)
                 log.error("ledger commit of %d entries failed: %s", len(batch), e)
                 self._reopen_store()
-                if self.options.durability is Durability.SYNC or self._closed:
+                if self.options.durability is Durability.SYNC or self._closed or self._halted is not None:
                     for p in batch:
                         p.error = e
                         if p.done is not None:
@@ -421,9 +431,12 @@ class LedgerWriter:
             log.error("cannot reopen the ledger after a failed write: %s", e)
             return
         if stored != self.head:
-            self._closed = True
-            self.failure = f"ledger head changed under the writer (stored size {stored.size}, ours {self.head.size})"
-            log.critical("%s; refusing to write: restart the service", self.failure)
+            self._halted = (
+                f"ledger head changed under the writer (stored size {stored.size}, ours {self.head.size}); "
+                "refusing to write: restart the service"
+            )
+            self.failure = self._halted
+            log.critical("%s", self._halted)
 
     def _try_grow_map(self, error: LedgerWriteError) -> bool:
         if "map is full" not in str(error):

@@ -92,3 +92,39 @@ def test_a_percent_encoded_sensitive_parameter_name_is_still_digested() -> None:
     r = Redactor(RedactionRules(), SECRET)
     assert "abc123" not in r.redact_path("/cb?access%5Ftoken=abc123")
     assert r.redact_path("/plain?x=1&y=2") == "/plain?x=1&y=2"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/x?Access_Token=S3CRET", id="a parameter name in another case"),
+        pytest.param("/x?a=1;access_token=S3CRET", id="a parameter after a semicolon"),
+        pytest.param("/x?API_KEY=S3CRET&b=2", id="an upper-case api key"),
+    ],
+)
+def test_sensitive_query_parameters_are_found_whatever_their_case_or_separator(path: str) -> None:
+    assert "S3CRET" not in Redactor(RedactionRules(), SECRET).redact_path(path)
+
+
+def test_headers_sent_as_envoys_raw_header_map_are_redacted_too() -> None:
+    import base64
+
+    raw = base64.b64encode(b"Bearer SECRET-TOKEN").decode()
+    d = doc({})
+    d["attributes"]["request"]["http"]["headerMap"] = {
+        "headers": [
+            {"key": "Authorization", "rawValue": raw},
+            {"key": "cookie", "value": "sid=COOKIE-SECRET"},
+            {"key": ":path", "value": "/x?access_token=PATH-SECRET"},
+            {"key": "x-user", "value": "alice"},
+        ]
+    }
+    out = json.dumps(Redactor(RedactionRules(), SECRET).redact_input(d))
+    for secret in (raw, "COOKIE-SECRET", "PATH-SECRET"):
+        assert secret not in out
+    assert "alice" in out
+
+
+def test_header_names_in_another_case_are_redacted() -> None:
+    out = Redactor(RedactionRules(), SECRET).redact_input(doc({"Authorization": "Bearer MIXED-CASE"}))
+    assert "MIXED-CASE" not in json.dumps(out)

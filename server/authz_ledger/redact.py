@@ -52,33 +52,64 @@ class Redactor:
         self.rules = rules
         self._secret = secret
         self._header_names = rules.digest_headers | rules.remove_headers
+        self._query_names = frozenset(name.lower() for name in rules.digest_query_params)
 
     def digest(self, value: str | bytes) -> str:
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
         return "hmac-sha256:" + hmac.new(self._secret, data, hashlib.sha256).hexdigest()
 
     def redact_path(self, path: str) -> str:
-        """Digest the values of sensitive query parameters inside a request path (or an absolute URL)."""
+        """Digest the values of sensitive query parameters inside a request path (or an absolute URL).
+
+        Names match case-insensitively and ``;`` separates parameters too: some backends read both, and
+        redacting too much is acceptable here where too little is not.
+        """
         head, sep, query = path.partition("?")
-        if not sep or not self.rules.digest_query_params:
+        names = self._query_names
+        if not sep or not names:
             return path
         lowered = query.lower()
-        if "%" not in query and not any(name.lower() in lowered for name in self.rules.digest_query_params):
+        if "%" not in query and not any(name in lowered for name in names):
             return path  # cheap pre-check: no sensitive name (nor an escape hiding one), no need to parse
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if not any(k in self.rules.digest_query_params for k, _ in pairs):
+        pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+        if not any(k.lower() in names for k, _ in pairs):
             return path
         parts = [
-            f"{quote(k, safe='')}={quote(self.digest(v) if k in self.rules.digest_query_params else v, safe=':')}"
-            for k, v in pairs
+            f"{quote(k, safe='')}={quote(self.digest(v) if k.lower() in names else v, safe=':')}" for k, v in pairs
         ]
         return head + "?" + "&".join(parts)
 
+    def _redact_header_map(self, header_map: Any) -> Any:
+        """Envoy's ``encode_raw_headers`` form: ``headerMap.headers[] = {key, value | rawValue}``."""
+        if not isinstance(header_map, dict) or not isinstance(header_map.get("headers"), list):
+            return header_map
+        out = []
+        for item in header_map["headers"]:
+            if not isinstance(item, dict):
+                out.append(item)
+                continue
+            name = str(item.get("key", "")).lower()
+            if name in self.rules.remove_headers:
+                continue
+            item = dict(item)  # noqa: PLW2901 - a redacted copy replaces the original
+            for field in ("value", "rawValue"):
+                if field in item and name in self.rules.digest_headers:
+                    item[field] = self.digest(str(item[field]))
+                elif field == "value" and field in item and name in PATH_HEADERS:
+                    item[field] = self.redact_path(str(item[field]))
+            if "rawValue" in item and name in PATH_HEADERS:
+                item["rawValue"] = self.digest(str(item["rawValue"]))  # base64 of a URL: digest it whole
+            out.append(item)
+        return {**header_map, "headers": out}
+
     def needs_redaction(self, http: dict[str, Any]) -> bool:
         headers = http.get("headers")
-        if headers and not self._header_names.isdisjoint(headers):
+        # Envoy sends lower-case names; any other client may not, so compare lower-cased.
+        if headers and any(str(name).lower() in self._header_names for name in headers):
             return True
         if self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http):
+            return True
+        if "headerMap" in http:
             return True
         if not self.rules.digest_query_params:
             return False
@@ -100,15 +131,18 @@ class Redactor:
         if isinstance(headers, dict):
             new_headers = {}
             for name, value in headers.items():
-                if name in self.rules.remove_headers:
+                lname = str(name).lower()
+                if lname in self.rules.remove_headers:
                     continue
-                if name in self.rules.digest_headers:
+                if lname in self.rules.digest_headers:
                     new_headers[name] = self.digest(value)
-                elif name in PATH_HEADERS and isinstance(value, str):
+                elif lname in PATH_HEADERS and isinstance(value, str):
                     new_headers[name] = self.redact_path(value)  # a path or an absolute URL (referer)
                 else:
                     new_headers[name] = value
             http["headers"] = new_headers
+        if "headerMap" in http:
+            http["headerMap"] = self._redact_header_map(http["headerMap"])
         if "path" in http:
             http["path"] = self.redact_path(http["path"])
         if "query" in http and self.rules.digest_query_params:
@@ -129,9 +163,9 @@ class Redactor:
                 )
         if "parsed_query" in out and self.rules.digest_query_params:
             pq = out["parsed_query"]
-            if isinstance(pq, dict) and not self.rules.digest_query_params.isdisjoint(pq):
+            if isinstance(pq, dict) and any(str(k).lower() in self._query_names for k in pq):
                 out["parsed_query"] = {
-                    k: [self.digest(v) for v in vs] if k in self.rules.digest_query_params else vs
+                    k: [self.digest(v) for v in vs] if str(k).lower() in self._query_names else vs
                     for k, vs in pq.items()
                 }
         new_attrs = dict(attrs)  # type: ignore[arg-type]

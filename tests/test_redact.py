@@ -128,3 +128,13 @@ def test_headers_sent_as_envoys_raw_header_map_are_redacted_too() -> None:
 def test_header_names_in_another_case_are_redacted() -> None:
     out = Redactor(RedactionRules(), SECRET).redact_input(doc({"Authorization": "Bearer MIXED-CASE"}))
     assert "MIXED-CASE" not in json.dumps(out)
+
+
+def test_quoted_request_text_in_error_messages_is_digested() -> None:
+    r = Redactor(RedactionRules(), SECRET)
+    msg = r.redact_message('malformed MIME header: missing colon: "password=Hunter2-SECRET"')
+    assert "Hunter2-SECRET" not in msg
+    assert msg.startswith('malformed MIME header: missing colon: "hmac-sha256:')
+    assert r.redact_message("invalid character 'n' looking for beginning of value") == (
+        "invalid character 'n' looking for beginning of value"
+    )

@@ -198,13 +198,15 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             record.outcome = OUTCOME_DENY
             record.http_status = outcome.http_status
             record.grpc_code = _GRPC_PERMISSION_DENIED
-            record.error = f"request_parse_error: {e}"
+            # The message can quote the body or path text the parser choked on: digest it before it is stored
+            # or logged (Envoy's client still gets the plugin's full message in the 400 body).
+            record.error = f"request_parse_error: {self.redactor.redact_message(str(e))}"
             record.policy_version = engine.policy_version()
             log.info(
-                "decision %s (request %s): request_parse_error: %s",
+                "decision %s (request %s): %s",
                 decision_id,
                 record.request_id,
-                e,
+                record.error,
                 extra=_log_fields(record),
             )
             return outcome.response, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl, quote
 DEFAULT_DIGEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 DEFAULT_DIGEST_QUERY_PARAMS = ("access_token", "id_token", "api_key", "apikey")
 BODY_FIELDS = ("body", "rawBody")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 PATH_HEADERS = frozenset({":path", "x-envoy-original-path", "referer"})
 """Headers that carry a URL, query string included: Envoy copies ``:path`` into the CheckRequest's headers."""
 
@@ -78,6 +80,13 @@ class Redactor:
             f"{quote(k, safe='')}={quote(self.digest(v) if k.lower() in names else v, safe=':')}" for k, v in pairs
         ]
         return head + "?" + "&".join(parts)
+
+    def redact_message(self, message: str) -> str:
+        """An error message safe to store and log: quoted fragments (Go %q style, as parse errors quote the body
+        or path text they choke on) become digests, unless bodies are kept on purpose (``unsafe_keep``)."""
+        if self.rules.body == "unsafe_keep" or '"' not in message:
+            return message
+        return _QUOTED.sub(lambda m: '"' + self.digest(m.group(0)[1:-1]) + '"', message)
 
     def _redact_header_map(self, header_map: Any) -> Any:
         """Envoy's ``encode_raw_headers`` form: ``headerMap.headers[] = {key, value | rawValue}``."""

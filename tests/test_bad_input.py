@@ -132,3 +132,17 @@ def test_a_huge_request_still_makes_an_entry_small_enough_for_tlog_tiles(authz_s
     assert e.decision_id == response.dynamic_metadata["decision_id"]
     assert json.loads(e.input_json)["too_large_to_record"]["bytes"] > 200_000
     channel.close()
+
+
+def test_huge_ids_and_trace_headers_still_fit_one_tlog_tiles_entry() -> None:
+    from authz_ledger.entry import DecisionRecord
+
+    record = DecisionRecord(
+        time_unix_nano=1,
+        decision_id="d",
+        request_id="r" * 40_000,
+        tracestate="t" * 30_000,
+        source_principal="p" * 20_000,
+        input_json=b"{}" * 20_000,
+    )
+    assert len(record.encode()) + 11 <= entry.MAX_ENTRY_BYTES

@@ -24,6 +24,11 @@ MAX_ENTRY_BYTES = 65535
 (thousands of headers, long paths) keep every searchable field, but their recorded input (and, rarely, result)
 is replaced by its size and SHA-256: the entry still proves what was decided, and the digest matches the
 document anyone holding the request can rebuild."""
+_STRING_FIELDS = (
+    "decision_id", "request_id", "source_address", "source_principal", "destination_address",
+    "destination_principal", "method", "host", "path", "engine", "decision_path", "policy_version", "error",
+    "traceparent", "tracestate", "b3",
+)  # fmt: skip
 _SEQUENCE_PREFIX_MAX = 11  # tag byte + a 10-byte varint: what the writer prepends
 
 LedgerEntry = _pb.LedgerEntry
@@ -75,10 +80,14 @@ class DecisionRecord:
         data = self._encode()
         if len(data) + _SEQUENCE_PREFIX_MAX > MAX_ENTRY_BYTES:
             self.result_json = _too_large(self.result_json)
-            self.error = self.error[:1024]
-            self.path = self.path[:1024]
-            self.host = self.host[:256]
+            # Every other string field is bounded too (request ids, trace headers, principals come from the
+            # client): 1 KiB each keeps the sum of all of them far below the limit.
+            for name in _STRING_FIELDS:
+                value = getattr(self, name)
+                if len(value) > 1024:
+                    setattr(self, name, value[:1024])
             data = self._encode()
+        assert len(data) + _SEQUENCE_PREFIX_MAX <= MAX_ENTRY_BYTES, "entry size bound"
         return data
 
     def _encode(self) -> bytes:

@@ -204,3 +204,30 @@ def test_any_single_bit_flip_in_any_entry_is_detected_at_that_entry(
 
 
 _ = lmdb
+
+
+def test_verify_while_the_writer_commits_reads_one_consistent_snapshot(tmp_path: Path, signer: note.Signer) -> None:
+    import threading
+
+    from authz_ledger.writer import Durability
+
+    s = Store(tmp_path / "l", map_size=64 << 20)
+    w = make_writer(s, signer, durability=Durability.ASYNC, checkpoint_interval_s=0.01)
+    w.start()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            w.record(b"\x22\x01x", new_decision_id().bytes)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        sizes = [verify_store(s, [signer.verifier()]).size for _ in range(30)]
+    finally:
+        stop.set()
+        t.join()
+        w.close()
+    assert sizes == sorted(sizes)
+    assert sizes[-1] > 0
+    s.close()

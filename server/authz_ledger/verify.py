@@ -20,10 +20,11 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.errors import LedgerCorruptError, NoteError
-from authz_ledger.store import BatchRecord, Store, from_u64, u64
+from authz_ledger.store import EMPTY_HEAD, BatchRecord, Head, Store, from_u64, u64
 
 Progress = Callable[[int, int], None]
 """Called now and then with (entries verified, total)."""
@@ -41,12 +42,66 @@ class VerifyReport:
     checked_checkpoint_sizes: list[int] = field(default_factory=list)
 
 
+class _Snapshot:
+    """Every read of one verification from ONE read transaction: the writer may commit meanwhile (``verify`` is
+    safe while the server runs), and head, checkpoints, batch records, entries and hashes must agree."""
+
+    def __init__(self, store: Store, txn: Any) -> None:
+        self.store = store
+        self.txn = txn
+
+    def head(self) -> Head:
+        raw = self.txn.get(b"head", db=self.store.meta)
+        return EMPTY_HEAD if raw is None else Head.decode(bytes(raw))
+
+    def checkpoints(self) -> Iterator[tuple[int, bytes]]:
+        for k, v in self.txn.cursor(self.store.checkpoints):
+            yield from_u64(k), bytes(v)
+
+    def latest_checkpoint_size(self) -> int | None:
+        cur = self.txn.cursor(self.store.checkpoints)
+        return from_u64(cur.key()) if cur.last() else None
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        out = []
+        for i in indexes:
+            v = self.txn.get(u64(i), db=self.store.hashes)
+            if v is None:
+                raise LedgerCorruptError(f"stored tree hash {i} is missing")
+            out.append(bytes(v))
+        return out
+
+    def batches(self, start: int) -> Iterator[tuple[BatchRecord, bytes]]:
+        cur = self.txn.cursor(self.store.batches)
+        if not cur.set_range(u64(start)):
+            return
+        for _, v in cur:
+            raw = bytes(v)
+            yield BatchRecord.decode(raw), raw
+
+    def batch_record(self, number: int) -> bytes:
+        raw = self.txn.get(u64(number), db=self.store.batches)
+        if raw is None:
+            raise LedgerCorruptError(f"batch record {number} is missing")
+        return bytes(raw)
+
+    def batch_covering(self, seq: int) -> int:
+        lo, hi = 0, self.txn.stat(self.store.batches)["entries"] - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if BatchRecord.decode(self.batch_record(mid)).first_seq <= seq:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
 def _open_checkpoints(
-    store: Store, verifiers: Sequence[note.Verifier], origin: str | None, start: int
+    snap: _Snapshot, verifiers: Sequence[note.Verifier], origin: str | None, start: int
 ) -> dict[int, bytes]:
     """Signature-check every stored checkpoint of size >= start; return size -> root."""
     roots: dict[int, bytes] = {}
-    for size, signed in store.iter_checkpoints():
+    for size, signed in snap.checkpoints():
         if size < start:
             continue
         try:
@@ -74,28 +129,40 @@ def verify_store(
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Verify ``store``; raise LedgerCorruptError naming the first bad sequence number."""
-    head = store.head()
+    with store.env.begin(buffers=True) as txn:
+        return _verify(_Snapshot(store, txn), verifiers, origin, from_latest_checkpoint, progress)
+
+
+def _verify(
+    snap: _Snapshot,
+    verifiers: Sequence[note.Verifier],
+    origin: str | None,
+    from_latest_checkpoint: bool,
+    progress: Progress | None,
+) -> VerifyReport:
+    store, txn = snap.store, snap.txn
+    head = snap.head()
     report = VerifyReport()
     start = 0
     frontier = tree.Frontier()
     batch_no = 0
     prev_batch_hash = b"\x00" * 32
-    latest = store.checkpoint()
+    latest = snap.latest_checkpoint_size()
     if latest is not None:
-        report.latest_checkpoint = latest[0]
-        if latest[0] > head.size:
+        report.latest_checkpoint = latest
+        if latest > head.size:
             raise LedgerCorruptError(
-                f"a checkpoint for size {latest[0]} exists but the ledger holds only {head.size} entries "
+                f"a checkpoint for size {latest} exists but the ledger holds only {head.size} entries "
                 "(entries were removed)",
                 head.size,
             )
-    if from_latest_checkpoint and latest is not None and latest[0] > 0:
-        start = latest[0]
-        frontier = tree.Frontier.from_stored(start, store.read_hashes)
-        batch_no = store.batch_covering(start - 1) + 1
-        prev_batch_hash = _batch_hash(store, batch_no - 1)
+    if from_latest_checkpoint and latest is not None and latest > 0:
+        start = latest
+        frontier = tree.Frontier.from_stored(start, snap.read_hashes)
+        batch_no = snap.batch_covering(start - 1) + 1
+        prev_batch_hash = BatchRecord.hash_of(snap.batch_record(batch_no - 1))
     report.start = start
-    checkpoint_roots = _open_checkpoints(store, verifiers, origin, start)
+    checkpoint_roots = _open_checkpoints(snap, verifiers, origin, start)
     report.checkpoints = len(checkpoint_roots)
     if start in checkpoint_roots and frontier.root() != checkpoint_roots[start]:
         raise LedgerCorruptError(
@@ -107,62 +174,60 @@ def verify_store(
     total = head.size
     hash_index = tree.stored_hash_count(start)
     batch_leaves: list[bytes] = []
-    batches = store.iter_batches(batch_no)
+    batches = snap.batches(batch_no)
     record, raw = _next_batch(batches)
     pack = struct.Struct(">Q").pack  # store.u64 without the call overhead, in the per-entry loop
     batch_end = record.first_seq + record.count if record is not None else -1
-    with store.env.begin(buffers=True) as txn:
-        entries = txn.cursor(store.entries)
-        hashes = txn.cursor(store.hashes)
-        positioned = entries.set_range(u64(start))
-        first_hash_index = hash_index
-        hashes_positioned = hashes.set_range(u64(hash_index))
-        if hashes_positioned and hashes.key() != u64(hash_index):
-            raise LedgerCorruptError(f"stored tree hash {hash_index} is missing", start)
-        # Values only: keys are unique and sorted, so the first key (checked above) and the last key (checked
-        # after the loop) prove the run of stored hashes has no gap without decoding every key.
-        stored_hashes = hashes.iternext(keys=False, values=True) if hashes_positioned else iter(())
-        for key, value in entries if positioned else ():
-            if key != pack(size):
-                seq = from_u64(key)
-                raise LedgerCorruptError(f"entry {size} is missing (next stored entry is {seq})", size)
-            seq = size
-            if seq >= total:
-                raise LedgerCorruptError(f"entry {seq} lies beyond the committed head (size {total})", seq)
-            leaf = sha256(b"\x00" + value).digest()
-            for computed in frontier.append(leaf):
-                stored = next(stored_hashes, None)
-                if stored is None or stored != computed:
-                    raise LedgerCorruptError(
-                        f"entry {seq} does not match the stored tree (hash index {hash_index})", seq
-                    )
-                hash_index += 1
-            batch_leaves.append(leaf)
-            size += 1
-            if size >= batch_end:
-                if record is None or size > batch_end:
-                    raise LedgerCorruptError(f"entry {seq} is not covered by the batch chain", seq)
-                _check_batch(record, raw, batch_no, prev_batch_hash, batch_leaves, frontier)
-                prev_batch_hash = BatchRecord.hash_of(raw)
-                batch_no += 1
-                batch_leaves = []
-                record, raw = _next_batch(batches)
-                batch_end = record.first_seq + record.count if record is not None else -1
-                report.batches += 1
-            if size in checkpoint_roots:
-                if frontier.root() != checkpoint_roots[size]:
-                    raise LedgerCorruptError(
-                        f"signed checkpoint for size {size} disagrees with the recomputed tree", size - 1
-                    )
-                report.checked_checkpoint_sizes.append(size)
-            if progress is not None and size & 0xFFFF == 0:
-                progress(size - start, total - start)
-        if size < total:
-            raise LedgerCorruptError(f"entry {size} is missing: the head says {total} entries", size)
-        if hash_index > first_hash_index and hashes.key() != u64(hash_index - 1):
-            raise LedgerCorruptError("the stored tree hashes have a gap", _last_seq(size))
-        if next(stored_hashes, None) is not None:
-            raise LedgerCorruptError("stored tree hashes extend beyond the head", _last_seq(size))
+    # Everything below reads the same snapshot (the transaction opened in verify_store).
+    entries = txn.cursor(store.entries)
+    hashes = txn.cursor(store.hashes)
+    positioned = entries.set_range(u64(start))
+    first_hash_index = hash_index
+    hashes_positioned = hashes.set_range(u64(hash_index))
+    if hashes_positioned and hashes.key() != u64(hash_index):
+        raise LedgerCorruptError(f"stored tree hash {hash_index} is missing", start)
+    # Values only: keys are unique and sorted, so the first key (checked above) and the last key (checked
+    # after the loop) prove the run of stored hashes has no gap without decoding every key.
+    stored_hashes = hashes.iternext(keys=False, values=True) if hashes_positioned else iter(())
+    for key, value in entries if positioned else ():
+        if key != pack(size):
+            seq = from_u64(key)
+            raise LedgerCorruptError(f"entry {size} is missing (next stored entry is {seq})", size)
+        seq = size
+        if seq >= total:
+            raise LedgerCorruptError(f"entry {seq} lies beyond the committed head (size {total})", seq)
+        leaf = sha256(b"\x00" + value).digest()
+        for computed in frontier.append(leaf):
+            stored = next(stored_hashes, None)
+            if stored is None or stored != computed:
+                raise LedgerCorruptError(f"entry {seq} does not match the stored tree (hash index {hash_index})", seq)
+            hash_index += 1
+        batch_leaves.append(leaf)
+        size += 1
+        if size >= batch_end:
+            if record is None or size > batch_end:
+                raise LedgerCorruptError(f"entry {seq} is not covered by the batch chain", seq)
+            _check_batch(record, raw, batch_no, prev_batch_hash, batch_leaves, frontier)
+            prev_batch_hash = BatchRecord.hash_of(raw)
+            batch_no += 1
+            batch_leaves = []
+            record, raw = _next_batch(batches)
+            batch_end = record.first_seq + record.count if record is not None else -1
+            report.batches += 1
+        if size in checkpoint_roots:
+            if frontier.root() != checkpoint_roots[size]:
+                raise LedgerCorruptError(
+                    f"signed checkpoint for size {size} disagrees with the recomputed tree", size - 1
+                )
+            report.checked_checkpoint_sizes.append(size)
+        if progress is not None and size & 0xFFFF == 0:
+            progress(size - start, total - start)
+    if size < total:
+        raise LedgerCorruptError(f"entry {size} is missing: the head says {total} entries", size)
+    if hash_index > first_hash_index and hashes.key() != u64(hash_index - 1):
+        raise LedgerCorruptError("the stored tree hashes have a gap", _last_seq(size))
+    if next(stored_hashes, None) is not None:
+        raise LedgerCorruptError("stored tree hashes extend beyond the head", _last_seq(size))
     if batch_leaves or record is not None:
         first = record.first_seq if record is not None else size - len(batch_leaves)
         raise LedgerCorruptError("the batch chain does not end at the head", first)
@@ -177,12 +242,6 @@ def verify_store(
     report.root = frontier.root()
     report.entries = size - start
     return report
-
-
-def _batch_hash(store: Store, number: int) -> bytes:
-    for _, raw in store.iter_batches(number):
-        return BatchRecord.hash_of(raw)
-    raise LedgerCorruptError(f"batch record {number} is missing")
 
 
 def _next_batch(batches: Iterator[tuple[BatchRecord, bytes]]) -> tuple[BatchRecord | None, bytes]:

@@ -223,6 +223,7 @@ def test_verify_while_the_writer_commits_reads_one_consistent_snapshot(tmp_path:
     t = threading.Thread(target=load)
     t.start()
     try:
+        assert w.wait_for_size(0, 10) > 0
         sizes = [verify_store(s, [signer.verifier()]).size for _ in range(30)]
     finally:
         stop.set()

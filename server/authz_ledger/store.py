@@ -177,7 +177,8 @@ class Store:
         """Close and reopen the environment: after a failed write LMDB may mark it fatal (MDB_PANIC) and refuse
         every later transaction although the disk works again. What is on disk is the last committed state, so a
         fresh environment simply continues from it. Readers mid-transaction in this process get an error."""
-        self._map_size = max(self._map_size, self.map_size())
+        with contextlib.suppress(lmdb.Error):  # a closed environment (an earlier reopen failed) has no info
+            self._map_size = max(self._map_size, self.map_size())
         with contextlib.suppress(lmdb.Error):
             self.env.close()
         self._open()

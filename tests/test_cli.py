@@ -137,3 +137,27 @@ def test_health_command_reports_serving_and_fails_when_nothing_listens(authz_ser
     code, out = run("health", "--addr", f"127.0.0.1:{free_port()}", "--timeout", "0.5")
     assert code == 1
     assert "UNAVAILABLE" in out or "DEADLINE_EXCEEDED" in out
+
+
+def test_verify_refuses_a_ledger_whose_checkpoints_were_deleted(data_dir: tuple[Path, note.Signer]) -> None:
+    d, signer = data_dir
+    s = Store(LedgerPaths(d).store)
+    with s.env.begin(write=True) as txn:
+        txn.drop(s.checkpoints, delete=False)
+    s.close()
+    LedgerPaths(d).checkpoint.unlink()
+    code, out = run("verify", "--data-dir", str(d), "--vkey", signer.verifier_key(), "--json")
+    assert code == 1
+    assert "no signed checkpoint" in json.loads(out)["error"]
+    assert run("verify", "--data-dir", str(d), "--vkey", signer.verifier_key(), "--allow-unsigned")[0] == 0
+
+
+def test_verify_refuses_a_store_older_than_the_checkpoint_file(data_dir: tuple[Path, note.Signer]) -> None:
+    d, signer = data_dir
+    s = Store(LedgerPaths(d).store)
+    with s.env.begin(write=True) as txn:  # an older copy: no entry 2, head and checkpoint at size 2
+        txn.delete(u64(2), db=s.entries)
+        txn.drop(s.checkpoints, delete=False)
+    s.close()
+    code, _ = run("verify", "--data-dir", str(d), "--vkey", signer.verifier_key(), "--json", "--allow-unsigned")
+    assert code == 1

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from authz_ledger import __version__, cli_export, cli_read, config, entry, keys, note
+from authz_ledger import __version__, checkpoint, cli_export, cli_read, config, entry, keys, note, tree
 from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
-from authz_ledger.verify import verify_store
+from authz_ledger.verify import VerifyReport, verify_store
 
 DESCRIPTION = """\
 authz-ledger: an Envoy / Istio ext_authz (v3 gRPC) service, compatible with OPA's Envoy plugin, that records
@@ -110,6 +110,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
     try:
         report = verify_store(store, verifiers, progress=progress)
+        _check_published(Path(args.data_dir), store, report, verifiers, allow_unsigned=args.allow_unsigned)
     except LedgerCorruptError as e:
         if progress:
             progress.finish()
@@ -131,6 +132,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
             "batches": report.batches,
             "checkpoints": report.checkpoints,
             "latest_checkpoint": report.latest_checkpoint,
+            "unsigned_tail": report.size - (report.latest_checkpoint or 0),
             "first_bad_seq": None,
             "error": None,
         }
@@ -138,10 +140,49 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print(
             f"OK: {args.data_dir}: {report.size} entries, {report.batches} batches, "
-            f"{report.checkpoints} signed checkpoints verified; root {_b64(report.root)}",
+            f"{report.checkpoints} signed checkpoints verified; root {_b64(report.root)}"
+            + (
+                f"; {report.size - (report.latest_checkpoint or 0)} entries after the latest checkpoint"
+                if report.size != (report.latest_checkpoint or 0)
+                else ""
+            ),
             file=out,
         )
     return 0
+
+
+def _check_published(
+    data_dir: Path, store: Store, report: VerifyReport, verifiers: list[note.Verifier], *, allow_unsigned: bool
+) -> None:
+    """What the stored data alone cannot show: that it still matches what was published.
+
+    Internal consistency proves nothing against someone who rewrote the whole store without the key; only a
+    signature does. So a non-empty ledger with no checkpoint fails (the service signs one within a second of
+    its first commit and at shutdown), and the ``checkpoint`` file -- written after every checkpoint, outside
+    the store -- must not show a larger tree or another root.
+    """
+    if report.size > 0 and report.latest_checkpoint is None and not allow_unsigned:
+        raise LedgerCorruptError(
+            f"{report.size} entries and no signed checkpoint: nothing vouches for them "
+            "(--allow-unsigned to accept a ledger that crashed before its first checkpoint)",
+            0,
+        )
+    try:
+        signed = LedgerPaths(data_dir).checkpoint.read_bytes()
+    except FileNotFoundError:
+        return
+    try:
+        cp, _ = checkpoint.open_checkpoint(signed, verifiers)
+    except NoteError:
+        return  # signed by a key not given here: it cannot vouch either way
+    if cp.size > report.size:
+        raise LedgerCorruptError(
+            f"the checkpoint file shows a published tree of size {cp.size}; the ledger holds {report.size}",
+            report.size,
+        )
+    root = tree.tree_hash(cp.size, store.read_hashes) if cp.size else tree.EMPTY_ROOT
+    if root != cp.root:
+        raise LedgerCorruptError(f"the checkpoint file's root for size {cp.size} is not this ledger's", None)
 
 
 def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
@@ -263,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="trusted verifier key, or a file of them (repeatable, for rotated keys)",
     )
     f.add_argument("--json", action="store_true", help="one JSON object: ok, size, root, first_bad_seq, error")
+    f.add_argument(
+        "--allow-unsigned", action="store_true", help="accept a non-empty ledger that has no signed checkpoint yet"
+    )
     f.set_defaults(func=cmd_verify)
 
     c = sub.add_parser("checkpoint", help="print the latest signed checkpoint exactly as stored")

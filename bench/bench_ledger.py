@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import lmdb  # noqa: E402
-from _workload import EXAMPLE_RESULT, check_request  # noqa: E402
+from _workload import EXAMPLE_RESULT, check_request, loadavg  # noqa: E402
 
 from authz_ledger import input_document, note  # noqa: E402
 from authz_ledger.check import _compact_json, _describe_request  # noqa: E402
@@ -79,18 +79,6 @@ class Other:
     def __exit__(self, *exc: object) -> None:
         busy, total = self._ticks()
         self.busy = (busy - self._start[0]) / max(total - self._start[1], 1)
-
-
-def loadavg() -> str:
-    """Load average plus CPU and I/O pressure (PSI "some" avg10), the noise other processes add."""
-    out = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    for kind in ("cpu", "io"):
-        try:
-            some = Path(f"/proc/pressure/{kind}").read_text().split()[1]
-            out += f", {kind} pressure {some.split('=')[1]}%"
-        except (OSError, IndexError):
-            pass
-    return out
 
 
 def entry_bodies(redactor: Redactor, n: int) -> list[bytes]:

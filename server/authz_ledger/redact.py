@@ -55,10 +55,14 @@ class Redactor:
         self._secret = secret
         self._header_names = rules.digest_headers | rules.remove_headers
         self._query_names = frozenset(name.lower() for name in rules.digest_query_params)
+        self._special_headers = self._header_names | PATH_HEADERS
+        self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
 
     def digest(self, value: str | bytes) -> str:
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-        return "hmac-sha256:" + hmac.new(self._secret, data, hashlib.sha256).hexdigest()
+        mac = self._hmac.copy()  # the keyed state is prepared once; copying it skips the key schedule
+        mac.update(data)
+        return "hmac-sha256:" + mac.hexdigest()
 
     def redact_path(self, path: str) -> str:
         """Digest the values of sensitive query parameters inside a request path (or an absolute URL).
@@ -113,9 +117,14 @@ class Redactor:
 
     def needs_redaction(self, http: dict[str, Any]) -> bool:
         headers = http.get("headers")
-        # Envoy sends lower-case names; any other client may not, so compare lower-cased.
-        if headers and any(str(name).lower() in self._header_names for name in headers):
-            return True
+        if headers:
+            if not self._header_names.isdisjoint(headers):
+                return True
+            # Envoy sends lower-case names; any other client may not, so compare lower-cased too.
+            if not all(name.islower() for name in headers) and any(
+                name.lower() in self._header_names for name in headers
+            ):
+                return True
         if self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http):
             return True
         if "headerMap" in http:
@@ -139,13 +148,16 @@ class Redactor:
         headers = http.get("headers")
         if isinstance(headers, dict):
             new_headers = {}
+            special, digest_names = self._special_headers, self.rules.digest_headers
             for name, value in headers.items():
-                lname = str(name).lower()
-                if lname in self.rules.remove_headers:
+                key = name if name in special or name.islower() else name.lower()
+                if key not in special:
+                    new_headers[name] = value  # the common case: one set lookup
+                elif key in self.rules.remove_headers:
                     continue
-                if lname in self.rules.digest_headers:
+                elif key in digest_names:
                     new_headers[name] = self.digest(value)
-                elif lname in PATH_HEADERS and isinstance(value, str):
+                elif isinstance(value, str):
                     new_headers[name] = self.redact_path(value)  # a path or an absolute URL (referer)
                 else:
                     new_headers[name] = value

@@ -37,15 +37,30 @@ def test_extension_lines_round_trip() -> None:
     assert Checkpoint.parse(cp.to_text()) == cp
 
 
+_LINE_CHARS = st.characters(min_codepoint=0x20, blacklist_categories=("Cs",))  # text, not lone surrogates
+
+
 @given(
-    st.text(st.characters(min_codepoint=0x20), min_size=1),
+    st.text(_LINE_CHARS, min_size=1),
     st.integers(min_value=0, max_value=2**64 - 1),
     st.binary(min_size=32, max_size=32),
-    st.lists(st.text(st.characters(min_codepoint=0x20), min_size=1), max_size=3),
+    st.lists(st.text(_LINE_CHARS, min_size=1), max_size=3),
 )
 def test_every_checkpoint_round_trips(origin: str, size: int, root: bytes, extensions: list[str]) -> None:
     cp = Checkpoint(origin, size, root, tuple(extensions))
     assert Checkpoint.parse(cp.to_text()) == cp
+
+
+@pytest.mark.parametrize(
+    ("origin", "extensions"),
+    [
+        pytest.param("\ud800", (), id="an origin with a lone surrogate is refused"),
+        pytest.param("o", ("x\udfff",), id="an extension line with a lone surrogate is refused"),
+    ],
+)
+def test_text_that_cannot_be_utf8_is_refused_on_construction(origin: str, extensions: tuple[str, ...]) -> None:
+    with pytest.raises(NoteError, match="not valid Unicode"):
+        Checkpoint(origin, 0, bytes(32), extensions)
 
 
 MALFORMED = {

@@ -34,6 +34,10 @@ def _check_line(what: str, line: str) -> None:
         raise NoteError(f"malformed checkpoint: empty {what}")
     if any(c < " " for c in line):
         raise NoteError(f"malformed checkpoint: {what} contains a control character or newline")
+    try:
+        line.encode("utf-8")  # signed-note text is UTF-8: a lone surrogate can never be part of one
+    except UnicodeEncodeError as e:
+        raise NoteError(f"malformed checkpoint: {what} is not valid Unicode text: {e.reason}") from None
 
 
 @dataclass(frozen=True)

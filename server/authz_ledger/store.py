@@ -211,15 +211,17 @@ class Store:
             v = txn.get(decision_id)
         return None if v is None else from_u64(v)
 
-    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        """Stored tree hashes by index (tree.py's ``read_hashes`` callback)."""
+    def read_hashes(self, indexes: Sequence[int], txn: Any = None) -> list[bytes]:
+        """Stored tree hashes by index (tree.py's ``read_hashes`` callback), in ``txn`` or a fresh read txn."""
+        if txn is None:
+            with self.env.begin() as own:
+                return self.read_hashes(indexes, own)
         out = []
-        with self.env.begin(db=self.hashes) as txn:
-            for i in indexes:
-                v = txn.get(u64(i))
-                if v is None:
-                    raise LedgerCorruptError(f"stored tree hash {i} is missing")
-                out.append(bytes(v))
+        for i in indexes:
+            v = txn.get(u64(i), db=self.hashes)
+            if v is None:
+                raise LedgerCorruptError(f"stored tree hash {i} is missing")
+            out.append(bytes(v))
         return out
 
     def checkpoint(self, size: int | None = None) -> tuple[int, bytes] | None:
@@ -262,21 +264,22 @@ class Store:
                 raw = bytes(v)
                 yield BatchRecord.decode(raw), raw
 
-    def batch_covering(self, seq: int) -> int:
-        """Number of the batch record holding ``seq`` (binary search over batch records)."""
-        with self.env.begin(db=self.batches) as txn:
-            lo, hi = 0, txn.stat(self.batches)["entries"] - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                raw = txn.get(u64(mid))
-                if raw is None:
-                    raise LedgerCorruptError(f"batch record {mid} is missing")
-                rec = BatchRecord.decode(bytes(raw))
-                if rec.first_seq <= seq:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            return lo
+    def batch_record(self, number: int, txn: Any) -> bytes:
+        raw = txn.get(u64(number), db=self.batches)
+        if raw is None:
+            raise LedgerCorruptError(f"batch record {number} is missing")
+        return bytes(raw)
+
+    def batch_covering(self, seq: int, txn: Any) -> int:
+        """Number of the batch record holding ``seq`` (binary search over batch records) in ``txn``."""
+        lo, hi = 0, txn.stat(self.batches)["entries"] - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if BatchRecord.decode(self.batch_record(mid, txn)).first_seq <= seq:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     # --- writes ---
 
@@ -351,12 +354,6 @@ class Store:
             self.env.set_mapsize(new_size)
         except lmdb.Error as e:
             raise LedgerWriteError(f"cannot grow LMDB map to {new_size} bytes: {e}") from e
-
-    def sync(self) -> None:
-        try:
-            self.env.sync(True)
-        except lmdb.Error as e:
-            raise LedgerWriteError(f"fsync of the ledger failed: {e}") from e
 
 
 def write_file_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.errors import LedgerCorruptError, NoteError
-from authz_ledger.store import EMPTY_HEAD, BatchRecord, Head, Store, from_u64, u64
+from authz_ledger.store import EMPTY_HEAD, BatchRecord, Head, Store, from_u64, leaves_digest, u64
 
 Progress = Callable[[int, int], None]
 """Called now and then with (entries verified, total)."""
@@ -63,13 +63,7 @@ class _Snapshot:
         return from_u64(cur.key()) if cur.last() else None
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        out = []
-        for i in indexes:
-            v = self.txn.get(u64(i), db=self.store.hashes)
-            if v is None:
-                raise LedgerCorruptError(f"stored tree hash {i} is missing")
-            out.append(bytes(v))
-        return out
+        return self.store.read_hashes(indexes, self.txn)
 
     def batches(self, start: int) -> Iterator[tuple[BatchRecord, bytes]]:
         cur = self.txn.cursor(self.store.batches)
@@ -80,20 +74,10 @@ class _Snapshot:
             yield BatchRecord.decode(raw), raw
 
     def batch_record(self, number: int) -> bytes:
-        raw = self.txn.get(u64(number), db=self.store.batches)
-        if raw is None:
-            raise LedgerCorruptError(f"batch record {number} is missing")
-        return bytes(raw)
+        return self.store.batch_record(number, self.txn)
 
     def batch_covering(self, seq: int) -> int:
-        lo, hi = 0, self.txn.stat(self.store.batches)["entries"] - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if BatchRecord.decode(self.batch_record(mid)).first_seq <= seq:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return self.store.batch_covering(seq, self.txn)
 
 
 def _open_checkpoints(
@@ -265,7 +249,7 @@ def _check_batch(
         raise LedgerCorruptError(f"batch {number} does not chain to batch {number - 1}", first)
     if record.count != len(leaves) or record.tree_size != frontier.size:
         raise LedgerCorruptError(f"batch {number} covers the wrong entries", first)
-    if record.leaves_digest != hashlib.sha256(b"".join(leaves)).digest():
+    if record.leaves_digest != leaves_digest(leaves):
         raise LedgerCorruptError(f"batch {number} does not commit to its entries", first)
     if record.tree_root != frontier.root():
         raise LedgerCorruptError(f"batch {number} names a tree root that is not the tree's", first)

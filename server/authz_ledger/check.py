@@ -193,23 +193,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
                 descriptor_pool=self.options.descriptor_pool,
             )
         except RequestParseError as e:
-            # opa-envoy-plugin: not an RPC error but a 400 deny with "request_parse_error: ...".
-            outcome = result.request_parse_error_response(e, decision_id=decision_id)
-            record.outcome = OUTCOME_DENY
-            record.http_status = outcome.http_status
-            record.grpc_code = _GRPC_PERMISSION_DENIED
-            # The message can quote the body or path text the parser choked on: digest it before it is stored
-            # or logged (Envoy's client still gets the plugin's full message in the 400 body).
-            record.error = f"request_parse_error: {self.redactor.redact_message(str(e))}"
-            record.policy_version = engine.policy_version()
-            log.info(
-                "decision %s (request %s): %s",
-                decision_id,
-                record.request_id,
-                record.error,
-                extra=_log_fields(record),
-            )
-            return outcome.response, None
+            return self._parse_error(record, e, logging.INFO), None
         input_json = _compact_json(document)
         redacted = self.redactor.redact_input(document)
         record.input_json = input_json if redacted is document else _compact_json(redacted)
@@ -232,17 +216,28 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self, request: MalformedCheckRequest, record: DecisionRecord
     ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
         """A 400 deny, as for any request whose input document cannot be built."""
-        error = RequestParseError(f"malformed CheckRequest ({request.size} bytes): {request.error}")
-        outcome = result.request_parse_error_response(error, decision_id=record.decision_id)
         record.engine = self.engine.name
         record.decision_path = self.engine.decision_path
-        record.policy_version = self.engine.policy_version()
+        error = RequestParseError(f"malformed CheckRequest ({request.size} bytes): {request.error}")
+        return self._parse_error(record, error, logging.WARNING), None
+
+    def _parse_error(
+        self, record: DecisionRecord, error: RequestParseError, level: int
+    ) -> external_auth_pb2.CheckResponse:
+        """opa-envoy-plugin: not an RPC error but a 400 deny with "request_parse_error: ..."."""
+        outcome = result.request_parse_error_response(error, decision_id=record.decision_id)
         record.outcome = OUTCOME_DENY
         record.http_status = outcome.http_status
         record.grpc_code = _GRPC_PERMISSION_DENIED
-        record.error = f"request_parse_error: {error}"
-        log.warning("decision %s: %s", record.decision_id, record.error, extra=_log_fields(record))
-        return outcome.response, None
+        # The message can quote the body or path text the parser choked on: digest it before it is stored or
+        # logged (Envoy's client still gets the plugin's full message in the 400 body).
+        record.error = f"request_parse_error: {self.redactor.redact_message(str(error))}"
+        record.policy_version = self.engine.policy_version()
+        log.log(
+            level, "decision %s (request %s): %s", record.decision_id, record.request_id, record.error,
+            extra=_log_fields(record),
+        )  # fmt: skip
+        return outcome.response
 
     def _policy_failed(
         self, record: DecisionRecord, error: PolicyError

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +85,25 @@ def opa_binary() -> str:
         if proc.returncode != 0 or not opa.exists():
             pytest.fail(f"cannot build OPA: {proc.stderr[-3000:]}")
     return str(opa)
+
+
+def wait_for_opa(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30) -> None:
+    """Return once the OPA server at ``url`` answers /health; fail loudly (with its log) if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+            proc.wait(10)
+            pytest.fail(f"OPA did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
 
 
 StartService = Callable[..., server.Running]

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz_ledger import entry, server
 
-from .conftest import StartService, free_port, opa_binary
+from .conftest import StartService, free_port, opa_binary, wait_for_opa
 
 TIMEOUT_MS = 300
 SLACK_S = 0.7  # scheduling on a loaded 2-core machine, plus the sync commit of the entry
@@ -74,18 +73,7 @@ class OpaProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"OPA did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_for_opa(self.proc, f"http://127.0.0.1:{self.port}", self.log)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

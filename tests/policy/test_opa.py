@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from authz_ledger.errors import (
     PolicyUndefinedError,
 )
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
-from tests.conftest import free_port, opa_binary
+from tests.conftest import free_port, opa_binary, wait_for_opa
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
 
@@ -53,18 +52,7 @@ class Opa:
         ]
         self.log = (tmp / "opa.log").open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"OPA did not start: {(tmp / 'opa.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+        wait_for_opa(self.proc, self.url, tmp / "opa.log", timeout=20)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

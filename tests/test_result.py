@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from authz_ledger.check import _compact_json
 from authz_ledger.errors import ConfigError, PolicyResultError, RequestParseError
 from authz_ledger.result import (
+    ResponseCache,
     check_response,
     fail_closed_response,
     is_envoy_status_code,
@@ -345,6 +347,58 @@ ERRORS = {
 @pytest.mark.parametrize(("result", "message"), ERRORS.values(), ids=ERRORS.keys())
 def test_wrong_shapes_raise_the_plugin_message(result: Any, message: str) -> None:
     assert error_of(result) == message
+
+
+# --- The response cache ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["normally", "in dry-run"])
+@pytest.mark.parametrize("case", RESULT_CASES, ids=[c["name"] for c in RESULT_CASES])
+def test_a_cached_response_is_the_one_check_response_builds(case: dict[str, Any], dry_run: bool) -> None:
+    cache = ResponseCache(dry_run=dry_run)
+    result = case["policy_result"]
+    if "grpc_error" in case:
+        for _ in range(2):  # a wrong shape is never cached: it raises every time
+            with pytest.raises(PolicyResultError):
+                cache.check_response(result, _compact_json(result), decision_id=DECISION_ID)
+        return
+    expected = check_response(result, decision_id=DECISION_ID, dry_run=dry_run)
+    for _ in range(2):  # the miss that builds it, then the hit that copies it
+        outcome = cache.check_response(result, _compact_json(result), decision_id=DECISION_ID)
+        assert outcome == expected
+        assert outcome.response.SerializeToString(deterministic=True) == expected.response.SerializeToString(
+            deterministic=True
+        )
+
+
+def test_each_cached_response_carries_its_own_decision_id_and_leaves_the_template_alone() -> None:
+    cache = ResponseCache(dry_run=False)
+    result = {"allowed": True, "headers": {"x-user": "alice"}, "dynamic_metadata": {"decision_id": "policy"}}
+    first = cache.check_response(result, _compact_json(result), decision_id="id-1")
+    first.response.ok_response.headers[0].header.value = "mallory"  # a caller changing its answer...
+    second = cache.check_response(result, _compact_json(result), decision_id="id-2")
+    assert first.response.dynamic_metadata.fields["decision_id"].string_value == "id-1"
+    assert second.response.dynamic_metadata.fields["decision_id"].string_value == "id-2"
+    assert second.response.ok_response.headers[0].header.value == "alice"  # ...does not change the next one
+
+
+@pytest.mark.parametrize(
+    ("results", "max_entries", "max_result_bytes", "cached"),
+    [
+        ([True, False, True], 8, 4096, 2),
+        ([{"allowed": True, "headers": {"n": str(i)}} for i in range(5)], 3, 4096, 2),
+        ([{"allowed": False, "body": "x" * 100}], 8, 64, 0),
+    ],
+    ids=["equal results share one entry", "a full cache starts over", "a large result is not kept"],
+)
+def test_the_cache_stays_within_its_bounds(
+    results: list[Any], max_entries: int, max_result_bytes: int, cached: int
+) -> None:
+    cache = ResponseCache(dry_run=False, max_entries=max_entries, max_result_bytes=max_result_bytes)
+    for result in results:
+        outcome = cache.check_response(result, _compact_json(result), decision_id=DECISION_ID)
+        assert outcome == check_response(result, decision_id=DECISION_ID, dry_run=False)
+    assert len(cache._outcomes) == cached
 
 
 def test_headers_are_checked_before_allow_only_keys() -> None:

@@ -96,6 +96,9 @@ def add_to_server(service: CheckService, server: grpc.Server) -> None:
     )
     service_name = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, {"Check": handler}),))
+    # Registered too, as generated code does: gRPC core then matches the method itself instead of each call
+    # walking the server's generic handlers (health, reflection, Check) in Python.
+    server.add_registered_method_handlers(service_name, {"Check": handler})
 
 
 class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -112,6 +115,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self.redactor = redactor
         self.options = options
         self.metrics = metrics
+        self._responses = result.ResponseCache(dry_run=options.dry_run)
 
     def Check(
         self, request: external_auth_pb2.CheckRequest | MalformedCheckRequest, context: grpc.ServicerContext
@@ -168,15 +172,15 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         return response
 
     def _observe(self, record: DecisionRecord, grpc_code: str, started: float) -> None:
-        m = self.metrics
-        assert m is not None
-        m.grpc_handled.labels("Check", grpc_code).inc()
-        m.grpc_seconds.labels("Check").observe(time.perf_counter() - started)
-        m.decisions.labels(OUTCOME_NAMES.get(record.outcome, "error"), record.engine).inc()
-        if record.eval_ns:
-            m.policy_seconds.labels(record.engine).observe(record.eval_ns / 1e9)
-        if record.outcome == OUTCOME_ERROR:
-            m.policy_errors.labels(record.engine, record.error.partition(":")[0]).inc()
+        assert self.metrics is not None
+        self.metrics.observe_check(
+            grpc_code,
+            time.perf_counter() - started,
+            OUTCOME_NAMES.get(record.outcome, "error"),
+            record.engine,
+            record.eval_ns / 1e9,
+            record.error.partition(":")[0] if record.outcome == OUTCOME_ERROR else "",
+        )
 
     def _decide(
         self, request: external_auth_pb2.CheckRequest, record: DecisionRecord
@@ -195,14 +199,15 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         except RequestParseError as e:
             return self._parse_error(record, e, logging.INFO), None
         input_json = _compact_json(document)
-        redacted = self.redactor.redact_input(document)
-        record.input_json = input_json if redacted is document else _compact_json(redacted)
+        if self.writer is not None:  # with the ledger off nothing is stored, so there is nothing to redact
+            redacted = self.redactor.redact_input(document)
+            record.input_json = input_json if redacted is document else _compact_json(redacted)
         try:
             evaluation = engine.evaluate(input_json)
             record.policy_version = evaluation.policy_version
             record.eval_ns = evaluation.eval_ns
             record.result_json = _compact_json(evaluation.result)
-            outcome = result.check_response(evaluation.result, decision_id=decision_id, dry_run=self.options.dry_run)
+            outcome = self._responses.check_response(evaluation.result, record.result_json, decision_id=decision_id)
         except PolicyError as e:
             return self._policy_failed(record, e)
         record.allowed = outcome.allowed

@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -168,6 +169,44 @@ def run_writer(
     return n / (t1 - t0), (c1 - c0) / n * 1e6, stats.committed_entries / max(stats.committed_batches, 1)
 
 
+def sync_latency_us(
+    directory: Path, signer: note.Signer, body: bytes, n: int, busy_threads: int
+) -> tuple[float, float]:
+    """p50/p99 µs of one ``sync`` record() (queue, commit, fsync, wake-up), one Check at a time, while
+    ``busy_threads`` other Python threads of the process run pure Python (as handler threads do under load).
+
+    The writer thread gives up the interpreter lock at each LMDB call that may block (py-lmdb releases it around
+    them) and must get it back from whichever thread holds it, so this latency measures how the ledger's commit
+    path is slowed by CPU-bound Python elsewhere in the process.
+    """
+    store = Store(directory / "ledger", map_size=MAP_SIZE)
+    writer = LedgerWriter(store, [signer], ORIGIN, WriterOptions(durability=Durability.SYNC))
+    writer.start()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(100))
+
+    spinners = [threading.Thread(target=spin, daemon=True) for _ in range(busy_threads)]
+    for t in spinners:
+        t.start()
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            writer.record(body, new_decision_id().bytes)
+            times.append(time.perf_counter() - t0)
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+        writer.close()
+        store.close()
+    times.sort()
+    return times[len(times) // 2] * 1e6, times[int(len(times) * 0.99)] * 1e6
+
+
 def thread_cpu_us(fn: Callable[[], object], n: int) -> float:
     for _ in range(min(n // 10, 1000)):
         fn()
@@ -281,6 +320,14 @@ def main() -> int:
             f"at batch {args.batch})",
             flush=True,
         )
+
+        for busy in (0, 1, 4):
+            p50, p99 = sync_latency_us(work / f"sync{busy}", signer, bodies[0], 2_000 if busy == 0 else 300, busy)
+            print(
+                f"sync record() latency, one Check at a time, {busy} CPU-bound Python thread(s) in the process: "
+                f"p50 {p50:,.0f} µs, p99 {p99:,.0f} µs",
+                flush=True,
+            )
 
         store = Store(work / "w512" / "ledger", readonly=True)
         verifier = note.Verifier.from_vkey(signer.verifier_key())

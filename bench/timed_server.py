@@ -1,0 +1,59 @@
+"""authz-ledger exactly as ``authz-ledger serve`` runs it, plus two benchmark hooks.
+
+Usage: ``python bench/timed_server.py serve --addr ... --data-dir ... [--set key=value]...`` (the CLI's own
+arguments). Needs ``server`` on PYTHONPATH. Everything is the product's code path -- config, gRPC server,
+health, reflection, Check handler, input document, redaction, result mapping, engine, ledger -- except:
+
+* ``AUTHZ_BENCH_STUB_ENGINE=1`` replaces ``server.build_engine`` with a zero-cost engine answering the example
+  policy's decision, so the server's CPU per Check is authz-ledger's own cost with policy evaluation (and the
+  engine's client side) excluded entirely.
+* ``AUTHZ_BENCH_HANDLER_TIMES=FILE`` times every Check handler call (wall clock, from the handler's first line
+  to its return: input document, engine round trip, result, ledger commit wait) and writes the nanoseconds,
+  one per line in completion order, to FILE when the process exits. The gRPC layer's own queueing and
+  (de)serialisation are outside this window: the client-observed latency shows them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _workload import StubEngine
+
+from authz_ledger import check, cli, server
+from authz_ledger.config import Config
+from authz_ledger.policy import PolicyEngine
+
+
+def _stub_engine(cfg: Config) -> PolicyEngine:
+    return StubEngine()
+
+
+def _time_handler(out: Path) -> None:
+    durations: list[int] = []
+    handler = check.CheckService.Check
+    clock = time.perf_counter_ns
+
+    def timed_check(self: check.CheckService, request: Any, context: Any) -> Any:
+        started = clock()
+        try:
+            return handler(self, request, context)
+        finally:
+            durations.append(clock() - started)
+
+    check.CheckService.Check = timed_check  # type: ignore[method-assign]
+    atexit.register(lambda: out.write_text("".join(f"{d}\n" for d in durations)))
+
+
+if __name__ == "__main__":
+    if os.environ.get("AUTHZ_BENCH_STUB_ENGINE") == "1":
+        server.build_engine = _stub_engine
+    if times := os.environ.get("AUTHZ_BENCH_HANDLER_TIMES"):
+        _time_handler(Path(times))
+    sys.exit(cli.main(sys.argv[1:]))

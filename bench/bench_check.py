@@ -1,6 +1,6 @@
 """Check throughput, latency and CPU per Check: authz-ledger against a bare grpcio server, in one run.
 
-Usage (from the repository root): ``python bench/bench_check.py [--quick]``
+Usage (from the repository root): ``python bench/bench_check.py [--quick] [--rate-only]``
 
 One load generator for every scenario: h2load sending a pre-serialised, length-prefixed CheckRequest shaped
 like Envoy's (``bench/_workload.py``) to ``/envoy.service.auth.v3.Authorization/Check`` over h2c.
@@ -17,7 +17,8 @@ times (client-observed: loopback and h2load included). CPU per Check = the serve
 (``/proc/<pid>/stat``) during the measurement / requests answered; evaluator processes and OPA are other
 PIDs, so policy evaluation is excluded from it (reported separately as "policy CPU/Check").
 
-A fixed-rate run (1000 req/s: 10 clients x 100 req/s, one stream each) with the OPA engine and the example
+A fixed-rate run (1000 req/s with Poisson arrivals over 4 connections, ``bench/poisson_load.js``: h2load's
+``--rps`` sends every client's request on the same tick, i.e. bursts) with the OPA engine and the example
 policy reports the handler's own p50/p99 (timed in the server by ``bench/timed_server.py``), the
 client-observed p50/p99, and, from the ledger entries written during the run, the engine round trip
 (``eval_ns``); the bare server at the same rate gives the client-observed floor of this harness.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -109,7 +111,8 @@ class Result:
 
 
 def ensure_tools() -> None:
-    missing = [pkg for tool, pkg in (("h2load", "nghttp2-client"), ("wrk", "wrk")) if shutil.which(tool) is None]
+    tools = (("h2load", "nghttp2-client"), ("wrk", "wrk"), ("node", "nodejs"))
+    missing = [pkg for tool, pkg in tools if shutil.which(tool) is None]
     if not missing:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
@@ -245,6 +248,19 @@ def h2load(port: int, body: Path, log: Path, args: list[str]) -> LoadRun:
             lat.append(int(cols[2]))
     lat.sort()
     return LoadRun(rps, succeeded, failed, lat)
+
+
+def poisson_load(port: int, body: Path, log: Path, rate: int, seconds: float) -> LoadRun:
+    """``rate`` Checks/s with Poisson arrivals over 4 connections (bench/poisson_load.js), from AUX_CPU."""
+    cmd = [
+        "taskset", "-c", str(AUX_CPU), "node", str(REPO / "bench/poisson_load.js"),
+        str(port), str(rate), str(seconds), str(body), str(log),
+    ]  # fmt: skip
+    summary = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    lat = sorted(
+        int(us) for us, status in (row.split("\t") for row in log.read_text().split("\n") if row) if status == "0"
+    )
+    return LoadRun(summary["rate"], summary["answered"], summary["failed"], lat)
 
 
 def pct(sorted_vals: list[int], q: float) -> float:
@@ -413,29 +429,29 @@ class Bench:
             res.not_allowed = not_allowed(st.data_dir, first, last)
         return res
 
-    def fixed_rate(self, sc: Scenario, rate: int, clients: int, pin: bool = True) -> Rate:
-        """``rate`` Checks/s from ``clients`` h2load clients, one stream each, for ``timing.rate_s`` seconds."""
+    def fixed_rate(self, sc: Scenario, rate: int, pin: bool = True) -> Rate:
+        """``rate`` Checks/s with Poisson arrivals for ``timing.rate_s`` seconds."""
         res = Result(sc)
         times_file = self.work / f"handler-times-{self.n + 1:02d}.txt"
         st = self.start(sc, pin, handler_times=None if sc.kind == "bare" else times_file)
-        args = ["-c", str(clients), "-m", "1", "--rps", str(rate // clients)]
+        ledger = st.data_dir if st.data_dir is not None and sc.ledger != "off" else None
         first = last = 0
         try:
             self.verify_answer(st.port, sc)
-            h2load(st.port, self.body, self.work / "warm.log", [*args, "-n", str(rate * 2)])
-            if st.data_dir is not None:
-                first = ledger_size(st.data_dir)
+            poisson_load(st.port, self.body, self.work / "warm.log", rate, 2)
+            if ledger is not None:
+                first = ledger_size(ledger)
             cpu_before = proc_cpu_ticks(st.server.pid)
             aux_before = aux_cpu_ticks(st)
             busy_before = cpu_busy_ticks()
             ours_before = own_and_children_ticks()
-            run = h2load(st.port, self.body, self.work / "rate.log", [*args, "-n", str(rate * self.timing.rate_s)])
+            run = poisson_load(st.port, self.body, self.work / "rate.log", rate, self.timing.rate_s)
             busy_after = cpu_busy_ticks()
             ours = own_and_children_ticks() - ours_before
             cpu = proc_cpu_ticks(st.server.pid) - cpu_before
             aux = aux_cpu_ticks(st) - aux_before
-            if st.data_dir is not None:
-                last = ledger_size(st.data_dir)
+            if ledger is not None:
+                last = ledger_size(ledger)
         finally:
             self.stop(st)
         res.rps, res.requests, res.failed = run.rps, run.succeeded, run.failed
@@ -448,10 +464,12 @@ class Bench:
         res.notes.append(
             f"p99.9 {pct(run.latencies_us, 0.999) / 1000:.2f} ms, max {run.latencies_us[-1] / 1000:.2f} ms"
         )
-        if st.data_dir is None:
+        if sc.kind == "bare":
             return Rate(res, [], [])
-        res.not_allowed = not_allowed(st.data_dir, first, last)
-        evals = sorted(eval_times_us(st.data_dir, first, last))
+        evals: list[int] = []
+        if ledger is not None:
+            res.not_allowed = not_allowed(ledger, first, last)
+            evals = sorted(eval_times_us(ledger, first, last))
         # The handler timings of the measured Checks: the last ones completed (verify and warm-up came first).
         measured = times_file.read_text().split()[-len(run.latencies_us) :]
         handler = sorted(int(ns) // 1000 for ns in measured)
@@ -528,93 +546,7 @@ def print_table(results: list[Result], base: Result) -> None:
         )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="short warm-up and measurements (under 2 minutes)")
-    ap.add_argument(
-        "--max-foreign",
-        type=float,
-        default=0.15,
-        help="re-run a scenario when other processes used more than this fraction of a core (default 0.15)",
-    )
-    ap.add_argument("--retries", type=int, default=1, help="re-runs of a noisy scenario (default 1)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, ledgers)")
-    args = ap.parse_args()
-    timing = QUICK if args.quick else FULL
-    ensure_tools()
-    opa = opa_binary()
-    os.sched_setaffinity(0, {AUX_CPU})
-    started = time.monotonic()
-    print(f"# bench_check {'--quick ' if args.quick else ''}{datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"# host: {os.cpu_count()} CPUs; loadavg before: {loadavg()}")
-    print(
-        f"# server pinned to CPU {SERVER_CPU}; h2load, OPA, evaluator processes on CPU {AUX_CPU}; "
-        f"h2load -t1 -c{CONNECTIONS} -m{STREAMS}; warm-up {timing.warmup_s} s, measurement {timing.measure_s} s",
-        flush=True,
-    )
-    work = Path(tempfile.mkdtemp(prefix="authz-bench-"))
-    scenarios = [
-        Scenario("bare", "bare", group="baseline"),
-        Scenario("allow embedded", "ledger", "embedded", "allow"),
-        Scenario("allow opa", "ledger", "opa", "allow"),
-        Scenario("example embedded", "ledger", "embedded", "example"),
-        Scenario("example opa", "ledger", "opa", "example"),
-    ]
-    ledger_engines = ["stub", "opa"] if args.quick else ["stub", "opa", "embedded"]
-    for eng in ledger_engines:
-        policy = "example" if eng == "stub" else "allow"
-        scenarios += [
-            Scenario(f"ledger {m} {eng}", "ledger", eng, policy, m, group="ledger") for m in ("off", "async", "sync")
-        ]
-    scenarios.append(Scenario("bare again", "bare", group="baseline"))
-    budget = 25 if args.quick else 330  # seconds after which noisy scenarios are no longer re-run
-    try:
-        bench = Bench(timing, work, opa)
-        results: list[Result] = []
-        for sc in scenarios:
-            r = bench.throughput(sc)
-            for _ in range(args.retries):
-                if r.foreign <= args.max_foreign or time.monotonic() - started > budget:
-                    break
-                print(f"  {label(sc)}: foreign CPU {r.foreign:.0%} of a core; measuring again", flush=True)
-                again = bench.throughput(sc)
-                r = again if again.foreign < r.foreign else r
-            results.append(r)
-            extra = (
-                f"; ledger entries {r.ledger_entries} for {r.answered} answered Checks, "
-                f"{r.not_allowed} not allowed in the measurement"
-                if r.ledger_entries
-                else ""
-            )
-            print(
-                f"  {label(sc)}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-                f"server CPU {r.server_cpu_us:.0f} µs/Check, failed {r.failed}{extra}; foreign CPU {r.foreign:.0%}; "
-                f"load {loadavg()}",
-                flush=True,
-            )
-        rate_sc = Scenario("rate opa example", "ledger", "opa", "example", "sync", group="rate")
-        rates: list[tuple[str, Rate]] = []
-        runs = [(rate_sc, True, f"authz-ledger, server pinned to CPU {SERVER_CPU}")]
-        if not args.quick:
-            runs.append((rate_sc, False, "authz-ledger, server on both CPUs"))
-        # The bare server at the same rate: the floor h2load's arrival pattern and loopback put under any server.
-        runs.append((Scenario("rate bare", "bare", group="rate"), True, "bare grpcio server (the harness's floor)"))
-        for sc, pin, what in runs:
-            measured = bench.fixed_rate(sc, 1000, 10, pin)
-            for _ in range(args.retries):
-                if measured.result.foreign <= args.max_foreign or time.monotonic() - started > budget:
-                    break
-                print(f"  fixed rate: foreign CPU {measured.result.foreign:.0%} of a core; measuring again", flush=True)
-                again = bench.fixed_rate(sc, 1000, 10, pin)
-                if again.result.foreign < measured.result.foreign:
-                    measured = again
-            rates.append((what, measured))
-    finally:
-        if args.keep:
-            print(f"# kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-
+def print_saturating(results: list[Result], ledger_engines: list[str]) -> None:
     bare = [r for r in results if r.scenario.kind == "bare"]
     base = Result(Scenario("baseline", "bare"))
     base.rps = statistics.fmean(r.rps for r in bare)
@@ -649,8 +581,105 @@ def main() -> int:
                 f"+{r.server_cpu_us - off.server_cpu_us:.0f} µs server CPU per Check; "
                 f"p50 {r.p50_ms:.2f} ms / p99 {r.p99_ms:.2f} ms vs {off.p50_ms:.2f} / {off.p99_ms:.2f} ms off"
             )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="short warm-up and measurements (under 2 minutes)")
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=0.15,
+        help="re-run a scenario when other processes used more than this fraction of a core (default 0.15)",
+    )
+    ap.add_argument("--retries", type=int, default=1, help="re-runs of a noisy scenario (default 1)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, ledgers)")
+    ap.add_argument("--rate-only", action="store_true", help="only the fixed-rate runs (no saturating scenarios)")
+    ap.add_argument("--rate", type=int, default=1000, help="Checks/s of the fixed-rate runs (default 1000)")
+    args = ap.parse_args()
+    timing = QUICK if args.quick else FULL
+    ensure_tools()
+    opa = opa_binary()
+    os.sched_setaffinity(0, {AUX_CPU})
+    started = time.monotonic()
+    print(f"# bench_check {'--quick ' if args.quick else ''}{datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"# host: {os.cpu_count()} CPUs; loadavg before: {loadavg()}")
+    print(
+        f"# server pinned to CPU {SERVER_CPU}; h2load, OPA, evaluator processes on CPU {AUX_CPU}; "
+        f"h2load -t1 -c{CONNECTIONS} -m{STREAMS}; warm-up {timing.warmup_s} s, measurement {timing.measure_s} s",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="authz-bench-"))
+    scenarios = [
+        Scenario("bare", "bare", group="baseline"),
+        Scenario("allow embedded", "ledger", "embedded", "allow"),
+        Scenario("allow opa", "ledger", "opa", "allow"),
+        Scenario("example embedded", "ledger", "embedded", "example"),
+        Scenario("example opa", "ledger", "opa", "example"),
+    ]
+    ledger_engines = ["stub", "opa"] if args.quick else ["stub", "opa", "embedded"]
+    for eng in ledger_engines:
+        policy = "example" if eng == "stub" else "allow"
+        scenarios += [
+            Scenario(f"ledger {m} {eng}", "ledger", eng, policy, m, group="ledger") for m in ("off", "async", "sync")
+        ]
+    scenarios.append(Scenario("bare again", "bare", group="baseline"))
+    budget = 25 if args.quick else 330  # seconds after which noisy scenarios are no longer re-run
+    try:
+        bench = Bench(timing, work, opa)
+        results: list[Result] = []
+        for sc in [] if args.rate_only else scenarios:
+            r = bench.throughput(sc)
+            for _ in range(args.retries):
+                if r.foreign <= args.max_foreign or time.monotonic() - started > budget:
+                    break
+                print(f"  {label(sc)}: foreign CPU {r.foreign:.0%} of a core; measuring again", flush=True)
+                again = bench.throughput(sc)
+                r = again if again.foreign < r.foreign else r
+            results.append(r)
+            extra = (
+                f"; ledger entries {r.ledger_entries} for {r.answered} answered Checks, "
+                f"{r.not_allowed} not allowed in the measurement"
+                if r.ledger_entries
+                else ""
+            )
+            print(
+                f"  {label(sc)}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+                f"server CPU {r.server_cpu_us:.0f} µs/Check, failed {r.failed}{extra}; foreign CPU {r.foreign:.0%}; "
+                f"load {loadavg()}",
+                flush=True,
+            )
+        rates: list[tuple[str, Rate]] = []
+        runs = []
+        # Ledger off and async are what opa-envoy-plugin's published latencies compare with (its decision
+        # logging off); sync adds the wait for the durable commit, authz-ledger's default.
+        for mode in ("off", "async", "sync"):
+            rate_sc = Scenario(f"rate opa example {mode}", "ledger", "opa", "example", mode, group="rate")
+            runs.append((rate_sc, True, f"authz-ledger, ledger {mode}, server pinned to CPU {SERVER_CPU}"))
+        if not args.quick:
+            runs.append((rate_sc, False, "authz-ledger, ledger sync, server on both CPUs"))
+        # The bare server at the same rate: the floor h2load's arrival pattern and loopback put under any server.
+        runs.append((Scenario("rate bare", "bare", group="rate"), True, "bare grpcio server (the harness's floor)"))
+        for sc, pin, what in runs:
+            measured = bench.fixed_rate(sc, args.rate, pin)
+            for _ in range(args.retries):
+                if measured.result.foreign <= args.max_foreign or time.monotonic() - started > budget:
+                    break
+                print(f"  fixed rate: foreign CPU {measured.result.foreign:.0%} of a core; measuring again", flush=True)
+                again = bench.fixed_rate(sc, args.rate, pin)
+                if again.result.foreign < measured.result.foreign:
+                    measured = again
+            rates.append((what, measured))
+    finally:
+        if args.keep:
+            print(f"# kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    if results:
+        print_saturating(results, ledger_engines)
     print()
-    print("## Fixed rate 1000 req/s (h2load -c10 -m1 --rps 100), OPA engine, example policy, ledger sync")
+    print(f"## Fixed rate {args.rate} req/s (Poisson arrivals, bench/poisson_load.js), OPA engine, example policy")
     print()
     print(
         "Targets: handler p50 <= 0.5 ms and p99 <= 3 ms (handler = the Check handler's own wall time, from its "
@@ -664,7 +693,7 @@ def main() -> int:
             f"client-observed p50 {rate.p50_ms:.3f} ms, p99 {rate.p99_ms:.3f} ms; {'; '.join(rate.notes)}; "
             f"server CPU {rate.server_cpu_us:.0f} µs/Check "
             f"(CPU 0 {rate.cpu0_busy:.0%} busy); foreign CPU {rate.foreign:.0%}"
-            + (f"; {rate.not_allowed} not allowed" if measured.handler_us else "")
+            + (f"; {rate.not_allowed} not allowed" if measured.evals_us else "")
         )
         if measured.handler_us:
             h50, h99 = pct(measured.handler_us, 0.5) / 1000, pct(measured.handler_us, 0.99) / 1000

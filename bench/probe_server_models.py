@@ -13,10 +13,11 @@ the workload's input document; the answer is a bare OK. Models:
   httptools (llhttp) parsing the responses;
 * ``aio-aiohttp`` -- the same with aiohttp's client instead.
 
-Same harness as ``bench_check.py``: server alone on CPU 0, OPA and h2load on CPU 1; a saturating run
-(64 Checks in flight) and a fixed-rate run (1000 req/s, 10 clients x 100 req/s). CPU per Check = the server
-process's utime+stime over the run / Checks answered. These are prototypes to choose an architecture, not
-product code: they have no input document, ledger, metrics or error handling.
+Same harness as ``bench_check.py``: server alone on CPU 0, OPA and the load generators on CPU 1; a
+saturating run (h2load, 64 Checks in flight) and a fixed-rate run (1000 req/s with Poisson arrivals,
+``bench/poisson_load.js``). CPU per Check = the server process's utime+stime over the run / Checks answered.
+These are prototypes to choose an architecture, not product code: they have no input document, ledger,
+metrics or error handling.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from bench_check import (  # noqa: E402
     h2load,
     opa_binary,
     pct,
+    poisson_load,
     proc_cpu_ticks,
     stop_pid,
     wait_port,
@@ -132,8 +134,8 @@ class _OpaProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         answer, self.answer = self.answer, None
-        assert answer is not None
-        answer.set_result(b"".join(self.chunks))
+        if answer is not None and not answer.done():  # done: the Check was cancelled (its caller went away)
+            answer.set_result(b"".join(self.chunks))
         self.chunks = []
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -215,9 +217,9 @@ def measure(model: str, opa_port: int, handler_us: float, work: Path, quick: boo
         before = proc_cpu_ticks(proc.pid)
         run = h2load(port, body, work / "sat.log", [*sat, "-D", "3" if quick else "8"])
         sat_cpu = (proc_cpu_ticks(proc.pid) - before) / CLK_TCK / max(run.succeeded, 1) * 1e6
-        rate_args = ["-c10", "-m1", "--rps", "100", "-n", "3000" if quick else "10000"]
+        poisson_load(port, body, work / "warm.log", 1000, 1)
         before = proc_cpu_ticks(proc.pid)
-        rate = h2load(port, body, work / "rate.log", rate_args)
+        rate = poisson_load(port, body, work / "rate.log", 1000, 3 if quick else 10)
         rate_cpu = (proc_cpu_ticks(proc.pid) - before) / CLK_TCK / max(rate.succeeded, 1) * 1e6
     finally:
         stop_pid(proc)

@@ -47,6 +47,7 @@ from authz_ledger import input_document, note, result  # noqa: E402
 from authz_ledger.check import CheckOptions, CheckService, _compact_json, _describe_request  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
 from authz_ledger.ids import new_decision_id  # noqa: E402
+from authz_ledger.metrics import Metrics  # noqa: E402
 from authz_ledger.redact import RedactionRules, Redactor  # noqa: E402
 from authz_ledger.store import Store  # noqa: E402
 from authz_ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
@@ -121,8 +122,11 @@ def main() -> int:
         "bench.local/prof",
         WriterOptions(durability=Durability.ASYNC, queue_size=10_000_000),
     )
-    service_ledger = CheckService(StubEngine(), writer, redactor, CheckOptions())
-    service_noledger = CheckService(StubEngine(), None, redactor, CheckOptions())
+    # Metrics on, as ``serve`` runs by default.
+    service_ledger = CheckService(StubEngine(), writer, redactor, CheckOptions(), Metrics())
+    service_noledger = CheckService(StubEngine(), None, redactor, CheckOptions(), Metrics())
+    responses = result.ResponseCache(dry_run=False)
+    result_json = _compact_json(EXAMPLE_RESULT)
     ctx: Any = FakeContext()  # only abort() is used, on policy errors
     document = input_document.build_input(req)
     input_json = _compact_json(document)
@@ -154,12 +158,17 @@ def main() -> int:
         lambda: result.check_response(EXAMPLE_RESULT, decision_id=decision_id, dry_run=False),
         "check",
     )
+    step(
+        "result.ResponseCache hit (what the handler runs for a repeated result)",
+        lambda: responses.check_response(EXAMPLE_RESULT, result_json, decision_id=decision_id),
+        "check",
+    )
     step("CheckResponse serialise (example result)", outcome.response.SerializeToString, "check")
     step("DecisionRecord.encode", record.encode, "ledger")
     step("LedgerWriter.record (async enqueue)", lambda: writer.record(encoded, b"0123456789abcdef"), "ledger")
     step("new_decision_id (UUIDv7)", new_decision_id, "check")
-    step("whole Check, stub engine, no ledger", lambda: service_noledger.Check(req, ctx), "total")
-    step("whole Check, stub engine, ledger async", lambda: service_ledger.Check(req, ctx), "total")
+    step("whole Check, stub engine, no ledger (metrics on)", lambda: service_noledger.Check(req, ctx), "total")
+    step("whole Check, stub engine, ledger async (metrics on)", lambda: service_ledger.Check(req, ctx), "total")
 
     opa_bin = subprocess.run(
         ["bash", str(REPO / "tests/tools/build-opa.sh")], check=True, capture_output=True, text=True

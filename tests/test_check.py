@@ -76,3 +76,23 @@ def test_a_check_with_time_left_is_decided_and_recorded(store: Store, signer: no
     svc.writer.close()
     [(_, raw)] = list(store.iter_entries())
     assert entry.decode(raw).decision_id == response.dynamic_metadata["decision_id"]
+
+
+class TokenInjectingEngine(AllowEngine):
+    """A policy that hands Envoy a credential for the upstream request."""
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        return Evaluation({"allowed": True, "headers": {"authorization": "Bearer upstream-secret"}}, "v1", 1000)
+
+
+def test_a_token_the_policy_hands_envoy_reaches_envoy_but_not_the_ledger(store: Store, signer: note.Signer) -> None:
+    writer = make_writer(store, signer)
+    writer.start()
+    redactor = Redactor(RedactionRules(), b"k" * 32)
+    svc = CheckService(TokenInjectingEngine(), writer, redactor, CheckOptions())
+    response = svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=0.5))
+    writer.close()
+    assert response.ok_response.headers[0].header.value == "Bearer upstream-secret"
+    [(_, raw)] = list(store.iter_entries())
+    assert b"upstream-secret" not in raw
+    assert redactor.digest("Bearer upstream-secret").encode() in entry.decode(raw).result_json

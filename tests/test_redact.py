@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from authz_ledger.redact import RedactionRules, Redactor
+from authz_ledger.redact import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS, RedactionRules, Redactor
 
 SECRET = b"k" * 32
 
@@ -138,3 +138,66 @@ def test_quoted_request_text_in_error_messages_is_digested() -> None:
     assert r.redact_message("invalid character 'n' looking for beginning of value") == (
         "invalid character 'n' looking for beginning of value"
     )
+
+
+# --- Policy results -----------------------------------------------------------------------------------------
+
+TOKEN = "Bearer upstream-secret-token"
+COOKIE = "session=server-side-secret"
+
+
+def digest_of(value: str) -> str:
+    return Redactor(RedactionRules(), SECRET).digest(value)
+
+
+@pytest.mark.parametrize(
+    ("result", "stored"),
+    [
+        (
+            {"allowed": True, "headers": {"authorization": TOKEN, "x-user": "alice"}},
+            {"allowed": True, "headers": {"authorization": digest_of(TOKEN), "x-user": "alice"}},
+        ),
+        (
+            {"allowed": True, "headers": {"Authorization": [TOKEN, "Basic b3RoZXI="]}},
+            {"allowed": True, "headers": {"Authorization": [digest_of(TOKEN), digest_of("Basic b3RoZXI=")]}},
+        ),
+        (
+            {"allowed": True, "response_headers_to_add": [{"set-cookie": COOKIE}, {"x-trace": "t1"}]},
+            {"allowed": True, "response_headers_to_add": [{"set-cookie": digest_of(COOKIE)}, {"x-trace": "t1"}]},
+        ),
+        (
+            {"allowed": False, "headers": {"cookie": COOKIE}, "body": "denied"},
+            {"allowed": False, "headers": {"cookie": digest_of(COOKIE)}, "body": "denied"},
+        ),
+        (
+            {"allowed": True, "query_parameters_to_set": {"access_token": "qs-secret", "page": "2"}},
+            {"allowed": True, "query_parameters_to_set": {"access_token": digest_of("qs-secret"), "page": "2"}},
+        ),
+    ],
+    ids=[
+        "a token the policy injects into the upstream request is digested",
+        "every value of a multi-valued header is digested, whatever the name's case",
+        "a cookie the policy sets on the response is digested in the list-of-objects form",
+        "a denied response's secret headers are digested too",
+        "a sensitive query parameter the policy sets is digested",
+    ],
+)
+def test_secrets_in_a_policy_result_are_digested_before_storing(result: Any, stored: Any) -> None:
+    original = copy.deepcopy(result)
+    assert Redactor(RedactionRules(), SECRET).redact_result(result) == stored
+    assert result == original  # what Envoy is answered with is untouched
+
+
+def test_headers_configured_for_removal_are_dropped_from_a_stored_result() -> None:
+    rules = RedactionRules.build(DEFAULT_DIGEST_HEADERS, ["x-internal-secret"], DEFAULT_DIGEST_QUERY_PARAMS, "digest")
+    result = {"allowed": True, "headers": {"x-internal-secret": "s3", "x-user": "alice"}}
+    assert Redactor(rules, SECRET).redact_result(result) == {"allowed": True, "headers": {"x-user": "alice"}}
+
+
+@pytest.mark.parametrize(
+    "result",
+    [True, False, {"allowed": True, "headers": {"x-user": "alice"}}, {"allowed": True, "headers": [{"x-a": "1"}]}],
+    ids=["an allow", "a deny", "an object without secrets", "header objects in a list without secrets"],
+)
+def test_a_result_without_secrets_is_stored_as_is(result: Any) -> None:
+    assert Redactor(RedactionRules(), SECRET).redact_result(result) is result

@@ -206,8 +206,13 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             evaluation = engine.evaluate(input_json)
             record.policy_version = evaluation.policy_version
             record.eval_ns = evaluation.eval_ns
-            record.result_json = _compact_json(evaluation.result)
-            outcome = self._responses.check_response(evaluation.result, record.result_json, decision_id=decision_id)
+            result_json = _compact_json(evaluation.result)
+            record.result_json = result_json
+            if self.writer is not None:  # a token the policy hands Envoy must not reach the ledger either
+                stored = self.redactor.redact_result(evaluation.result)
+                if stored is not evaluation.result:
+                    record.result_json = _compact_json(stored)
+            outcome = self._responses.check_response(evaluation.result, result_json, decision_id=decision_id)
         except PolicyError as e:
             return self._policy_failed(record, e)
         record.allowed = outcome.allowed

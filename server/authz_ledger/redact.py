@@ -1,9 +1,11 @@
-"""Redaction applied to the policy input before anything is written to the ledger.
+"""Redaction applied to the policy input and result before anything is written to the ledger.
 
 The policy sees the request as Envoy sent it; the ledger must never hold a bearer token, cookie, API key or
-request body in plaintext. Sensitive values are replaced by a keyed digest, ``hmac-sha256:<hex>``, computed
-with a per-ledger secret kept beside the signing key: equal values stay correlatable across entries (the same
-token used twice shows the same digest) while nobody without the secret can test guesses against them.
+request body in plaintext -- neither those of the request nor those a policy hands to Envoy in its result
+(a token injected into the upstream request's headers, a cookie set on the response). Sensitive values are
+replaced by a keyed digest, ``hmac-sha256:<hex>``, computed with a per-ledger secret kept beside the signing
+key: equal values stay correlatable across entries (the same token used twice shows the same digest) while
+nobody without the secret can test guesses against them.
 """
 
 from __future__ import annotations
@@ -134,6 +136,50 @@ class Redactor:
         if "?" in http.get("path", ""):
             return True
         return isinstance(headers, dict) and any("?" in str(headers.get(name, "")) for name in PATH_HEADERS)
+
+    def redact_result(self, result: Any) -> Any:
+        """A copy of a policy result safe to store; the original (what Envoy is answered with) is not modified.
+
+        The header options of an object result (``headers``, ``response_headers_to_add``: ``{name: value |
+        [values]}`` or a list of such objects) get the request headers' rules, and ``query_parameters_to_set``
+        the query parameters' rules. A result with nothing to redact is returned as is.
+        """
+        if not isinstance(result, dict):
+            return result
+        out = result
+        for key in ("headers", "response_headers_to_add"):
+            value = result.get(key)
+            if isinstance(value, list):
+                items = [self._redact_result_headers(v) for v in value]
+                redacted = value if all(a is b for a, b in zip(items, value, strict=True)) else items
+            else:
+                redacted = self._redact_result_headers(value)
+            if redacted is not value:
+                out = {**out, key: redacted}
+        params = result.get("query_parameters_to_set")
+        if isinstance(params, dict) and any(str(k).lower() in self._query_names for k in params):
+            out = dict(out)
+            out["query_parameters_to_set"] = {
+                k: self._digest_values(v) if str(k).lower() in self._query_names else v for k, v in params.items()
+            }
+        return out
+
+    def _redact_result_headers(self, headers: Any) -> Any:
+        if not isinstance(headers, dict) or all(str(n).lower() not in self._header_names for n in headers):
+            return headers
+        return {
+            name: self._digest_values(value) if str(name).lower() in self.rules.digest_headers else value
+            for name, value in headers.items()
+            if str(name).lower() not in self.rules.remove_headers
+        }
+
+    def _digest_values(self, value: Any) -> Any:
+        """One value or a list of values; what is not a string is left for the result contract to reject."""
+        if isinstance(value, str):
+            return self.digest(value)
+        if isinstance(value, list):
+            return [self.digest(v) if isinstance(v, str) else v for v in value]
+        return value
 
     def redact_input(self, document: dict[str, Any]) -> dict[str, Any]:
         """A copy of the input document safe to store; the original (the policy's view) is not modified.

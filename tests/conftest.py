@@ -106,6 +106,29 @@ def wait_for_opa(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: fl
         time.sleep(0.05)
 
 
+def pause_process(pid: int, timeout: float = 5) -> None:
+    """SIGSTOP ``pid`` and return only once every one of its threads is stopped.
+
+    The kernel stops a running thread asynchronously: a request sent right after ``kill`` can still be answered
+    by a thread that has not stopped yet, which is not the "server paused" case a test means to exercise.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue  # a thread that exited meanwhile
+            states.append(stat[stat.rindex(")") + 2])
+        if states and all(state in "tT" for state in states):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"process {pid} did not stop within {timeout} s (thread states {states})")
+        time.sleep(0.001)
+
+
 StartService = Callable[..., server.Running]
 
 

@@ -31,7 +31,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz_ledger import entry, server
 
-from .conftest import StartService, free_port, opa_binary, wait_for_opa
+from .conftest import StartService, free_port, opa_binary, pause_process, wait_for_opa
 
 TIMEOUT_MS = 300
 SLACK_S = 0.7  # scheduling on a loaded 2-core machine, plus the sync commit of the entry
@@ -172,7 +172,8 @@ def test_opa_failures_get_the_configured_behaviour_in_time_are_recorded_and_the_
         _assert_failure_behaviour(c.check("/slow", "PolicyTimeoutError"), on_error, "slow policy")
     _assert_allowed(c.check("/ok", ""), "after slow")
 
-    opa.signal(signal.SIGSTOP)
+    assert opa.proc is not None
+    pause_process(opa.proc.pid)
     try:
         for _ in range(3):  # the pooled connection, then new ones
             _assert_failure_behaviour(c.check("/ok", "PolicyTimeoutError"), on_error, "OPA paused")

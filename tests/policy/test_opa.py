@@ -21,7 +21,7 @@ from authz_ledger.errors import (
     PolicyUndefinedError,
 )
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
-from tests.conftest import free_port, opa_binary, wait_for_opa
+from tests.conftest import free_port, opa_binary, pause_process, wait_for_opa
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
 
@@ -144,7 +144,7 @@ def test_a_paused_opa_times_out_within_the_deadline(own_opa, transport):
     url = own_opa.url if transport == "tcp" else own_opa.unix_url
     with OpaEngine(url, timeout=0.5) as engine:
         engine.evaluate(b"{}")  # a pooled keep-alive connection exists
-        os.kill(own_opa.proc.pid, signal.SIGSTOP)
+        pause_process(own_opa.proc.pid)
         try:
             for _ in range(2):  # on the pooled connection, then on a new one
                 started = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_ledger import entry, note
@@ -83,6 +84,28 @@ class TokenInjectingEngine(AllowEngine):
 
     def evaluate(self, input_json: bytes) -> Evaluation:
         return Evaluation({"allowed": True, "headers": {"authorization": "Bearer upstream-secret"}}, "v1", 1000)
+
+
+class WrongShapeEngine(AllowEngine):
+    """A policy whose result the contract rejects, with a credential inside."""
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        return Evaluation({"allowed": True, "headers": {"authorization": ["Bearer upstream-secret", [1]]}}, "v1", 1)
+
+
+@pytest.mark.parametrize("on_error", ["grpc_error", "deny"], ids=["failing the RPC", "denying"])
+def test_a_rejected_result_is_recorded_as_an_error_without_its_secrets(
+    store: Store, signer: note.Signer, on_error: str
+) -> None:
+    writer = make_writer(store, signer)
+    writer.start()
+    redactor = Redactor(RedactionRules(), b"k" * 32)
+    svc = CheckService(WrongShapeEngine(), writer, redactor, CheckOptions(on_error=on_error))
+    svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=0.5))
+    writer.close()
+    [(_, raw)] = list(store.iter_entries())
+    assert entry.decode(raw).outcome == entry.OUTCOME_ERROR
+    assert b"upstream-secret" not in raw
 
 
 def test_a_token_the_policy_hands_envoy_reaches_envoy_but_not_the_ledger(store: Store, signer: note.Signer) -> None:

@@ -188,6 +188,31 @@ def test_secrets_in_a_policy_result_are_digested_before_storing(result: Any, sto
     assert result == original  # what Envoy is answered with is untouched
 
 
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"allowed": True, "headers": {"authorization": ["ok", ["Bearer nested-secret"]]}},
+        {"allowed": True, "headers": {"authorization": {"v": "Bearer nested-secret"}}},
+        {"allowed": True, "headers": [[{"authorization": "Bearer nested-secret"}]]},
+        {"allowed": True, "response_headers_to_add": {"set-cookie": 1234567}},
+        {"allowed": True, "query_parameters_to_set": {"access_token": {"t": "nested-secret"}}},
+    ],
+    ids=[
+        "a list inside a header's values",
+        "an object as a header's value",
+        "header objects inside a list of lists",
+        "a number as a cookie",
+        "an object as a sensitive query parameter's value",
+    ],
+)
+def test_a_result_of_the_wrong_shape_is_stored_without_its_secrets(result: Any) -> None:
+    """The contract rejects these results, and the Check is still recorded (as a policy error) with its result."""
+    stored = json.dumps(Redactor(RedactionRules(), SECRET).redact_result(result))
+    assert "nested-secret" not in stored
+    assert "1234567" not in stored
+    assert "hmac-sha256:" in stored
+
+
 def test_headers_configured_for_removal_are_dropped_from_a_stored_result() -> None:
     rules = RedactionRules.build(DEFAULT_DIGEST_HEADERS, ["x-internal-secret"], DEFAULT_DIGEST_QUERY_PARAMS, "digest")
     result = {"allowed": True, "headers": {"x-internal-secret": "s3", "x-user": "alice"}}

@@ -382,6 +382,15 @@ def test_each_cached_response_carries_its_own_decision_id_and_leaves_the_templat
     assert second.response.ok_response.headers[0].header.value == "alice"  # ...does not change the next one
 
 
+def test_an_infinity_and_a_null_never_share_a_cached_answer() -> None:
+    """orjson writes inf (from a JSON 1e400) as null, so both results have the same JSON text."""
+    cache = ResponseCache(dry_run=False)
+    for value in (float("inf"), None, float("inf")):
+        result = {"allowed": True, "dynamic_metadata": {"x": value}}
+        got = cache.check_response(result, _compact_json(result), decision_id=DECISION_ID)
+        assert got == check_response(result, decision_id=DECISION_ID, dry_run=False)
+
+
 @pytest.mark.parametrize(
     ("results", "max_entries", "max_result_bytes", "cached"),
     [

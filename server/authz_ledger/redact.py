@@ -149,37 +149,41 @@ class Redactor:
         out = result
         for key in ("headers", "response_headers_to_add"):
             value = result.get(key)
-            if isinstance(value, list):
-                items = [self._redact_result_headers(v) for v in value]
-                redacted = value if all(a is b for a, b in zip(items, value, strict=True)) else items
-            else:
-                redacted = self._redact_result_headers(value)
+            redacted = self._redact_header_options(value)
             if redacted is not value:
                 out = {**out, key: redacted}
         params = result.get("query_parameters_to_set")
         if isinstance(params, dict) and any(str(k).lower() in self._query_names for k in params):
             out = dict(out)
             out["query_parameters_to_set"] = {
-                k: self._digest_values(v) if str(k).lower() in self._query_names else v for k, v in params.items()
+                k: self._digest_any(v) if str(k).lower() in self._query_names else v for k, v in params.items()
             }
         return out
 
-    def _redact_result_headers(self, headers: Any) -> Any:
-        if not isinstance(headers, dict) or all(str(n).lower() not in self._header_names for n in headers):
-            return headers
-        return {
-            name: self._digest_values(value) if str(name).lower() in self.rules.digest_headers else value
-            for name, value in headers.items()
-            if str(name).lower() not in self.rules.remove_headers
-        }
+    def _redact_header_options(self, value: Any) -> Any:
+        """Header objects at any depth of lists: a result of the wrong shape is recorded too (as a policy error),
+        so its secrets must be digested like those of a well-formed one."""
+        if isinstance(value, dict):
+            if all(str(name).lower() not in self._header_names for name in value):
+                return value
+            return {
+                name: self._digest_any(v) if str(name).lower() in self.rules.digest_headers else v
+                for name, v in value.items()
+                if str(name).lower() not in self.rules.remove_headers
+            }
+        if isinstance(value, list):
+            items = [self._redact_header_options(v) for v in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return value
 
-    def _digest_values(self, value: Any) -> Any:
-        """One value or a list of values; what is not a string is left for the result contract to reject."""
+    def _digest_any(self, value: Any) -> Any:
+        """A string is digested; each item of a list in turn; any other value (an object, a number: a result the
+        contract rejects) is digested whole, as its canonical JSON."""
         if isinstance(value, str):
             return self.digest(value)
         if isinstance(value, list):
-            return [self.digest(v) if isinstance(v, str) else v for v in value]
-        return value
+            return [self._digest_any(v) for v in value]
+        return self.digest(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str))
 
     def redact_input(self, document: dict[str, Any]) -> dict[str, Any]:
         """A copy of the input document safe to store; the original (the policy's view) is not modified.

@@ -283,9 +283,10 @@ class ResponseCache:
 
     Most Checks repeat a handful of decisions (the same allow with the same headers for the same caller), and
     building one costs ~13 µs (HeaderValueOptions, the metadata Struct), copying a finished one ~1.5 µs. Equal
-    JSON text is an equal result, so the cached answer is exactly what :func:`check_response` would build;
-    only ``decision_id`` differs per Check and is set on the copy. Results that fail the contract are never
-    cached (every such Check raises anew). Bounded: when ``max_entries`` is reached the cache starts over,
+    JSON text is an equal result, so the cached answer is exactly what :func:`check_response` would build; only
+    ``decision_id`` differs per Check and is set on the copy. Not cached: results that fail the contract (every
+    such Check raises anew) and results whose JSON holds ``null`` (orjson writes NaN and infinities as null, so
+    that text may stand for another result). Bounded: when ``max_entries`` is reached the cache starts over,
     which is cheap, takes no lock and keeps memory at ``max_entries`` results of at most ``max_result_bytes``.
     """
 
@@ -299,7 +300,8 @@ class ResponseCache:
         """:func:`check_response` for ``result`` (whose compact JSON is ``result_json``)."""
         template = self._outcomes.get(result_json)
         if template is None:
-            if len(result_json) > self.max_result_bytes:
+            if len(result_json) > self.max_result_bytes or b"null" in result_json:
+                # null may stand for NaN or an infinity (orjson writes them so): that key is not one result.
                 return check_response(result, decision_id=decision_id, dry_run=self.dry_run)
             template = check_response(result, decision_id="", dry_run=self.dry_run)
             if len(self._outcomes) >= self.max_entries:

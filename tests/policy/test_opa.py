@@ -211,6 +211,25 @@ def test_garbage_replies(status, body, error, message):
         server.server_close()
 
 
+@pytest.mark.parametrize(
+    "number",
+    [123456789012345678901234567890, 18446744073709551616, -9223372036854775809, 18446744073709551615],
+    ids=["far beyond 64 bits", "just beyond unsigned 64 bits", "just below signed 64 bits", "the largest u64"],
+)
+def test_integers_of_any_size_in_an_answer_are_kept_exact(number):
+    body = b'{"result": {"allowed": true, "n": %d}}' % number
+    handler = type("Handler", (_FakeHandler,), {"status": 200, "body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with OpaEngine(f"http://127.0.0.1:{server.server_address[1]}", timeout=2.0) as engine:
+            value = engine.evaluate(b"{}").result["n"]
+        assert type(value) is int and value == number
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_bundle_revision_is_the_policy_version(tmp_path):
     bundle = tmp_path / "bundle"
     for name in ("policy.rego", "data.json"):

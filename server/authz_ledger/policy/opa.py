@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import re
 import threading
 import time
 import urllib.parse
@@ -52,6 +53,9 @@ from authz_ledger.policy import Evaluation
 from authz_ledger.policy.embedded import DEFAULT_DECISION_PATH, normalise_decision_path
 
 _UNKNOWN_VERSION = "opa/unknown"
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 class OpaEngine:
@@ -209,12 +213,11 @@ class OpaEngine:
 
     def _decode(self, body: bytes) -> Any:
         try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            try:  # integers beyond 64 bits are valid JSON that orjson declines
-                document = json.loads(body)
-            except ValueError:
-                raise PolicyEvaluationError(f"OPA's answer is not JSON: {body[:80]!r}") from None
+            # orjson reads integers beyond 64 bits as rounded floats: a run of 19+ digits (rare in an answer)
+            # takes the stdlib, which keeps them exact.
+            document = json.loads(body) if _LONG_DIGITS.search(body) else orjson.loads(body)
+        except ValueError:  # orjson.JSONDecodeError is one
+            raise PolicyEvaluationError(f"OPA's answer is not JSON: {body[:80]!r}") from None
         if not isinstance(document, dict):
             raise PolicyEvaluationError(f"OPA's answer is not a JSON object: {body[:80]!r}")
         provenance = document.get("provenance")

@@ -173,6 +173,14 @@ def digest_of(value: str) -> str:
             {"allowed": True, "query_parameters_to_set": {"access_token": "qs-secret", "page": "2"}},
             {"allowed": True, "query_parameters_to_set": {"access_token": digest_of("qs-secret"), "page": "2"}},
         ),
+        (
+            {"allowed": False, "http_status": 302, "headers": {"Location": "https://idp/cb?code=1&access_token=t0k"}},
+            {
+                "allowed": False,
+                "http_status": 302,
+                "headers": {"Location": f"https://idp/cb?code=1&access_token={digest_of('t0k')}"},
+            },
+        ),
     ],
     ids=[
         "a token the policy injects into the upstream request is digested",
@@ -180,6 +188,7 @@ def digest_of(value: str) -> str:
         "a cookie the policy sets on the response is digested in the list-of-objects form",
         "a denied response's secret headers are digested too",
         "a sensitive query parameter the policy sets is digested",
+        "a sensitive query parameter in a redirect's location is digested",
     ],
 )
 def test_secrets_in_a_policy_result_are_digested_before_storing(result: Any, stored: Any) -> None:

@@ -25,6 +25,8 @@ BODY_FIELDS = ("body", "rawBody")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 PATH_HEADERS = frozenset({":path", "x-envoy-original-path", "referer"})
 """Headers that carry a URL, query string included: Envoy copies ``:path`` into the CheckRequest's headers."""
+RESULT_URL_HEADERS = PATH_HEADERS | {"location", "content-location"}
+"""Headers of a policy result that carry a URL (a redirect to a login page, say)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class Redactor:
         self._header_names = rules.digest_headers | rules.remove_headers
         self._query_names = frozenset(name.lower() for name in rules.digest_query_params)
         self._special_headers = self._header_names | PATH_HEADERS
+        self._result_special_headers = self._header_names | RESULT_URL_HEADERS
         self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
 
     def digest(self, value: str | bytes) -> str:
@@ -141,8 +144,10 @@ class Redactor:
         """A copy of a policy result safe to store; the original (what Envoy is answered with) is not modified.
 
         The header options of an object result (``headers``, ``response_headers_to_add``: ``{name: value |
-        [values]}`` or a list of such objects) get the request headers' rules, and ``query_parameters_to_set``
-        the query parameters' rules. A result with nothing to redact is returned as is.
+        [values]}`` or a list of such objects) get the request headers' rules, URL-valued ones (``location``)
+        the query parameters' rules, as does ``query_parameters_to_set``. A result with nothing to redact is
+        returned as is. Not redacted: ``dynamic_metadata`` and a deny ``body`` (free-form: policies must not put
+        credentials there).
         """
         if not isinstance(result, dict):
             return result
@@ -164,13 +169,24 @@ class Redactor:
         """Header objects at any depth of lists: a result of the wrong shape is recorded too (as a policy error),
         so its secrets must be digested like those of a well-formed one."""
         if isinstance(value, dict):
-            if all(str(name).lower() not in self._header_names for name in value):
+            if all(str(name).lower() not in self._result_special_headers for name in value):
                 return value
-            return {
-                name: self._digest_any(v) if str(name).lower() in self.rules.digest_headers else v
-                for name, v in value.items()
-                if str(name).lower() not in self.rules.remove_headers
-            }
+            out = {}
+            for name, v in value.items():
+                key = str(name).lower()
+                if key in self.rules.remove_headers:
+                    continue
+                if key in self.rules.digest_headers:
+                    out[name] = self._digest_any(v)
+                elif key in RESULT_URL_HEADERS:  # a redirect URL carries query secrets like a request path
+                    out[name] = (
+                        [self.redact_path(u) if isinstance(u, str) else u for u in v]
+                        if isinstance(v, list)
+                        else (self.redact_path(v) if isinstance(v, str) else v)
+                    )
+                else:
+                    out[name] = v
+            return out
         if isinstance(value, list):
             items = [self._redact_header_options(v) for v in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else items

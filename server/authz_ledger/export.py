@@ -71,7 +71,7 @@ from authz_ledger.errors import (
     NotFoundError,
     ProofError,
 )
-from authz_ledger.store import Head, Store, from_u64, u64, write_file_atomically
+from authz_ledger.store import Store, from_u64, u64, write_file_atomically
 
 TILE_HEIGHT = 8
 """tlog-tiles tiles are subtrees of height 8."""
@@ -595,8 +595,7 @@ def export_jsonl(
 
 
 def _write_jsonl(store: Store, txn: Any, out: TextIO, start: int, stop: int | None) -> int:
-    raw_head = txn.get(b"head", db=store.meta)
-    size = 0 if raw_head is None else Head.decode(bytes(raw_head)).size
+    size = store.head(txn).size
     end = size if stop is None else min(stop, size)
     if start >= end:
         return 0

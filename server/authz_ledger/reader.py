@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +41,7 @@ from authz_ledger.errors import (
     OutOfRangeError,
     ProofError,
 )
-from authz_ledger.store import EMPTY_HEAD, Head, Store, from_u64, u64
+from authz_ledger.store import Head, Store, from_u64, u64
 
 CHUNK = 256
 """Entries read per read transaction: large enough to amortise the transaction, small enough to be brief."""
@@ -185,8 +186,7 @@ class LedgerReader:
 
     def head(self) -> Head:
         with self._txn() as txn:
-            raw = txn.get(b"head", db=self.store.meta)
-            return EMPTY_HEAD if raw is None else Head.decode(bytes(raw))
+            return self.store.head(txn)
 
     def size(self) -> int:
         """The committed tree size (entries 0 .. size-1 exist)."""
@@ -206,7 +206,7 @@ class LedgerReader:
                 raise InvalidRequestError(f"index must be non-negative, got {index}")
             raw = txn.get(u64(index), db=self.store.entries)
             if raw is None:
-                size = _head_size(txn, self.store)
+                size = self.store.head(txn).size
                 raise NotFoundError(f"no entry {index}: the ledger holds {size} entries (0 .. {size - 1})")
             data = bytes(raw)
         return StoredEntry(index, data, entry.decode(data, index))
@@ -387,10 +387,10 @@ class LedgerReader:
         elif index >= tree_size:
             raise ProofError(f"leaf index {index} is not in a tree of {tree_size} leaves")
         with self._txn() as txn:
-            head_size = _head_size(txn, self.store)
+            head_size = self.store.head(txn).size
             if tree_size > head_size:
                 raise OutOfRangeError(f"tree size {tree_size} is beyond the ledger's {head_size} entries")
-            read = _hash_reader(txn, self.store)
+            read = functools.partial(self.store.read_hashes, txn=txn)
             hashes = tree.inclusion_proof(index, tree_size, read)
             root = tree.tree_hash(tree_size, read)
             stored_leaf = read([tree.stored_hash_index(0, index)])[0]
@@ -425,10 +425,10 @@ class LedgerReader:
         elif size1 > size2:
             raise ProofError(f"size1 {size1} is larger than size2 {size2}: a log only grows")
         with self._txn() as txn:
-            head_size = _head_size(txn, self.store)
+            head_size = self.store.head(txn).size
             if size2 > head_size:
                 raise OutOfRangeError(f"tree size {size2} is beyond the ledger's {head_size} entries")
-            read = _hash_reader(txn, self.store)
+            read = functools.partial(self.store.read_hashes, txn=txn)
             hashes = tree.consistency_proof(size1, size2, read)
             root1 = tree.tree_hash(size1, read)
             root2 = tree.tree_hash(size2, read)
@@ -481,24 +481,6 @@ def poll_store(reader: LedgerReader, interval: float = 0.1) -> WaitForSize:
             time.sleep(min(interval, remaining))
 
     return wait
-
-
-def _head_size(txn: Any, store: Store) -> int:
-    raw = txn.get(b"head", db=store.meta)
-    return 0 if raw is None else Head.decode(bytes(raw)).size
-
-
-def _hash_reader(txn: Any, store: Store) -> tree.ReadHashes:
-    def read(indexes: Sequence[int]) -> list[bytes]:
-        out = []
-        for i in indexes:
-            v = txn.get(u64(i), db=store.hashes)
-            if v is None:
-                raise LedgerCorruptError(f"stored tree hash {i} is missing")
-            out.append(bytes(v))
-        return out
-
-    return read
 
 
 def _checkpoint_in(txn: Any, db: Any, size: int | None) -> tuple[int, bytes] | None:

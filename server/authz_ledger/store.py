@@ -196,10 +196,13 @@ class Store:
 
     # --- reads (each opens its own short read transaction) ---
 
-    def head(self) -> Head:
-        with self.env.begin(db=self.meta, buffers=False) as txn:
-            raw = txn.get(b"head")
-        return EMPTY_HEAD if raw is None else Head.decode(raw)
+    def head(self, txn: Any = None) -> Head:
+        """The committed head, in ``txn`` (a reader's snapshot) or a fresh read txn."""
+        if txn is None:
+            with self.env.begin(buffers=False) as own:
+                return self.head(own)
+        raw = txn.get(b"head", db=self.meta)
+        return EMPTY_HEAD if raw is None else Head.decode(bytes(raw))
 
     def entry(self, seq: int) -> bytes | None:
         with self.env.begin(db=self.entries) as txn:

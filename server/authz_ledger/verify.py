@@ -24,7 +24,7 @@ from typing import Any
 
 from authz_ledger import checkpoint, note, tree
 from authz_ledger.errors import LedgerCorruptError, NoteError
-from authz_ledger.store import EMPTY_HEAD, BatchRecord, Head, Store, from_u64, leaves_digest, u64
+from authz_ledger.store import BatchRecord, Head, Store, from_u64, leaves_digest, u64
 
 Progress = Callable[[int, int], None]
 """Called now and then with (entries verified, total)."""
@@ -51,8 +51,7 @@ class _Snapshot:
         self.txn = txn
 
     def head(self) -> Head:
-        raw = self.txn.get(b"head", db=self.store.meta)
-        return EMPTY_HEAD if raw is None else Head.decode(bytes(raw))
+        return self.store.head(self.txn)
 
     def checkpoints(self) -> Iterator[tuple[int, bytes]]:
         for k, v in self.txn.cursor(self.store.checkpoints):

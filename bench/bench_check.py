@@ -136,24 +136,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_cpu_ticks(pid: int) -> int:
-    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after pid and comm (so index 0 is proc(5)'s field 3), or None if the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), after pid and comm
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def proc_cpu_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    return 0 if fields is None else int(fields[11]) + int(fields[12])  # proc(5) fields 14 and 15
 
 
 def children_cpu_ticks(pid: int) -> int:
     """cutime + cstime: CPU of the process's children that exited and were waited for (e.g. replaced workers)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[13]) + int(fields[14])
+    fields = _stat_fields(pid)
+    return 0 if fields is None else int(fields[13]) + int(fields[14])  # proc(5) fields 16 and 17
 
 
 def aux_cpu_ticks(st: Started) -> int:

@@ -11,6 +11,7 @@ health, reflection, Check handler, input document, redaction, result mapping, en
   to its return: input document, engine round trip, result, ledger commit wait) and writes the nanoseconds,
   one per line in completion order, to FILE when the process exits. The gRPC layer's own queueing and
   (de)serialisation are outside this window: the client-observed latency shows them.
+* ``AUTHZ_BENCH_SWITCH_INTERVAL=S`` replaces ``server.SWITCH_INTERVAL_S`` (the interpreter's switch interval).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def _time_handler(out: Path) -> None:
 
 
 if __name__ == "__main__":
+    if interval := os.environ.get("AUTHZ_BENCH_SWITCH_INTERVAL"):
+        server.SWITCH_INTERVAL_S = float(interval)
     if os.environ.get("AUTHZ_BENCH_STUB_ENGINE") == "1":
         server.build_engine = _stub_engine
     if times := os.environ.get("AUTHZ_BENCH_HANDLER_TIMES"):

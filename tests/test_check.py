@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import grpc
@@ -119,3 +120,52 @@ def test_a_token_the_policy_hands_envoy_reaches_envoy_but_not_the_ledger(store: 
     [(_, raw)] = list(store.iter_entries())
     assert b"upstream-secret" not in raw
     assert redactor.digest("Bearer upstream-secret").encode() in entry.decode(raw).result_json
+
+
+def test_an_allow_whose_commit_times_out_is_denied_and_recorded_as_refused(store: Store, signer: note.Signer) -> None:
+    writer = make_writer(store, signer, commit_timeout_s=0.2)
+    gate = threading.Event()
+    append = writer._append
+    writer._append = lambda batch: gate.wait(10) and append(batch)  # type: ignore[method-assign]
+    writer.start()
+    svc = CheckService(AllowEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions())
+    response = svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=5.0))
+    gate.set()
+    writer.close()
+    assert (response.status.code, response.denied_response.status.code) == (14, 503)
+    # The commit under way held the allow; a correction entry says what Envoy was told.
+    [(_, allowed), (_, raw)] = list(store.iter_entries())
+    assert entry.decode(allowed).decision_id == response.dynamic_metadata["decision_id"]
+    correction = entry.decode(raw)
+    assert correction.outcome == entry.OUTCOME_ERROR
+    assert f"decision {response.dynamic_metadata['decision_id']} was denied with HTTP 503" in correction.error
+
+
+def test_an_allow_still_queued_when_its_commit_times_out_is_recorded_as_the_deny_envoy_got(
+    store: Store, signer: note.Signer
+) -> None:
+    writer = make_writer(store, signer, commit_timeout_s=0.2)
+    gate, held = threading.Event(), threading.Event()
+    append = writer._append
+    writer._append = lambda batch: held.set() or (gate.wait(10) and append(batch))  # type: ignore[method-assign]
+    writer.start()
+    svc = CheckService(AllowEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions())
+    first = threading.Thread(target=svc.Check, args=(external_auth_pb2.CheckRequest(), Context(remaining=5.0)))
+    first.start()  # its commit is held: the next Check's entry waits in the queue
+    assert held.wait(5)
+    response = svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=5.0))
+    gate.set()
+    first.join(5)
+    writer.close()
+    assert (response.status.code, response.denied_response.status.code) == (14, 503)
+    # seq 0: the first Check, committed as allowed; seq 1: this one, rewritten in the queue; seq 2: the first
+    # Check's correction (it timed out too, inside the held commit).
+    assert store.head().size == 3
+    recorded = entry.decode(store.entry(1) or b"")
+    assert recorded.decision_id == response.dynamic_metadata["decision_id"]
+    assert (recorded.outcome, recorded.allowed, recorded.http_status, recorded.grpc_code) == (
+        entry.OUTCOME_ERROR, False, 503, 14,
+    )  # fmt: skip
+    assert recorded.error == "LedgerWriteError: commit did not finish within 0.2 s"
+    assert recorded.input_json, "what the policy was asked stays on record"
+    assert entry.decode(store.entry(2) or b"").error.startswith("LedgerWriteError: decision ")

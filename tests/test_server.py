@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,3 +302,10 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path) -
     finally:
         r.stop()
     server.start(cfg).stop()  # released on stop
+
+
+def test_the_serving_process_hands_the_interpreter_lock_over_every_half_millisecond(
+    running: server.Running,
+) -> None:
+    # The ledger writer and the sync Checks waiting for it need the lock back quickly (server.SWITCH_INTERVAL_S).
+    assert sys.getswitchinterval() == pytest.approx(server.SWITCH_INTERVAL_S)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz_ledger import checkpoint, entry, note, tree
-from authz_ledger.errors import BackpressureError, LedgerClosedError
+from authz_ledger.entry import DecisionRecord
+from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerWriteError
 from authz_ledger.ids import new_decision_id
 from authz_ledger.store import Store
 from authz_ledger.verify import verify_store
-from authz_ledger.writer import Durability, Pending, _sequence_prefix
+from authz_ledger.writer import Durability, LedgerWriter, Pending, _sequence_prefix
 
 from .conftest import ORIGIN, make_writer
 
@@ -190,3 +194,78 @@ def test_decision_ids_index_finds_each_entry(store: Store, signer: note.Signer) 
         w.record(b"x", i)
     w.close()
     assert [store.seq_of_decision(i) for i in ids] == list(range(50))
+
+
+def _gate_commits(w: LedgerWriter) -> tuple[threading.Event, threading.Event]:
+    """Hold every commit of ``w`` until the returned gate opens; ``entered`` is set when one is held."""
+    gate, entered = threading.Event(), threading.Event()
+    append = w._append
+
+    def held(batch: list[Pending]) -> range:
+        entered.set()
+        gate.wait(10)
+        return append(batch)
+
+    w._append = held  # type: ignore[method-assign]
+    return gate, entered
+
+
+def _record(store: Store, decision_id: bytes) -> Any:
+    seq = store.seq_of_decision(decision_id)
+    assert seq is not None
+    raw = store.entry(seq)
+    assert raw is not None
+    return entry.decode(raw, seq)
+
+
+def test_an_entry_still_queued_when_its_commit_times_out_is_recorded_as_refused(
+    store: Store, signer: note.Signer
+) -> None:
+    w = make_writer(store, signer, commit_timeout_s=0.2)
+    gate, entered = _gate_commits(w)
+    w.start()
+    earlier_errors: list[LedgerWriteError] = []
+
+    def record_earlier() -> None:
+        try:
+            w.record(b"", new_decision_id().bytes)
+        except LedgerWriteError as e:  # it times out too (no refused_body: nothing to correct)
+            earlier_errors.append(e)
+
+    earlier = threading.Thread(target=record_earlier)
+    earlier.start()  # its commit is held, so the next entry stays queued
+    assert entered.wait(5)
+    policy = DecisionRecord(time_unix_nano=1, decision_id="policy", outcome=entry.OUTCOME_ALLOW, allowed=True)
+    refused = DecisionRecord(time_unix_nano=1, decision_id="refused", error="LedgerWriteError: late")
+    late = new_decision_id().bytes
+    with pytest.raises(LedgerWriteError, match=r"commit did not finish within 0\.2 s"):
+        w.record(policy.encode(), late, refused_body=lambda reason: refused.encode())
+    gate.set()
+    earlier.join(5)
+    w.close()
+    assert len(earlier_errors) == 1
+    stored = _record(store, late)
+    assert (stored.decision_id, stored.outcome, stored.allowed) == ("refused", entry.OUTCOME_ERROR, False)
+    assert w.head.size == 2, "no correction entry: the queued entry itself was rewritten"
+
+
+def test_an_entry_in_the_commit_under_way_when_it_times_out_gets_a_correction_entry(
+    store: Store, signer: note.Signer
+) -> None:
+    w = make_writer(store, signer, commit_timeout_s=0.2)
+    gate, _ = _gate_commits(w)
+    w.start()
+    policy = DecisionRecord(time_unix_nano=1, decision_id="policy", outcome=entry.OUTCOME_ALLOW, allowed=True)
+    late = new_decision_id().bytes
+    with pytest.raises(LedgerWriteError, match="commit did not finish"):
+        w.record(policy.encode(), late, refused_body=lambda reason: b"never used")
+    gate.set()
+    w.close()
+    assert w.head.size == 2
+    assert _record(store, late).allowed, "the entry committed as the policy answered"
+    correction = entry.decode(store.entry(1) or b"", 1)
+    late_id = str(uuid.UUID(bytes=late))
+    assert correction.outcome == entry.OUTCOME_ERROR
+    assert f"decision {late_id} was denied with HTTP 503" in correction.error
+    assert json.loads(correction.result_json) == {"refused_decision_id": late_id}
+    verify_store(store, [signer.verifier()])

@@ -12,6 +12,9 @@ request_parse_error        PERMISSION_DENIED, HTTP 400 (as the plugin)        de
 policy error / undefined   RPC fails (plugin behaviour) or a deny, per        error, with the error
 / bad shape / timeout      ``policy.on_error``
 ledger cannot record       UNAVAILABLE CheckResponse, HTTP 503: fail closed   (none: the Check was refused)
+``sync`` commit too slow   UNAVAILABLE CheckResponse, HTTP 503: fail closed   error: the queued entry is
+                                                                              rewritten, or a correction
+                                                                              entry follows it
 =========================  =================================================  ===============================
 
 Fail closed: an allow is never sent before its entry is queued (``async``) or durable (``sync``).
@@ -19,6 +22,7 @@ Fail closed: an allow is never sent before its entry is queued (``async``) or du
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -144,7 +148,9 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         code = "OK"
         if self.writer is not None:
             try:
-                self.writer.record(record.encode(), decision_id.bytes)
+                self.writer.record(
+                    record.encode(), decision_id.bytes, refused_body=lambda reason: self._refused(record, reason)
+                )
             except LedgerError as e:
                 # Fail closed: no durable record, no allow. A CheckResponse with a non-OK status is a deny
                 # for Envoy whatever its failure_mode_allow says, unlike a failed RPC.
@@ -170,6 +176,18 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         if self.metrics is not None:
             self._observe(record, code, started)
         return response
+
+    def _refused(self, record: DecisionRecord, reason: str) -> bytes:
+        """The entry of a decision the ledger could not commit in time: denied, whatever the policy said."""
+        return dataclasses.replace(
+            record,
+            outcome=OUTCOME_ERROR,
+            allowed=False,
+            dry_run=False,
+            http_status=self.options.overload_http_status,
+            grpc_code=14,  # UNAVAILABLE, as in result.fail_closed_response
+            error=f"{reason} (policy: {record.error})" if record.error else reason,
+        ).encode()
 
     def _observe(self, record: DecisionRecord, grpc_code: str, started: float) -> None:
         assert self.metrics is not None

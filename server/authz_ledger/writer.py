@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,14 @@ class BatchQueue:
                 self._not_full.notify_all()
             return batch
 
+    def replace_body(self, item: Pending, body: bytes) -> bool:
+        """Give a still-queued ``item`` a new body; False if the writer has taken it already."""
+        with self._lock:
+            if any(queued is item for queued in self._items):
+                item.body = body
+                return True
+            return False
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -208,10 +217,12 @@ class LedgerWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def record(self, body: bytes, decision_id: bytes) -> int:
+    def record(self, body: bytes, decision_id: bytes, *, refused_body: Callable[[str], bytes] | None = None) -> int:
         """Queue one entry; in ``sync`` mode return its sequence number once it is durable, else -1.
 
         Raises BackpressureError, LedgerClosedError or LedgerWriteError: the caller must fail closed.
+        ``refused_body(reason)``: the entry saying that this decision was refused, should its commit not finish
+        within ``commit_timeout_s`` (the caller then denies the Check, so the ledger must say so too).
         """
         wait = self.options.durability is Durability.SYNC
         if self._closed:
@@ -229,12 +240,41 @@ class LedgerWriter:
         if pending.done is None:
             return -1
         if not pending.done.wait(self.options.commit_timeout_s):
-            # The entry may still be committed later; the Check is denied now, so nothing is allowed
-            # without a durable record.
-            raise LedgerWriteError(f"commit did not finish within {self.options.commit_timeout_s} s")
+            # The Check is denied now (nothing is allowed without a durable record), but its entry is still
+            # queued or being committed: the ledger must not end up saying what the policy answered when Envoy
+            # was told something else.
+            reason = f"commit did not finish within {self.options.commit_timeout_s} s"
+            if refused_body is not None:
+                self._correct(pending, refused_body(f"LedgerWriteError: {reason}"))
+            raise LedgerWriteError(reason)
         if pending.error is not None:
             raise pending.error
         return pending.seq
+
+    def _correct(self, pending: Pending, refused: bytes) -> None:
+        """Make the ledger say that ``pending``'s Check was refused after its commit timed out."""
+        decision = str(uuid.UUID(bytes=pending.decision_id))
+        if self._queue.replace_body(pending, refused):
+            log.warning("decision %s refused: commit timeout; its queued entry now records the refusal", decision)
+            return
+        # The writer holds it in the commit under way: that entry (if the commit succeeds) records the policy's
+        # answer, so a correction entry follows it. Forced in: a bounded number (one per timed-out Check).
+        correction_id = new_decision_id()
+        record = DecisionRecord(
+            time_unix_nano=time.time_ns(),
+            decision_id=str(correction_id),
+            outcome=OUTCOME_ERROR,
+            http_status=self.options.overload_http_status,
+            grpc_code=14,
+            error=(
+                f"LedgerWriteError: decision {decision} was denied with HTTP {self.options.overload_http_status}: "
+                f"its commit did not finish within {self.options.commit_timeout_s} s; the entry recorded for it "
+                "(if that commit succeeded) holds the policy's answer, not what Envoy was told"
+            ),
+            result_json=json.dumps({"refused_decision_id": decision}).encode(),
+        )
+        log.warning("decision %s refused: commit timeout; correction entry %s queued", decision, correction_id)
+        self._queue.put(Pending(record.encode(), correction_id.bytes, wait=False), 0, force=True)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking entries, commit everything queued, publish a final checkpoint, join the thread."""

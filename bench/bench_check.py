@@ -31,6 +31,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -176,6 +177,34 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def thread_ticks(pid: int) -> dict[int, tuple[str, int, int]]:
+    """Per thread of ``pid``: (comm, user ticks, system ticks)."""
+    ticks: dict[int, tuple[str, int, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            stat = (task / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks[int(task.name)] = (stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[11]), int(fields[12]))
+    return ticks
+
+
+def by_thread(
+    before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]], names: dict[int, str], n: int
+) -> list[tuple[str, float, float]]:
+    """(thread group, user µs/Check, system µs/Check), largest first. Python threads go by their Python name
+    (numbered pool threads grouped: ``check`` for ``check_0`` .. ``check_63``), the others by their comm."""
+    groups: dict[str, list[float]] = {}
+    for tid, (comm, user, system) in after.items():
+        _, user0, system0 = before.get(tid, (comm, 0, 0))
+        name = re.sub(r"_\d+$", "", names.get(tid, f"{comm} (native)"))
+        group = groups.setdefault(name, [0.0, 0.0, 0])
+        group[0] += (user - user0) / CLK_TCK / max(n, 1) * 1e6
+        group[1] += (system - system0) / CLK_TCK / max(n, 1) * 1e6
+        group[2] += 1
+    rows = [(f"{name} x{int(g[2])}" if g[2] > 1 else name, g[0], g[1]) for name, g in groups.items()]
+    return sorted((r for r in rows if r[1] + r[2] >= 1), key=lambda r: -(r[1] + r[2]))
+
+
 def cpu_busy_ticks() -> dict[int, tuple[int, int]]:
     """Per CPU: (busy, total) jiffies from /proc/stat."""
     out: dict[int, tuple[int, int]] = {}
@@ -317,7 +346,9 @@ class Bench:
     def _files(self, d: Path) -> list[str]:
         return sorted(str(p) for p in d.iterdir() if p.suffix in (".rego", ".json"))
 
-    def start(self, sc: Scenario, pin: bool = True, handler_times: Path | None = None) -> Started:
+    def start(
+        self, sc: Scenario, pin: bool = True, handler_times: Path | None = None, thread_names: Path | None = None
+    ) -> Started:
         self.n += 1
         port = free_port()
         log = open(self.work / f"{self.n:02d}-{sc.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
@@ -350,6 +381,8 @@ class Bench:
             env["AUTHZ_BENCH_STUB_ENGINE"] = "1"
         if handler_times is not None:
             env["AUTHZ_BENCH_HANDLER_TIMES"] = str(handler_times)
+        if thread_names is not None:
+            env["AUTHZ_BENCH_THREADS"] = str(thread_names)
         cmd = [
             self.py, str(REPO / "bench/timed_server.py"), "serve", "--addr", f"127.0.0.1:{port}",
             "--data-dir", str(data_dir), "--policy", str(self.policies[sc.policy]),
@@ -434,7 +467,9 @@ class Bench:
         """``rate`` Checks/s with Poisson arrivals for ``timing.rate_s`` seconds."""
         res = Result(sc)
         times_file = self.work / f"handler-times-{self.n + 1:02d}.txt"
-        st = self.start(sc, pin, handler_times=None if sc.kind == "bare" else times_file)
+        names_file = self.work / f"threads-{self.n + 1:02d}.txt"
+        ours = sc.kind != "bare"
+        st = self.start(sc, pin, handler_times=times_file if ours else None, thread_names=names_file if ours else None)
         ledger = st.data_dir if st.data_dir is not None and sc.ledger != "off" else None
         first = last = 0
         try:
@@ -443,12 +478,14 @@ class Bench:
             if ledger is not None:
                 first = ledger_size(ledger)
             cpu_before = proc_cpu_ticks(st.server.pid)
+            threads_before = thread_ticks(st.server.pid)
             aux_before = aux_cpu_ticks(st)
             busy_before = cpu_busy_ticks()
             ours_before = own_and_children_ticks()
             run = poisson_load(st.port, self.body, self.work / "rate.log", rate, self.timing.rate_s)
             busy_after = cpu_busy_ticks()
-            ours = own_and_children_ticks() - ours_before
+            own = own_and_children_ticks() - ours_before
+            threads_after = thread_ticks(st.server.pid)
             cpu = proc_cpu_ticks(st.server.pid) - cpu_before
             aux = aux_cpu_ticks(st) - aux_before
             if ledger is not None:
@@ -458,15 +495,21 @@ class Bench:
         res.rps, res.requests, res.failed = run.rps, run.succeeded, run.failed
         res.p50_ms, res.p99_ms = pct(run.latencies_us, 0.5) / 1000, pct(run.latencies_us, 0.99) / 1000
         res.server_cpu_us = cpu / CLK_TCK / max(run.succeeded, 1) * 1e6
+        res.policy_cpu_us = aux / CLK_TCK / max(run.succeeded, 1) * 1e6
         busy = sum(busy_after[c][0] - busy_before[c][0] for c in busy_after)
         elapsed = (busy_after[SERVER_CPU][1] - busy_before[SERVER_CPU][1]) or 1
-        res.foreign = max(busy - cpu - aux - ours, 0) / elapsed
+        res.foreign = max(busy - cpu - aux - own, 0) / elapsed
         res.cpu0_busy = (busy_after[SERVER_CPU][0] - busy_before[SERVER_CPU][0]) / elapsed
         res.notes.append(
             f"p99.9 {pct(run.latencies_us, 0.999) / 1000:.2f} ms, max {run.latencies_us[-1] / 1000:.2f} ms"
         )
+        names = {
+            int(tid): name
+            for tid, name in (line.split("\t") for line in names_file.read_text().splitlines() if "\t" in line)
+        } if names_file.exists() else {}  # fmt: skip
+        threads = by_thread(threads_before, threads_after, names, run.succeeded)
         if sc.kind == "bare":
-            return Rate(res, [], [])
+            return Rate(res, [], [], threads)
         evals: list[int] = []
         if ledger is not None:
             res.not_allowed = not_allowed(ledger, first, last)
@@ -474,7 +517,7 @@ class Bench:
         # The handler timings of the measured Checks: the last ones completed (verify and warm-up came first).
         measured = times_file.read_text().split()[-len(run.latencies_us) :]
         handler = sorted(int(ns) // 1000 for ns in measured)
-        return Rate(res, evals, handler)
+        return Rate(res, evals, handler, threads)
 
 
 @dataclass
@@ -484,6 +527,8 @@ class Rate:
     result: Result
     evals_us: list[int]
     handler_us: list[int]
+    threads: list[tuple[str, float, float]]
+    """Server CPU by thread: (thread group, user µs/Check, system µs/Check)."""
 
 
 def ledger_size(data_dir: Path) -> int:
@@ -702,6 +747,12 @@ def main() -> int:
                 f"  handler: p50 {h50:.3f} ms (target <= 0.5: {'meets' if h50 <= 0.5 else 'MISSES'}), "
                 f"p99 {h99:.3f} ms (target <= 3: {'meets' if h99 <= 3 else 'MISSES'}), "
                 f"p99.9 {pct(measured.handler_us, 0.999) / 1000:.3f} ms over {len(measured.handler_us)} Checks"
+            )
+        if measured.threads:
+            print(
+                "  server CPU by thread, user+system µs/Check: "
+                + ", ".join(f"{name} {user:.0f}+{system:.0f}" for name, user, system in measured.threads)
+                + (f"; OPA {rate.policy_cpu_us:.0f} µs/decision" if rate.policy_cpu_us else "")
             )
         if measured.evals_us:
             evals = measured.evals_us

@@ -11,6 +11,8 @@ health, reflection, Check handler, input document, redaction, result mapping, en
   to its return: input document, engine round trip, result, ledger commit wait) and writes the nanoseconds,
   one per line in completion order, to FILE when the process exits. The gRPC layer's own queueing and
   (de)serialisation are outside this window: the client-observed latency shows them.
+* ``AUTHZ_BENCH_THREADS=FILE`` writes ``native id<TAB>thread name`` of every Python thread to FILE at exit, so
+  that per-thread CPU read from ``/proc/<pid>/task`` can be told apart (Python 3.11 does not name native threads).
 * ``AUTHZ_BENCH_SWITCH_INTERVAL=S`` replaces ``server.SWITCH_INTERVAL_S`` (the interpreter's switch interval).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,15 @@ def _time_handler(out: Path) -> None:
     atexit.register(lambda: out.write_text("".join(f"{d}\n" for d in durations)))
 
 
+def _name_threads(out: Path) -> None:
+    atexit.register(
+        lambda: out.write_text("".join(f"{t.native_id}\t{t.name}\n" for t in threading.enumerate() if t.native_id))
+    )
+
+
 if __name__ == "__main__":
+    if names := os.environ.get("AUTHZ_BENCH_THREADS"):
+        _name_threads(Path(names))
     if interval := os.environ.get("AUTHZ_BENCH_SWITCH_INTERVAL"):
         server.SWITCH_INTERVAL_S = float(interval)
     if os.environ.get("AUTHZ_BENCH_STUB_ENGINE") == "1":

@@ -56,9 +56,16 @@ def _time_handler(out: Path) -> None:
 
 
 def _name_threads(out: Path) -> None:
-    atexit.register(
-        lambda: out.write_text("".join(f"{t.native_id}\t{t.name}\n" for t in threading.enumerate() if t.native_id))
-    )
+    # Sampled while the server runs: at exit the pool's threads and the ledger writer have already been joined.
+    seen: dict[int, str] = {}
+
+    def sample() -> None:
+        while True:
+            seen.update((t.native_id, t.name) for t in threading.enumerate() if t.native_id)
+            time.sleep(0.5)
+
+    threading.Thread(target=sample, name="bench-thread-names", daemon=True).start()
+    atexit.register(lambda: out.write_text("".join(f"{tid}\t{name}\n" for tid, name in seen.items())))
 
 
 if __name__ == "__main__":

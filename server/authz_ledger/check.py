@@ -143,7 +143,11 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             record = DecisionRecord(time_unix_nano=time.time_ns(), decision_id=str(decision_id))
             response, error = self._malformed(request, record)
         else:
-            record = _describe_request(request, str(decision_id), self.redactor)
+            record = (
+                _describe_request(request, str(decision_id), self.redactor)
+                if self.writer is not None
+                else _log_ids(request, str(decision_id))  # nothing is stored: only what the log lines carry
+            )
             response, error = self._decide(request, record)
         code = "OK"
         if self.writer is not None:
@@ -304,29 +308,34 @@ def _log_fields(record: DecisionRecord) -> dict[str, str]:
     return fields
 
 
-def _describe_request(request: external_auth_pb2.CheckRequest, decision_id: str, redactor: Redactor) -> DecisionRecord:
-    """The searchable fields of an entry, read straight from the protobuf (never from the policy input)."""
-    attrs = request.attributes
-    http = attrs.request.http
+def _log_ids(request: external_auth_pb2.CheckRequest, decision_id: str) -> DecisionRecord:
+    """The ids that join a decision's log lines, ledger entry and traces; with the ledger off, all it needs."""
+    http = request.attributes.request.http
     headers = http.headers
-    src = attrs.source
-    dst = attrs.destination
     return DecisionRecord(
-        time_unix_nano=time.time_ns(),
+        time_unix_nano=0,
         decision_id=decision_id,
         # Envoy fills http.id with its internal stream id; the x-request-id header is what its access logs
         # print (%REQ(X-REQUEST-ID)%), so it is the id that joins a log line to its ledger entry.
         request_id=headers.get("x-request-id", "") or http.id,
-        source_address=src.address.socket_address.address,
-        source_port=src.address.socket_address.port_value,
-        source_principal=src.principal,
-        destination_address=dst.address.socket_address.address,
-        destination_port=dst.address.socket_address.port_value,
-        destination_principal=dst.principal,
-        method=http.method,
-        host=http.host,
-        path=redactor.redact_path(http.path),
         traceparent=headers.get("traceparent", ""),
         tracestate=headers.get("tracestate", ""),
         b3=headers.get("b3", "") or headers.get("x-b3-traceid", ""),
     )
+
+
+def _describe_request(request: external_auth_pb2.CheckRequest, decision_id: str, redactor: Redactor) -> DecisionRecord:
+    """The searchable fields of an entry, read straight from the protobuf (never from the policy input)."""
+    record = _log_ids(request, decision_id)
+    record.time_unix_nano = time.time_ns()
+    attrs = request.attributes
+    http = attrs.request.http
+    src = attrs.source.address.socket_address
+    dst = attrs.destination.address.socket_address
+    record.source_address, record.source_port = src.address, src.port_value
+    record.source_principal = attrs.source.principal
+    record.destination_address, record.destination_port = dst.address, dst.port_value
+    record.destination_principal = attrs.destination.principal
+    record.method, record.host = http.method, http.host
+    record.path = redactor.redact_path(http.path)
+    return record

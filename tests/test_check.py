@@ -11,6 +11,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_ledger import entry, note
 from authz_ledger.check import CheckOptions, CheckService
+from authz_ledger.metrics import Metrics
 from authz_ledger.policy import Evaluation
 from authz_ledger.redact import RedactionRules, Redactor
 from authz_ledger.store import Store
@@ -124,12 +125,21 @@ def test_a_token_the_policy_hands_envoy_reaches_envoy_but_not_the_ledger(store: 
 
 def test_an_allow_whose_commit_times_out_is_denied_and_recorded_as_refused(store: Store, signer: note.Signer) -> None:
     writer = make_writer(store, signer, commit_timeout_s=0.2)
-    gate = threading.Event()
+    gate, held = threading.Event(), threading.Event()
     append = writer._append
-    writer._append = lambda batch: gate.wait(10) and append(batch)  # type: ignore[method-assign]
+    writer._append = lambda batch: held.set() or (gate.wait(10) and append(batch))  # type: ignore[method-assign]
     writer.start()
-    svc = CheckService(AllowEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions())
+    metrics = Metrics()
+    svc = CheckService(AllowEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions(), metrics)
     response = svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=5.0))
+    assert held.is_set(), "the writer held the entry in its commit when the Check gave up"
+    decisions = {
+        outcome: metrics.registry.get_sample_value("authz_decisions_total", {"outcome": outcome, "engine": "fake"})
+        for outcome in ("allow", "error")
+    }
+    assert decisions == {"allow": None, "error": 1.0}, "metrics count what Envoy got, not what the policy said"
+    refused = metrics.registry.get_sample_value("authz_ledger_refused_checks_total", {"reason": "LedgerWriteError"})
+    assert refused == 1.0
     gate.set()
     writer.close()
     assert (response.status.code, response.denied_response.status.code) == (14, 503)

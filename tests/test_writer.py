@@ -253,12 +253,13 @@ def test_an_entry_in_the_commit_under_way_when_it_times_out_gets_a_correction_en
     store: Store, signer: note.Signer
 ) -> None:
     w = make_writer(store, signer, commit_timeout_s=0.2)
-    gate, _ = _gate_commits(w)
+    gate, entered = _gate_commits(w)
     w.start()
     policy = DecisionRecord(time_unix_nano=1, decision_id="policy", outcome=entry.OUTCOME_ALLOW, allowed=True)
     late = new_decision_id().bytes
     with pytest.raises(LedgerWriteError, match="commit did not finish"):
         w.record(policy.encode(), late, refused_body=lambda reason: b"never used")
+    assert entered.is_set(), "the writer held the entry in its commit when the Check gave up"
     gate.set()
     w.close()
     assert w.head.size == 2
@@ -269,3 +270,73 @@ def test_an_entry_in_the_commit_under_way_when_it_times_out_gets_a_correction_en
     assert f"decision {late_id} was denied with HTTP 503" in correction.error
     assert json.loads(correction.result_json) == {"refused_decision_id": late_id}
     verify_store(store, [signer.verifier()])
+
+
+def test_a_correction_whose_commit_fails_is_written_by_a_later_commit(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer, commit_timeout_s=0.2)
+    gate, entered = _gate_commits(w)
+    held_append = w._append
+    failures: list[int] = []
+
+    def fail_the_correction_once(batch: list[Pending]) -> range:
+        if len(failures) == 0 and any(b"was denied with HTTP" in p.body for p in batch):
+            failures.append(len(batch))
+            raise LedgerWriteError("injected: the correction's first commit fails")
+        return held_append(batch)
+
+    w._append = fail_the_correction_once  # type: ignore[method-assign]
+    w.start()
+    late = new_decision_id().bytes
+    with pytest.raises(LedgerWriteError, match="commit did not finish"):
+        w.record(b"", late, refused_body=lambda reason: b"")
+    assert entered.is_set()
+    gate.set()
+    deadline = time.monotonic() + 5
+    while w.head.size < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    w.close()
+    assert failures == [1], "the correction's own commit failed once"
+    assert w.head.size == 2, "the held entry, then the correction on a retry without any new Check"
+    late_id = str(uuid.UUID(bytes=late))
+    assert f"decision {late_id} was denied" in entry.decode(store.entry(1) or b"", 1).error
+
+
+def test_a_check_that_times_out_while_the_writer_shuts_down_still_gets_its_correction(
+    store: Store, signer: note.Signer
+) -> None:
+    w = make_writer(store, signer, commit_timeout_s=0.3)
+    gate, entered = _gate_commits(w)
+    w.start()
+    errors: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            w.record(b"", new_decision_id().bytes, refused_body=lambda reason: b"")
+        except LedgerWriteError as e:
+            errors.append(e)
+
+    waiter = threading.Thread(target=check)
+    waiter.start()
+    assert entered.wait(5)
+    closer = threading.Thread(target=w.close)
+    closer.start()  # close() while the commit is held and the Check still waits
+    waiter.join(5)
+    gate.set()
+    closer.join(10)
+    assert len(errors) == 1
+    assert w.head.size == 2, "the held entry and its correction, both written before the writer stopped"
+    assert "was denied with HTTP 503" in entry.decode(store.entry(1) or b"", 1).error
+
+
+def test_a_failing_refusal_body_still_denies_with_a_ledger_error(store: Store, signer: note.Signer) -> None:
+    w = make_writer(store, signer, commit_timeout_s=0.2)
+    gate, _ = _gate_commits(w)
+    w.start()
+
+    def broken(reason: str) -> bytes:
+        raise ValueError("cannot encode")
+
+    with pytest.raises(LedgerWriteError, match="commit did not finish"):
+        w.record(b"", new_decision_id().bytes, refused_body=broken)
+    gate.set()
+    w.close()

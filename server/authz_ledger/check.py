@@ -150,6 +150,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             )
             response, error = self._decide(request, record)
         code = "OK"
+        refused = False
         if self.writer is not None:
             try:
                 self.writer.record(
@@ -171,6 +172,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
                     reason=f"{type(e).__name__}: {e}",
                 ).response
                 error = None
+                refused = True
                 if self.metrics is not None:
                     self.metrics.ledger_refused.labels(type(e).__name__).inc()
         if error is not None:
@@ -178,7 +180,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             code = grpc_status.status_for(error).name
             response = external_auth_pb2.CheckResponse()
         if self.metrics is not None:
-            self._observe(record, code, started)
+            self._observe(record, code, started, refused=refused)
         return response
 
     def _refused(self, record: DecisionRecord, reason: str) -> bytes:
@@ -193,15 +195,17 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             error=f"{reason} (policy: {record.error})" if record.error else reason,
         ).encode()
 
-    def _observe(self, record: DecisionRecord, grpc_code: str, started: float) -> None:
+    def _observe(self, record: DecisionRecord, grpc_code: str, started: float, *, refused: bool) -> None:
+        """``refused``: the ledger could not take the decision, so Envoy got a deny whatever the policy said
+        (counted as an error outcome; its reason is in authz_ledger_refused_checks, not in the policy errors)."""
         assert self.metrics is not None
         self.metrics.observe_check(
             grpc_code,
             time.perf_counter() - started,
-            OUTCOME_NAMES.get(record.outcome, "error"),
+            "error" if refused else OUTCOME_NAMES.get(record.outcome, "error"),
             record.engine,
             record.eval_ns / 1e9,
-            record.error.partition(":")[0] if record.outcome == OUTCOME_ERROR else "",
+            record.error.partition(":")[0] if record.outcome == OUTCOME_ERROR and not refused else "",
         )
 
     def _decide(

@@ -52,7 +52,11 @@ alone); next to four: 77 ms at 5 ms, 17 ms at 0.5 ms. Below 0.5 ms it gained lit
 
 
 def tune_interpreter() -> None:
-    """Process-wide settings the Check path needs (see SWITCH_INTERVAL_S); read at call time."""
+    """Process-wide settings the Check path needs (see SWITCH_INTERVAL_S); read at call time.
+
+    They stay for the life of the process (``Running.stop`` does not undo them): an embedding program that
+    starts the service in-process gets them too.
+    """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 

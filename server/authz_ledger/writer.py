@@ -90,7 +90,7 @@ def _sequence_prefix(seq: int) -> bytes:
 class Pending:
     """One decision on its way into the ledger."""
 
-    __slots__ = ("body", "decision_id", "done", "error", "seq")
+    __slots__ = ("body", "decision_id", "done", "error", "seq", "taken")
 
     def __init__(self, body: bytes, decision_id: bytes, wait: bool) -> None:
         self.body = body
@@ -98,9 +98,13 @@ class Pending:
         self.done: threading.Event | None = threading.Event() if wait else None
         self.seq = -1
         self.error: LedgerError | None = None
+        self.taken = False
+        """Set (under the queue's lock) when the writer takes it off the queue."""
 
 
 _STOP = Pending(b"", b"", wait=False)
+_NUDGE = Pending(b"", b"", wait=False)
+"""Wakes the writer for work that is not in the queue (a correction entry)."""
 
 
 class BatchQueue:
@@ -139,6 +143,8 @@ class BatchQueue:
             items = self._items
             n = min(len(items), max_items)
             batch = [items.popleft() for _ in range(n)]
+            for item in batch:
+                item.taken = True
             if n:
                 self._not_full.notify_all()
             return batch
@@ -146,10 +152,10 @@ class BatchQueue:
     def replace_body(self, item: Pending, body: bytes) -> bool:
         """Give a still-queued ``item`` a new body; False if the writer has taken it already."""
         with self._lock:
-            if any(queued is item for queued in self._items):
-                item.body = body
-                return True
-            return False
+            if item.taken:
+                return False
+            item.body = body
+            return True
 
     def __len__(self) -> int:
         return len(self._items)
@@ -202,6 +208,9 @@ class LedgerWriter:
         self._refused_count = 0
         self._refused_first_ns = 0
         self._refused_last_ns = 0
+        self._corrections: list[Pending] = []
+        """Correction entries not yet committed: added to every batch until one commits (under _refused_lock)."""
+        self._sync_waiters = 0
         self.head: Head = store.head()
         self._frontier = tree.Frontier.from_stored(self.head.size, store.read_hashes)
         latest = store.checkpoint()
@@ -231,25 +240,36 @@ class LedgerWriter:
             # async answers before the commit: while commits fail, an allow could rest on memory alone.
             raise LedgerWriteError(f"the ledger cannot write: {self.failure}")
         pending = Pending(body, decision_id, wait)
-        if not self._queue.put(pending, self.options.enqueue_timeout_s):
-            self.note_refused()
-            raise BackpressureError(
-                f"ledger queue full ({self.options.queue_size} decisions) for "
-                f"{self.options.enqueue_timeout_s * 1000:.0f} ms"
-            ) from None
-        if pending.done is None:
-            return -1
-        if not pending.done.wait(self.options.commit_timeout_s):
-            # The Check is denied now (nothing is allowed without a durable record), but its entry is still
-            # queued or being committed: the ledger must not end up saying what the policy answered when Envoy
-            # was told something else.
-            reason = f"commit did not finish within {self.options.commit_timeout_s} s"
-            if refused_body is not None:
-                self._correct(pending, refused_body(f"LedgerWriteError: {reason}"))
-            raise LedgerWriteError(reason)
-        if pending.error is not None:
-            raise pending.error
-        return pending.seq
+        if wait:
+            with self._refused_lock:
+                self._sync_waiters += 1  # shutdown keeps writing until every waiter is done (corrections)
+        try:
+            if not self._queue.put(pending, self.options.enqueue_timeout_s):
+                self.note_refused()
+                raise BackpressureError(
+                    f"ledger queue full ({self.options.queue_size} decisions) for "
+                    f"{self.options.enqueue_timeout_s * 1000:.0f} ms"
+                ) from None
+            if pending.done is None:
+                return -1
+            if not pending.done.wait(self.options.commit_timeout_s):
+                # The Check is denied now (nothing is allowed without a durable record), but its entry is still
+                # queued or being committed: the ledger must not end up saying what the policy answered when
+                # Envoy was told something else.
+                reason = f"commit did not finish within {self.options.commit_timeout_s} s"
+                if refused_body is not None:
+                    try:
+                        self._correct(pending, refused_body(f"LedgerWriteError: {reason}"))
+                    except Exception:  # the Check must still be denied, not turned into a failed RPC
+                        log.exception("could not record the refusal of a timed-out decision")
+                raise LedgerWriteError(reason)
+            if pending.error is not None:
+                raise pending.error
+            return pending.seq
+        finally:
+            if wait:
+                with self._refused_lock:
+                    self._sync_waiters -= 1
 
     def _correct(self, pending: Pending, refused: bytes) -> None:
         """Make the ledger say that ``pending``'s Check was refused after its commit timed out."""
@@ -257,8 +277,10 @@ class LedgerWriter:
         if self._queue.replace_body(pending, refused):
             log.warning("decision %s refused: commit timeout; its queued entry now records the refusal", decision)
             return
-        # The writer holds it in the commit under way: that entry (if the commit succeeds) records the policy's
-        # answer, so a correction entry follows it. Forced in: a bounded number (one per timed-out Check).
+        if pending.done is not None and pending.done.is_set() and pending.error is not None:
+            return  # its commit failed meanwhile: nothing in the ledger contradicts the refusal
+        # The writer holds it in the commit under way (or has just committed it): that entry records the policy's
+        # answer, so a correction entry follows it. The writer keeps it until a commit holding it succeeds.
         correction_id = new_decision_id()
         record = DecisionRecord(
             time_unix_nano=time.time_ns(),
@@ -273,8 +295,17 @@ class LedgerWriter:
             ),
             result_json=json.dumps({"refused_decision_id": decision}).encode(),
         )
+        with self._refused_lock:
+            self._corrections.append(Pending(record.encode(), correction_id.bytes, wait=False))
+        if not self._thread.is_alive():
+            log.critical(
+                "decision %s was denied after its commit timed out, but the ledger writer has stopped: its entry "
+                "may say otherwise and no correction can be written",
+                decision,
+            )
+            return
         log.warning("decision %s refused: commit timeout; correction entry %s queued", decision, correction_id)
-        self._queue.put(Pending(record.encode(), correction_id.bytes, wait=False), 0, force=True)
+        self._queue.put(_NUDGE, 0, force=True)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking entries, commit everything queued, publish a final checkpoint, join the thread."""
@@ -346,31 +377,55 @@ class LedgerWriter:
         max_batch = self.options.batch_max_entries
         while True:
             batch = self._queue.take(max_batch, self._until_checkpoint())
-            if not batch:
-                self._publish_checkpoint()
-                continue
             stop = any(p is _STOP for p in batch)
-            if stop:
-                batch = [p for p in batch if p is not _STOP]
-            summary = self._refusal_summary()
-            if summary is not None:
-                batch.append(summary)
-            if batch:
-                self._commit(batch)
+            batch = [p for p in batch if p is not _STOP and p is not _NUDGE]
+            extra = self._extra_entries()
+            if not batch and not extra:
+                self._publish_checkpoint()
+                if stop:
+                    break
+                continue
+            self._commit_with(batch, extra)
             if stop:
                 break
             if self._checkpoint_due():
                 self._publish_checkpoint()
-        # _STOP was queued after the closed flag was set, so nothing can follow it; commit any stragglers.
-        rest = [p for p in self._queue.take(len(self._queue), 0) if p is not _STOP]
-        summary = self._refusal_summary()
-        if summary is not None:
-            rest.append(summary)
-        for i in range(0, len(rest), max_batch):
-            self._commit(rest[i : i + max_batch])
+        # Nothing but corrections and stragglers can follow _STOP (record() refuses new entries once closed);
+        # a sync Check still waiting may time out and add a correction, so write until none waits.
+        deadline = time.monotonic() + self.options.commit_timeout_s + 1.0
+        while True:
+            rest = [p for p in self._queue.take(len(self._queue), 0) if p is not _STOP and p is not _NUDGE]
+            extra = self._extra_entries()
+            for i in range(0, max(len(rest), 1), max_batch):
+                chunk = rest[i : i + max_batch]
+                if chunk or extra:
+                    self._commit_with(chunk, extra)
+                    extra = self._extra_entries()
+            with self._refused_lock:
+                settled = self._sync_waiters == 0 and not self._corrections
+            if settled and not len(self._queue):
+                break
+            if time.monotonic() > deadline:
+                log.critical("ledger writer stopping with %d correction(s) unwritten", len(self._corrections))
+                break
+            time.sleep(0.01)
         self._publish_checkpoint(force=True)
 
+    def _extra_entries(self) -> list[Pending]:
+        """What the writer adds to a batch itself: pending corrections and the backpressure summary."""
+        summary = self._refusal_summary()
+        with self._refused_lock:
+            extra = list(self._corrections) if self._halted is None else []
+        return [*extra, summary] if summary is not None else extra
+
+    def _commit_with(self, batch: list[Pending], extra: list[Pending]) -> None:
+        if self._commit(batch + extra):
+            with self._refused_lock:
+                self._corrections = [c for c in self._corrections if c not in extra]
+
     def _until_checkpoint(self) -> float | None:
+        if self._corrections and self._halted is None:
+            return 1.0  # a correction whose commit failed: try again soon, not only when a Check arrives
         if self.head.size == self._checkpoint_size:
             return None  # nothing new to sign: sleep until an entry arrives
         remaining = self.options.checkpoint_interval_s - (time.monotonic() - self._last_checkpoint_time)
@@ -382,7 +437,8 @@ class LedgerWriter:
             and time.monotonic() - self._last_checkpoint_time >= self.options.checkpoint_interval_s
         )
 
-    def _commit(self, batch: list[Pending]) -> None:
+    def _commit(self, batch: list[Pending]) -> bool:
+        """Commit ``batch`` in one transaction; False if it failed (every waiting Check then gets the error)."""
         started = time.perf_counter()
         while True:
             try:
@@ -410,7 +466,7 @@ class LedgerWriter:
                             p.done.set()
                     if self._closed:
                         log.critical("%d queued decisions could not be written at shutdown", len(batch))
-                    return
+                    return False
                 # async: these Checks were already answered; keep retrying (the queue fills up behind
                 # us and backpressure then denies new Checks) rather than lose acknowledged entries.
                 time.sleep(0.2)
@@ -425,6 +481,7 @@ class LedgerWriter:
         self.stats.committed_batches += 1
         self.stats.last_batch_size = len(batch)
         self.stats.last_commit_seconds = time.perf_counter() - started
+        return True
 
     def _append(self, batch: list[Pending]) -> range:
         old = self.head

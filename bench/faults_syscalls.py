@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -106,6 +107,16 @@ def driver(args: argparse.Namespace) -> int:
     def report(line: str) -> None:
         with send_lock:
             sock.send(line.encode()[:4000])
+
+    class CheckpointFailures(logging.Handler):
+        """The writer's "cannot publish checkpoint" errors: a fault on the commit path may hit the checkpoint's
+        own LMDB transaction rather than a batch of decisions, and then refusing no decision is right."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("cannot publish checkpoint"):
+                report(f"CHECKPOINT_FAILED {record.getMessage()}")
+
+    logging.getLogger("authz_ledger.writer").addHandler(CheckpointFailures(logging.ERROR))
 
     try:
         opened = open_for_serving(_ledger_config(Path(args.data_dir), args.checkpoint_ms))
@@ -190,6 +201,7 @@ class DriverRun:
     acks_after_first_fail: int = 0
     recovered: bool | None = None
     stuck: str = ""
+    checkpoint_failures: list[str] = field(default_factory=list)
 
 
 def ensure_strace() -> str:
@@ -318,6 +330,8 @@ def _collect(conn: socket.socket, run: DriverRun, deadline: float) -> None:
                 run.acks_after_first_fail += 1
         elif kind == "FAIL":
             run.fails.append(rest)
+        elif kind == "CHECKPOINT_FAILED":
+            run.checkpoint_failures.append(rest)
         elif kind == "REFUSED":
             run.refused = rest
         elif kind == "READY":
@@ -356,6 +370,8 @@ class Outcome:
     injected_lines: list[str] = field(default_factory=list)
     first_refusal: str = ""
     last_refusal: str = ""
+    checkpoint_failures: int = 0
+    """The writer's failed checkpoint transactions (a commit-path fault can hit one instead of a batch)."""
 
     def line(self) -> str:
         status = "ok" if not self.problems else "PROBLEM: " + "; ".join(self.problems)
@@ -390,8 +406,8 @@ def one_injection(workdir: Path, syscall: str, fault: str, when: int, *, count: 
     if fault != "sigkill" and faulty.exit_code != 0:
         problems.append(f"the driver exited with {faulty.exit_code} under an I/O error (it must report, not crash)")
     if faulty.injected and fault != "sigkill" and syscall in COMMIT_PATH:
-        if not faulty.fails:
-            problems.append("an I/O error on the commit path refused no decision")
+        if not faulty.fails and not faulty.checkpoint_failures:
+            problems.append("an I/O error on the commit path refused no decision (and failed no checkpoint)")
         if fault == "eio-persistent" and faulty.recovered:
             problems.append("a decision was acknowledged while the disk kept failing")
     if faulty.injected > RETRY_STORM:
@@ -432,6 +448,7 @@ def one_injection(workdir: Path, syscall: str, fault: str, when: int, *, count: 
         faulty.injected_lines,
         faulty.fails[0].split(" ", 1)[1] if faulty.fails else "",
         faulty.fails[-1].split(" ", 1)[1] if faulty.fails else "",
+        len(faulty.checkpoint_failures),
     )
 
 

@@ -59,9 +59,12 @@ def test_an_injected_fault_loses_no_acknowledged_decision(tmp_path: Path, syscal
     # (the retry storm and the MDB_PANIC wedge are checked by their own tests below)
     problems = [p for p in o.problems if "without backoff" not in p and "until restarted" not in p]
     assert not problems, o.line()
-    if syscall in faults.COMMIT_PATH and fault != "sigkill":
+    if syscall in faults.COMMIT_PATH and fault != "sigkill" and o.refused_checks == 0:
+        # The fault hit the checkpoint's own transaction, not a batch of decisions (timing decides which comes
+        # second): nothing to refuse, and the failure was reported.
+        assert o.checkpoint_failures >= 1, o.line()
+    elif syscall in faults.COMMIT_PATH and fault != "sigkill":
         # fail closed: the batch that hit the error was refused, with the error named
-        assert o.refused_checks >= 1, o.line()
         assert "Input/output error" in o.first_refusal, o.line()
     elif fault != "sigkill":
         assert o.refused_checks == 0, f"a checkpoint-file fault must not refuse decisions: {o.line()}"

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,22 @@ def _gate_commits(w: LedgerWriter) -> tuple[threading.Event, threading.Event]:
     return gate, entered
 
 
+def _record_in_background(
+    w: LedgerWriter, errors: list[LedgerWriteError], refused_body: Callable[[str], bytes] | None = None
+) -> threading.Thread:
+    """A sync Check's record() on a thread of its own, its LedgerWriteError (a commit timeout) kept in ``errors``."""
+
+    def run() -> None:
+        try:
+            w.record(b"", new_decision_id().bytes, refused_body=refused_body)
+        except LedgerWriteError as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def _record(store: Store, decision_id: bytes) -> Any:
     seq = store.seq_of_decision(decision_id)
     assert seq is not None
@@ -225,15 +242,8 @@ def test_an_entry_still_queued_when_its_commit_times_out_is_recorded_as_refused(
     gate, entered = _gate_commits(w)
     w.start()
     earlier_errors: list[LedgerWriteError] = []
-
-    def record_earlier() -> None:
-        try:
-            w.record(b"", new_decision_id().bytes)
-        except LedgerWriteError as e:  # it times out too (no refused_body: nothing to correct)
-            earlier_errors.append(e)
-
-    earlier = threading.Thread(target=record_earlier)
-    earlier.start()  # its commit is held, so the next entry stays queued
+    # Its commit is held, so the next entry stays queued. It times out too (no refused_body: nothing to correct).
+    earlier = _record_in_background(w, earlier_errors)
     assert entered.wait(5)
     policy = DecisionRecord(time_unix_nano=1, decision_id="policy", outcome=entry.OUTCOME_ALLOW, allowed=True)
     refused = DecisionRecord(time_unix_nano=1, decision_id="refused", error="LedgerWriteError: late")
@@ -307,16 +317,8 @@ def test_a_check_that_times_out_while_the_writer_shuts_down_still_gets_its_corre
     w = make_writer(store, signer, commit_timeout_s=0.3)
     gate, entered = _gate_commits(w)
     w.start()
-    errors: list[BaseException] = []
-
-    def check() -> None:
-        try:
-            w.record(b"", new_decision_id().bytes, refused_body=lambda reason: b"")
-        except LedgerWriteError as e:
-            errors.append(e)
-
-    waiter = threading.Thread(target=check)
-    waiter.start()
+    errors: list[LedgerWriteError] = []
+    waiter = _record_in_background(w, errors, refused_body=lambda reason: b"")
     assert entered.wait(5)
     closer = threading.Thread(target=w.close)
     closer.start()  # close() while the commit is held and the Check still waits

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -281,22 +282,16 @@ class LedgerWriter:
             return  # its commit failed meanwhile: nothing in the ledger contradicts the refusal
         # The writer holds it in the commit under way (or has just committed it): that entry records the policy's
         # answer, so a correction entry follows it. The writer keeps it until a commit holding it succeeds.
-        correction_id = new_decision_id()
-        record = DecisionRecord(
-            time_unix_nano=time.time_ns(),
-            decision_id=str(correction_id),
-            outcome=OUTCOME_ERROR,
-            http_status=self.options.overload_http_status,
-            grpc_code=14,
-            error=(
-                f"LedgerWriteError: decision {decision} was denied with HTTP {self.options.overload_http_status}: "
-                f"its commit did not finish within {self.options.commit_timeout_s} s; the entry recorded for it "
-                "(if that commit succeeded) holds the policy's answer, not what Envoy was told"
-            ),
-            result_json=json.dumps({"refused_decision_id": decision}).encode(),
+        correction = self._own_entry(
+            time.time_ns(),
+            f"LedgerWriteError: decision {decision} was denied with HTTP {self.options.overload_http_status}: "
+            f"its commit did not finish within {self.options.commit_timeout_s} s; the entry recorded for it "
+            "(if that commit succeeded) holds the policy's answer, not what Envoy was told",
+            {"refused_decision_id": decision},
         )
+        correction_id = uuid.UUID(bytes=correction.decision_id)
         with self._refused_lock:
-            self._corrections.append(Pending(record.encode(), correction_id.bytes, wait=False))
+            self._corrections.append(correction)
         if not self._thread.is_alive():
             log.critical(
                 "decision %s was denied after its commit timed out, but the ledger writer has stopped: its entry "
@@ -349,18 +344,25 @@ class LedgerWriter:
             self._refused_count = 0
         if count == 0:
             return None
+        return self._own_entry(
+            last,
+            f"BackpressureError: {count} Checks denied with HTTP {self.options.overload_http_status} "
+            f"because the ledger queue was full, first at {first} ns, last at {last} ns (Unix time)",
+            {"refused": count, "first_unix_nano": first, "last_unix_nano": last},
+        )
+
+    def _own_entry(self, time_unix_nano: int, error: str, result: dict[str, Any]) -> Pending:
+        """An entry the writer adds itself (a backpressure summary, a correction): Checks refused, as Envoy saw
+        them (UNAVAILABLE, HTTP ``overload_http_status``), under a decision id of its own."""
         decision_id = new_decision_id()
         record = DecisionRecord(
-            time_unix_nano=last,
+            time_unix_nano=time_unix_nano,
             decision_id=str(decision_id),
             outcome=OUTCOME_ERROR,
             http_status=self.options.overload_http_status,
             grpc_code=14,
-            error=(
-                f"BackpressureError: {count} Checks denied with HTTP {self.options.overload_http_status} "
-                f"because the ledger queue was full, first at {first} ns, last at {last} ns (Unix time)"
-            ),
-            result_json=json.dumps({"refused": count, "first_unix_nano": first, "last_unix_nano": last}).encode(),
+            error=error,
+            result_json=json.dumps(result).encode(),
         )
         return Pending(record.encode(), decision_id.bytes, wait=False)
 
@@ -402,13 +404,19 @@ class LedgerWriter:
                     self._commit_with(chunk, extra)
                     extra = self._extra_entries()
             with self._refused_lock:
-                settled = self._sync_waiters == 0 and not self._corrections
+                unwritten = len(self._corrections) if self._halted is None else 0  # halted: none can be
+                settled = self._sync_waiters == 0 and not unwritten
             if settled and not len(self._queue):
                 break
             if time.monotonic() > deadline:
-                log.critical("ledger writer stopping with %d correction(s) unwritten", len(self._corrections))
                 break
             time.sleep(0.01)
+        if self._corrections:
+            log.critical(
+                "ledger writer stopped with %d correction entr(ies) unwritten: decisions denied after a commit "
+                "timeout may be recorded as the policy answered them (see the warnings naming them above)",
+                len(self._corrections),
+            )
         self._publish_checkpoint(force=True)
 
     def _extra_entries(self) -> list[Pending]:

@@ -342,3 +342,45 @@ def test_a_failing_refusal_body_still_denies_with_a_ledger_error(store: Store, s
         w.record(b"", new_decision_id().bytes, refused_body=broken)
     gate.set()
     w.close()
+
+
+def test_entries_still_queued_at_shutdown_are_rewritten_in_place_never_overtaken_by_a_correction(
+    store: Store, signer: note.Signer
+) -> None:
+    w = make_writer(store, signer, batch_max_entries=1, commit_timeout_s=0.2)
+    gate, entered = _gate_commits(w)
+    w.start()
+    w._queue.put(Pending(b"", new_decision_id().bytes, False), 0)
+    assert entered.wait(5)  # the first commit is held
+    closer = threading.Thread(target=w.close)
+    closer.start()
+    time.sleep(0.05)
+    late = [Pending(b"", new_decision_id().bytes, True) for _ in range(3)]
+    for p in late:  # stragglers that passed the closed check before close()
+        w._queue.put(p, 0, force=True)
+    for p in late:  # their Checks time out while the first commit is held
+        w._correct(p, b"\x12\x07refused")
+    gate.set()
+    closer.join(10)
+    assert [raw[-7:] for _, raw in store.iter_entries()][1:] == [b"refused"] * 3
+    assert w.head.size == 4, "each rewritten in place: no correction entry"
+
+
+def test_a_check_refused_during_the_shutdown_drain_is_counted_in_a_summary_entry(
+    store: Store, signer: note.Signer
+) -> None:
+    w = make_writer(store, signer)
+    gate, entered = _gate_commits(w)
+    w.start()
+    w._queue.put(Pending(b"", new_decision_id().bytes, False), 0)
+    assert entered.wait(5)
+    closer = threading.Thread(target=w.close)
+    closer.start()
+    time.sleep(0.05)
+    w._queue.put(Pending(b"", new_decision_id().bytes, False), 0, force=True)
+    w.note_refused()  # e.g. a Check whose caller's deadline had expired, denied while the writer drains
+    gate.set()
+    closer.join(10)
+    entries = list(store.iter_entries())
+    assert len(entries) == 3, "the held entry, the straggler, the summary"
+    assert entry.decode(entries[2][1], 2).error.startswith("BackpressureError: 1 Checks denied")

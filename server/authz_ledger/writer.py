@@ -209,8 +209,9 @@ class LedgerWriter:
         self._refused_count = 0
         self._refused_first_ns = 0
         self._refused_last_ns = 0
-        self._corrections: list[Pending] = []
-        """Correction entries not yet committed: added to every batch until one commits (under _refused_lock)."""
+        self._own: list[Pending] = []
+        """Entries the writer added itself (corrections, backpressure summaries) whose commit has not succeeded
+        yet: added to every batch until one commits (under _refused_lock)."""
         self._sync_waiters = 0
         self.head: Head = store.head()
         self._frontier = tree.Frontier.from_stored(self.head.size, store.read_hashes)
@@ -235,16 +236,17 @@ class LedgerWriter:
         within ``commit_timeout_s`` (the caller then denies the Check, so the ledger must say so too).
         """
         wait = self.options.durability is Durability.SYNC
-        if self._closed:
-            raise LedgerClosedError("the ledger is shutting down")
-        if not wait and self.failure is not None:
-            # async answers before the commit: while commits fail, an allow could rest on memory alone.
-            raise LedgerWriteError(f"the ledger cannot write: {self.failure}")
-        pending = Pending(body, decision_id, wait)
         if wait:
             with self._refused_lock:
-                self._sync_waiters += 1  # shutdown keeps writing until every waiter is done (corrections)
+                # Counted before the closed check: shutdown keeps writing until every waiter is done.
+                self._sync_waiters += 1
         try:
+            if self._closed:
+                raise LedgerClosedError("the ledger is shutting down")
+            if not wait and self.failure is not None:
+                # async answers before the commit: while commits fail, an allow could rest on memory alone.
+                raise LedgerWriteError(f"the ledger cannot write: {self.failure}")
+            pending = Pending(body, decision_id, wait)
             if not self._queue.put(pending, self.options.enqueue_timeout_s):
                 self.note_refused()
                 raise BackpressureError(
@@ -275,6 +277,13 @@ class LedgerWriter:
     def _correct(self, pending: Pending, refused: bytes) -> None:
         """Make the ledger say that ``pending``'s Check was refused after its commit timed out."""
         decision = str(uuid.UUID(bytes=pending.decision_id))
+        if self._halted is not None or not self._thread.is_alive():
+            log.critical(
+                "decision %s was denied after its commit timed out, but the ledger writer has stopped: its entry "
+                "may say otherwise and nothing more can be written",
+                decision,
+            )
+            return
         if self._queue.replace_body(pending, refused):
             log.warning("decision %s refused: commit timeout; its queued entry now records the refusal", decision)
             return
@@ -291,14 +300,7 @@ class LedgerWriter:
         )
         correction_id = uuid.UUID(bytes=correction.decision_id)
         with self._refused_lock:
-            self._corrections.append(correction)
-        if not self._thread.is_alive():
-            log.critical(
-                "decision %s was denied after its commit timed out, but the ledger writer has stopped: its entry "
-                "may say otherwise and no correction can be written",
-                decision,
-            )
-            return
+            self._own.append(correction)
         log.warning("decision %s refused: commit timeout; correction entry %s queued", decision, correction_id)
         self._queue.put(_NUDGE, 0, force=True)
 
@@ -392,47 +394,54 @@ class LedgerWriter:
                 break
             if self._checkpoint_due():
                 self._publish_checkpoint()
-        # Nothing but corrections and stragglers can follow _STOP (record() refuses new entries once closed);
-        # a sync Check still waiting may time out and add a correction, so write until none waits.
+        # Nothing but stragglers and the writer's own entries can follow _STOP (record() refuses new entries once
+        # closed); a sync Check still waiting may time out and add a correction, so write until none waits.
+        # One batch at a time, as above: an entry still queued can then be rewritten in place, and a correction
+        # never overtakes the entry it corrects.
         deadline = time.monotonic() + self.options.commit_timeout_s + 1.0
         while True:
-            rest = [p for p in self._queue.take(len(self._queue), 0) if p is not _STOP and p is not _NUDGE]
+            chunk = [p for p in self._queue.take(max_batch, 0) if p is not _STOP and p is not _NUDGE]
             extra = self._extra_entries()
-            for i in range(0, max(len(rest), 1), max_batch):
-                chunk = rest[i : i + max_batch]
-                if chunk or extra:
-                    self._commit_with(chunk, extra)
-                    extra = self._extra_entries()
+            if chunk or extra:
+                if not self._commit_with(chunk, extra):
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)  # the disk is failing: retry the writer's own entries calmly
+                continue
             with self._refused_lock:
-                unwritten = len(self._corrections) if self._halted is None else 0  # halted: none can be
+                unwritten = len(self._own) if self._halted is None else 0  # halted: none can be
                 settled = self._sync_waiters == 0 and not unwritten
-            if settled and not len(self._queue):
-                break
-            if time.monotonic() > deadline:
+            if (settled and not len(self._queue)) or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
-        if self._corrections:
+        if self._own:
             log.critical(
-                "ledger writer stopped with %d correction entr(ies) unwritten: decisions denied after a commit "
-                "timeout may be recorded as the policy answered them (see the warnings naming them above)",
-                len(self._corrections),
+                "ledger writer stopped with %d of its own entries unwritten (corrections of decisions denied after "
+                "a commit timeout, backpressure summaries): see the warnings naming those decisions above",
+                len(self._own),
             )
         self._publish_checkpoint(force=True)
 
     def _extra_entries(self) -> list[Pending]:
-        """What the writer adds to a batch itself: pending corrections and the backpressure summary."""
+        """What the writer adds to a batch itself: its entries not yet committed (corrections, summaries whose
+        commit failed) and a summary of the Checks refused since the last one."""
         summary = self._refusal_summary()
         with self._refused_lock:
-            extra = list(self._corrections) if self._halted is None else []
+            extra = list(self._own) if self._halted is None else []
         return [*extra, summary] if summary is not None else extra
 
-    def _commit_with(self, batch: list[Pending], extra: list[Pending]) -> None:
-        if self._commit(batch + extra):
-            with self._refused_lock:
-                self._corrections = [c for c in self._corrections if c not in extra]
+    def _commit_with(self, batch: list[Pending], extra: list[Pending]) -> bool:
+        """Commit ``batch`` and the writer's own ``extra``; those stay pending until a commit holds them."""
+        ok = self._commit(batch + extra)
+        with self._refused_lock:
+            if ok:
+                self._own = [e for e in self._own if e not in extra]
+            else:
+                self._own += [e for e in extra if e not in self._own]
+        return ok
 
     def _until_checkpoint(self) -> float | None:
-        if self._corrections and self._halted is None:
+        if self._own and self._halted is None:
             return 1.0  # a correction whose commit failed: try again soon, not only when a Check arrives
         if self.head.size == self._checkpoint_size:
             return None  # nothing new to sign: sleep until an entry arrives

@@ -73,3 +73,30 @@ def test_metrics_listen_on_loopback_by_default() -> None:
     from authz_ledger import config
 
     assert config.load(environ={}).metrics.addr.startswith("127.0.0.1:")
+
+
+def test_per_thread_tallies_add_up_across_threads_into_cumulative_buckets() -> None:
+    from authz_ledger.metrics import Metrics
+
+    metrics = Metrics()
+
+    def observe(n: int) -> None:
+        for _ in range(n):
+            metrics.observe_check("OK", 0.0003, "allow", "opa", 0.0002, "")
+        metrics.observe_check("UNKNOWN", 3.0, "error", "opa", 0.0, "PolicyTimeoutError")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(observe, [1000] * 8))
+    value = metrics.registry.get_sample_value
+    assert value("grpc_server_handled_total", {"grpc_method": "Check", "grpc_code": "OK"}) == 8000
+    assert value("grpc_server_handled_total", {"grpc_method": "Check", "grpc_code": "UNKNOWN"}) == 8
+    latency = {"grpc_method": "Check"}
+    assert value("grpc_server_handling_seconds_bucket", {**latency, "le": "0.00025"}) == 0
+    assert value("grpc_server_handling_seconds_bucket", {**latency, "le": "0.0005"}) == 8000  # 0.3 ms <= 0.5 ms
+    assert value("grpc_server_handling_seconds_bucket", {**latency, "le": "2.5"}) == 8000
+    assert value("grpc_server_handling_seconds_bucket", {**latency, "le": "+Inf"}) == 8008
+    assert value("grpc_server_handling_seconds_count", latency) == 8008
+    assert value("grpc_server_handling_seconds_sum", latency) == pytest.approx(8000 * 0.0003 + 8 * 3.0)
+    assert value("authz_decisions_total", {"outcome": "allow", "engine": "opa"}) == 8000
+    assert value("authz_policy_evaluation_seconds_count", {"engine": "opa"}) == 8000  # no time: not observed
+    assert value("authz_policy_errors_total", {"engine": "opa", "error": "PolicyTimeoutError"}) == 8

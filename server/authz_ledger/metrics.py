@@ -1,20 +1,23 @@
 """Prometheus metrics on their own HTTP listener (loopback by default), with Prometheus naming conventions.
 
-Hot-path cost is kept to a counter increment and a histogram observation per Check; everything the writer
-already counts (queue depth, batch size, commit latency, tree size, checkpoints) is read at scrape time by a
-custom collector, so the writer thread pays nothing for it. No label has unbounded cardinality: methods, gRPC
-codes, outcomes and engines are small fixed sets.
+Hot-path cost is kept to a few dict and list increments per Check, in the Check's own thread (``_CheckTallies``:
+no lock); everything the writer already counts (queue depth, batch size, commit latency, tree size,
+checkpoints) is read at scrape time by a custom collector, so the writer thread pays nothing for it. No label
+has unbounded cardinality: methods, gRPC codes, outcomes and engines are small fixed sets.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from authz_ledger import __version__
 from authz_ledger.errors import ConfigError
@@ -31,61 +34,154 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.grpc_handled = Counter(
-            "grpc_server_handled", "RPCs completed, by method and gRPC status code.", ["grpc_method", "grpc_code"],
-            registry=r,
-        )  # fmt: skip
-        self.grpc_seconds = Histogram(
-            "grpc_server_handling_seconds", "Time to answer an RPC.", ["grpc_method"], buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )  # fmt: skip
-        self.decisions = Counter(
-            "authz_decisions", "Check decisions by outcome (allow, deny, error) and engine.", ["outcome", "engine"],
-            registry=r,
-        )  # fmt: skip
-        self.policy_seconds = Histogram(
-            "authz_policy_evaluation_seconds", "Policy evaluation time, engine round trip included.", ["engine"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.policy_errors = Counter(
-            "authz_policy_errors", "Decisions without a usable policy result, by error class.", ["engine", "error"],
-            registry=r,
-        )  # fmt: skip
+        # The per-Check metrics (grpc_server_handled, grpc_server_handling_seconds, authz_decisions,
+        # authz_policy_evaluation_seconds, authz_policy_errors) are tallied per thread: see _CheckTallies.
+        self.checks = _CheckTallies()
+        r.register(self.checks)
         self.ledger_refused = Counter(
             "authz_ledger_refused_checks", "Checks denied because the ledger could not take them, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
         build = Gauge("authz_ledger_build_info", "Build information.", ["version"], registry=r)
         build.labels(__version__).set(1)
-        # Labelled children by label values: ``labels()`` takes a lock and builds its key on every call, which
-        # made the per-Check metrics cost ~14 µs; a dict hit is a fraction of a microsecond. The label sets are
-        # small and fixed (see the module docstring), so the dict stays small.
-        self._children: dict[tuple[Any, ...], Any] = {}
 
     def observe_check(
         self, grpc_code: str, seconds: float, outcome: str, engine: str, eval_seconds: float, error_class: str
     ) -> None:
         """Everything one Check records: its gRPC code and latency, its outcome, the engine's time and error."""
-        self._child(self.grpc_handled, "Check", grpc_code).inc()
-        self._child(self.grpc_seconds, "Check").observe(seconds)
-        self._child(self.decisions, outcome, engine).inc()
-        if eval_seconds:
-            self._child(self.policy_seconds, engine).observe(eval_seconds)
-        if error_class:
-            self._child(self.policy_errors, engine, error_class).inc()
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self.checks.observe(grpc_code, seconds, outcome, engine, eval_seconds, error_class)
 
     def watch_writer(self, writer: LedgerWriter) -> None:
         self.registry.register(_WriterCollector(writer))
 
     def watch_witnesses(self, publisher: WitnessPublisher) -> None:
         self.registry.register(_WitnessCollector(publisher))
+
+
+class _Tally:
+    """One thread's counts: only that thread writes them, scrapes read them."""
+
+    __slots__ = ("decisions", "errors", "handled", "handling", "handling_sum", "policy", "policy_sum")
+
+    def __init__(self) -> None:
+        self.handled: dict[str, int] = {}
+        self.handling = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.handling_sum = 0.0
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.policy: dict[str, list[int]] = {}
+        self.policy_sum: dict[str, float] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+
+
+class _CheckTallies(Collector):
+    """The per-Check metrics, counted without a lock and summed when scraped.
+
+    prometheus_client's metric children take a lock on every update: four of them cost ~8 µs of a Check whose
+    own work is ~30 µs. Here each thread counts into its own ``_Tally`` (a Check runs on one thread from start to
+    end), so an update is a dict or list increment, and a scrape adds the tallies up. A scrape may miss the
+    updates of the Check in progress on another thread; nothing is ever lost or counted twice.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._tallies: list[_Tally] = []
+        self._lock = threading.Lock()  # taken once per thread, and by scrapes
+
+    def observe(
+        self, grpc_code: str, seconds: float, outcome: str, engine: str, eval_seconds: float, error_class: str
+    ) -> None:
+        t: _Tally | None = getattr(self._local, "tally", None)
+        if t is None:
+            t = self._local.tally = _Tally()
+            with self._lock:
+                self._tallies.append(t)
+        t.handled[grpc_code] = t.handled.get(grpc_code, 0) + 1
+        t.handling[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        t.handling_sum += seconds
+        key = (outcome, engine)
+        t.decisions[key] = t.decisions.get(key, 0) + 1
+        if eval_seconds:
+            counts = t.policy.get(engine)
+            if counts is None:
+                counts = t.policy[engine] = [0] * (len(_LATENCY_BUCKETS) + 1)
+                t.policy_sum[engine] = 0.0
+            counts[bisect_left(_LATENCY_BUCKETS, eval_seconds)] += 1
+            t.policy_sum[engine] += eval_seconds
+        if error_class:
+            key = (engine, error_class)
+            t.errors[key] = t.errors.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        handled: dict[str, int] = {}
+        handling, handling_sum = [0] * (len(_LATENCY_BUCKETS) + 1), 0.0
+        decisions: dict[tuple[str, str], int] = {}
+        policy: dict[str, list[int]] = {}
+        policy_sum: dict[str, float] = {}
+        errors: dict[tuple[str, str], int] = {}
+        with self._lock:
+            tallies = list(self._tallies)
+        for t in tallies:
+            # .copy() of a dict is one C call: consistent even while its thread counts.
+            _add(handled, t.handled.copy())
+            handling = [a + b for a, b in zip(handling, list(t.handling), strict=True)]
+            handling_sum += t.handling_sum
+            _add(decisions, t.decisions.copy())
+            for engine, counts in t.policy.copy().items():
+                total = policy.setdefault(engine, [0] * (len(_LATENCY_BUCKETS) + 1))
+                policy[engine] = [a + b for a, b in zip(total, list(counts), strict=True)]
+                policy_sum[engine] = policy_sum.get(engine, 0.0) + t.policy_sum.get(engine, 0.0)
+            _add(errors, t.errors.copy())
+        family = CounterMetricFamily(
+            "grpc_server_handled",
+            "RPCs completed, by method and gRPC status code.",
+            labels=["grpc_method", "grpc_code"],
+        )
+        for code, n in sorted(handled.items()):
+            family.add_metric(["Check", code], n)
+        yield family
+        latency = HistogramMetricFamily(
+            "grpc_server_handling_seconds", "Time to answer an RPC.", labels=["grpc_method"]
+        )
+        if sum(handling):
+            latency.add_metric(["Check"], _buckets(handling), handling_sum)
+        yield latency
+        family = CounterMetricFamily(
+            "authz_decisions",
+            "Check decisions by outcome (allow, deny, error) and engine.",
+            labels=["outcome", "engine"],
+        )
+        for (outcome, engine), n in sorted(decisions.items()):
+            family.add_metric([outcome, engine], n)
+        yield family
+        evaluation = HistogramMetricFamily(
+            "authz_policy_evaluation_seconds", "Policy evaluation time, engine round trip included.", labels=["engine"]
+        )
+        for engine, counts in sorted(policy.items()):
+            evaluation.add_metric([engine], _buckets(counts), policy_sum[engine])
+        yield evaluation
+        family = CounterMetricFamily(
+            "authz_policy_errors",
+            "Decisions without a usable policy result, by error class.",
+            labels=["engine", "error"],
+        )
+        for (engine, error), n in sorted(errors.items()):
+            family.add_metric([engine, error], n)
+        yield family
+
+
+def _add(total: dict[Any, int], more: dict[Any, int]) -> None:
+    for key, n in more.items():
+        total[key] = total.get(key, 0) + n
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    """Cumulative ``le`` buckets (Prometheus histograms count observations <= le), +Inf last."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for le, n in zip((*_LATENCY_BUCKETS, float("inf")), counts, strict=True):
+        running += n
+        out.append((floatToGoString(le), running))  # type: ignore[no-untyped-call]
+    return out
 
 
 class _WitnessCollector(Collector):

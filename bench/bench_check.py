@@ -137,25 +137,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after pid and comm (so index 0 is proc(5)'s field 3), or None if the process is gone."""
+def _stat(proc_dir: Path) -> tuple[str, list[str]] | None:
+    """comm and the fields after it in ``<proc_dir>/stat`` (a process's or a thread's: index 0 is proc(5)'s
+    field 3), or None if it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = (proc_dir / "stat").read_text()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split()
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
 
 
 def proc_cpu_ticks(pid: int) -> int:
     """utime + stime of one process, in clock ticks (0 if it is gone)."""
-    fields = _stat_fields(pid)
-    return 0 if fields is None else int(fields[11]) + int(fields[12])  # proc(5) fields 14 and 15
+    stat = _stat(Path(f"/proc/{pid}"))
+    return 0 if stat is None else int(stat[1][11]) + int(stat[1][12])  # proc(5) fields 14 and 15
 
 
 def children_cpu_ticks(pid: int) -> int:
     """cutime + cstime: CPU of the process's children that exited and were waited for (e.g. replaced workers)."""
-    fields = _stat_fields(pid)
-    return 0 if fields is None else int(fields[13]) + int(fields[14])  # proc(5) fields 16 and 17
+    stat = _stat(Path(f"/proc/{pid}"))
+    return 0 if stat is None else int(stat[1][13]) + int(stat[1][14])  # proc(5) fields 16 and 17
 
 
 def aux_cpu_ticks(st: Started) -> int:
@@ -181,10 +182,10 @@ def thread_ticks(pid: int) -> dict[int, tuple[str, int, int]]:
     """Per thread of ``pid``: (comm, user ticks, system ticks)."""
     ticks: dict[int, tuple[str, int, int]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            stat = (task / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks[int(task.name)] = (stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[11]), int(fields[12]))
+        stat = _stat(task)
+        if stat is not None:
+            comm, fields = stat
+            ticks[int(task.name)] = (comm, int(fields[11]), int(fields[12]))  # utime, stime
     return ticks
 
 

@@ -12,7 +12,6 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -58,19 +57,40 @@ class Metrics:
         self.registry.register(_WitnessCollector(publisher))
 
 
+# The per-Check metric families: name -> (help, label names).
+_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "grpc_server_handled": ("RPCs completed, by method and gRPC status code.", ("grpc_method", "grpc_code")),
+    "authz_decisions": ("Check decisions by outcome (allow, deny, error) and engine.", ("outcome", "engine")),
+    "authz_policy_errors": ("Decisions without a usable policy result, by error class.", ("engine", "error")),
+}
+_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "grpc_server_handling_seconds": ("Time to answer an RPC.", ("grpc_method",)),
+    "authz_policy_evaluation_seconds": ("Policy evaluation time, engine round trip included.", ("engine",)),
+}
+
+_Key = tuple[str, tuple[str, ...]]
+"""(family name, label values)."""
+
+
 class _Tally:
     """One thread's counts: only that thread writes them, scrapes read them."""
 
-    __slots__ = ("decisions", "errors", "handled", "handling", "handling_sum", "policy", "policy_sum")
+    __slots__ = ("counts", "histograms")
 
     def __init__(self) -> None:
-        self.handled: dict[str, int] = {}
-        self.handling = [0] * (len(_LATENCY_BUCKETS) + 1)
-        self.handling_sum = 0.0
-        self.decisions: dict[tuple[str, str], int] = {}
-        self.policy: dict[str, list[int]] = {}
-        self.policy_sum: dict[str, float] = {}
-        self.errors: dict[tuple[str, str], int] = {}
+        self.counts: dict[_Key, int] = {}
+        self.histograms: dict[_Key, list[float]] = {}
+        """Per bucket of _LATENCY_BUCKETS and +Inf, the observations that fell in it; then their sum."""
+
+    def count(self, key: _Key) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def observe(self, key: _Key, value: float) -> None:
+        values = self.histograms.get(key)
+        if values is None:
+            values = self.histograms[key] = [0.0] * (len(_LATENCY_BUCKETS) + 2)
+        values[bisect_left(_LATENCY_BUCKETS, value)] += 1  # the first bucket with value <= le
+        values[-1] += value
 
 
 class _CheckTallies(Collector):
@@ -95,89 +115,46 @@ class _CheckTallies(Collector):
             t = self._local.tally = _Tally()
             with self._lock:
                 self._tallies.append(t)
-        t.handled[grpc_code] = t.handled.get(grpc_code, 0) + 1
-        t.handling[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-        t.handling_sum += seconds
-        key = (outcome, engine)
-        t.decisions[key] = t.decisions.get(key, 0) + 1
+        t.count(("grpc_server_handled", ("Check", grpc_code)))
+        t.observe(("grpc_server_handling_seconds", ("Check",)), seconds)
+        t.count(("authz_decisions", (outcome, engine)))
         if eval_seconds:
-            counts = t.policy.get(engine)
-            if counts is None:
-                counts = t.policy[engine] = [0] * (len(_LATENCY_BUCKETS) + 1)
-                t.policy_sum[engine] = 0.0
-            counts[bisect_left(_LATENCY_BUCKETS, eval_seconds)] += 1
-            t.policy_sum[engine] += eval_seconds
+            t.observe(("authz_policy_evaluation_seconds", (engine,)), eval_seconds)
         if error_class:
-            key = (engine, error_class)
-            t.errors[key] = t.errors.get(key, 0) + 1
+            t.count(("authz_policy_errors", (engine, error_class)))
 
     def collect(self) -> Iterator[Metric]:
-        handled: dict[str, int] = {}
-        handling, handling_sum = [0] * (len(_LATENCY_BUCKETS) + 1), 0.0
-        decisions: dict[tuple[str, str], int] = {}
-        policy: dict[str, list[int]] = {}
-        policy_sum: dict[str, float] = {}
-        errors: dict[tuple[str, str], int] = {}
+        counts: dict[_Key, int] = {}
+        histograms: dict[_Key, list[float]] = {}
         with self._lock:
             tallies = list(self._tallies)
         for t in tallies:
-            # .copy() of a dict is one C call: consistent even while its thread counts.
-            _add(handled, t.handled.copy())
-            handling = [a + b for a, b in zip(handling, list(t.handling), strict=True)]
-            handling_sum += t.handling_sum
-            _add(decisions, t.decisions.copy())
-            for engine, counts in t.policy.copy().items():
-                total = policy.setdefault(engine, [0] * (len(_LATENCY_BUCKETS) + 1))
-                policy[engine] = [a + b for a, b in zip(total, list(counts), strict=True)]
-                policy_sum[engine] = policy_sum.get(engine, 0.0) + t.policy_sum.get(engine, 0.0)
-            _add(errors, t.errors.copy())
-        family = CounterMetricFamily(
-            "grpc_server_handled",
-            "RPCs completed, by method and gRPC status code.",
-            labels=["grpc_method", "grpc_code"],
-        )
-        for code, n in sorted(handled.items()):
-            family.add_metric(["Check", code], n)
-        yield family
-        latency = HistogramMetricFamily(
-            "grpc_server_handling_seconds", "Time to answer an RPC.", labels=["grpc_method"]
-        )
-        if sum(handling):
-            latency.add_metric(["Check"], _buckets(handling), handling_sum)
-        yield latency
-        family = CounterMetricFamily(
-            "authz_decisions",
-            "Check decisions by outcome (allow, deny, error) and engine.",
-            labels=["outcome", "engine"],
-        )
-        for (outcome, engine), n in sorted(decisions.items()):
-            family.add_metric([outcome, engine], n)
-        yield family
-        evaluation = HistogramMetricFamily(
-            "authz_policy_evaluation_seconds", "Policy evaluation time, engine round trip included.", labels=["engine"]
-        )
-        for engine, counts in sorted(policy.items()):
-            evaluation.add_metric([engine], _buckets(counts), policy_sum[engine])
-        yield evaluation
-        family = CounterMetricFamily(
-            "authz_policy_errors",
-            "Decisions without a usable policy result, by error class.",
-            labels=["engine", "error"],
-        )
-        for (engine, error), n in sorted(errors.items()):
-            family.add_metric([engine, error], n)
-        yield family
+            # .copy() of a dict, list() of a list: one C call each, consistent even while their thread counts.
+            for key, n in t.counts.copy().items():
+                counts[key] = counts.get(key, 0) + n
+            for key, values in t.histograms.copy().items():
+                total = histograms.get(key)
+                histograms[key] = (
+                    list(values) if total is None else [a + b for a, b in zip(total, list(values), strict=True)]
+                )
+        for name, (doc, labels) in _COUNTERS.items():
+            counter = CounterMetricFamily(name, doc, labels=labels)
+            for (family, label_values), n in sorted(counts.items()):
+                if family == name:
+                    counter.add_metric(label_values, n)
+            yield counter
+        for name, (doc, labels) in _HISTOGRAMS.items():
+            histogram = HistogramMetricFamily(name, doc, labels=labels)
+            for (family, label_values), values in sorted(histograms.items()):
+                if family == name:
+                    histogram.add_metric(label_values, _buckets(values[:-1]), values[-1])
+            yield histogram
 
 
-def _add(total: dict[Any, int], more: dict[Any, int]) -> None:
-    for key, n in more.items():
-        total[key] = total.get(key, 0) + n
-
-
-def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+def _buckets(counts: list[float]) -> list[tuple[str, float]]:
     """Cumulative ``le`` buckets (Prometheus histograms count observations <= le), +Inf last."""
     out: list[tuple[str, float]] = []
-    running = 0
+    running = 0.0
     for le, n in zip((*_LATENCY_BUCKETS, float("inf")), counts, strict=True):
         running += n
         out.append((floatToGoString(le), running))  # type: ignore[no-untyped-call]

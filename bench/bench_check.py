@@ -21,7 +21,10 @@ A fixed-rate run (1000 req/s with Poisson arrivals over 4 connections, ``bench/p
 ``--rps`` sends every client's request on the same tick, i.e. bursts) with the OPA engine and the example
 policy reports the handler's own p50/p99 (timed in the server by ``bench/timed_server.py``), the
 client-observed p50/p99, and, from the ledger entries written during the run, the engine round trip
-(``eval_ns``); the bare server at the same rate gives the client-observed floor of this harness.
+(``eval_ns``); the bare server at the same rate gives the client-observed floor of this harness. Two floors
+under the handler's time come first: OPA alone at the same rate with no authz-ledger code
+(``bench/poisson_opa.js``: round trip and OPA's own handler time) and one loopback TCP round trip between the two
+CPUs (``bench/cross_cpu_rtt.py``: what waking the other, idle, CPU costs on this host).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "server"))
@@ -54,6 +58,7 @@ from _workload import CHECK_PATH, check_request, grpc_frame, loadavg  # noqa: E4
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
 
 from authz_ledger import entry as ledger_entry  # noqa: E402
+from authz_ledger import input_document  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
 from authz_ledger.store import Store  # noqa: E402
 
@@ -105,6 +110,8 @@ class Result:
     not_allowed: int | None = None
     """Ledger entries of the measurement that are not allows (policy errors, timeouts): h2load sees HTTP 200."""
     answered: int = 0
+    full_gcs: tuple[int, float] = (0, 0.0)
+    """The server's full cyclic-GC collections over its whole life (count, mean ms)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -294,6 +301,16 @@ def poisson_load(port: int, body: Path, log: Path, rate: int, seconds: float) ->
     return LoadRun(summary["rate"], summary["answered"], summary["failed"], lat)
 
 
+def cross_cpu_round_trip(gap_ms: float) -> dict[str, float]:
+    """Loopback TCP round trip from SERVER_CPU to AUX_CPU, peer idle ``gap_ms`` in between (bench/cross_cpu_rtt.py)."""
+    cmd = [
+        sys.executable, str(REPO / "bench/cross_cpu_rtt.py"),
+        "--client-cpu", str(SERVER_CPU), "--server-cpu", str(AUX_CPU), "--gap-ms", str(gap_ms),
+    ]  # fmt: skip
+    out: dict[str, float] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return out
+
+
 def pct(sorted_vals: list[int], q: float) -> float:
     if not sorted_vals:
         return float("nan")
@@ -310,6 +327,14 @@ class Started:
     opa: subprocess.Popen[bytes] | None = None
     data_dir: Path | None = None
     pinner: threading.Event | None = None
+    gc_file: Path | None = None
+
+    def full_collections(self) -> tuple[int, float]:
+        """The cyclic GC's full collections over the server's life (count, mean ms): after it stopped."""
+        if self.gc_file is None or not self.gc_file.exists():
+            return 0, 0.0
+        _gen, count, ns = self.gc_file.read_text().splitlines()[2].split("\t")
+        return int(count), int(ns) / max(int(count), 1) / 1e6
 
 
 def keep_pinned(server_pid: int, stop: threading.Event) -> None:
@@ -347,6 +372,17 @@ class Bench:
     def _files(self, d: Path) -> list[str]:
         return sorted(str(p) for p in d.iterdir() if p.suffix in (".rego", ".json"))
 
+    def start_opa(self, policy: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int]:
+        """An OPA server with ``policy`` on AUX_CPU, its decision logs and telemetry off; (process, port)."""
+        port = free_port()
+        cmd = [
+            self.opa, "run", "--server", "--disable-telemetry", "--log-level", "error",
+            "--addr", f"127.0.0.1:{port}", *self._files(self.policies[policy]),
+        ]  # fmt: skip
+        proc = subprocess.Popen(["taskset", "-c", str(AUX_CPU), *cmd], stdout=log, stderr=log)
+        wait_port(port, proc)
+        return proc, port
+
     def start(
         self, sc: Scenario, pin: bool = True, handler_times: Path | None = None, thread_names: Path | None = None
     ) -> Started:
@@ -368,13 +404,7 @@ class Bench:
         if sc.ledger != "off":
             sets.append(f"ledger.durability={sc.ledger}")
         if sc.engine == "opa":
-            opa_port = free_port()
-            opa_cmd = [
-                self.opa, "run", "--server", "--disable-telemetry", "--log-level", "error",
-                "--addr", f"127.0.0.1:{opa_port}", *self._files(self.policies[sc.policy]),
-            ]  # fmt: skip
-            opa_proc = subprocess.Popen(["taskset", "-c", str(AUX_CPU), *opa_cmd], stdout=log, stderr=log)
-            wait_port(opa_port, opa_proc)
+            opa_proc, opa_port = self.start_opa(sc.policy, log)
             sets.append(f"policy.opa.url=http://127.0.0.1:{opa_port}")
         data_dir = self.work / f"data-{self.n:02d}"
         env = dict(self.env)
@@ -384,6 +414,8 @@ class Bench:
             env["AUTHZ_BENCH_HANDLER_TIMES"] = str(handler_times)
         if thread_names is not None:
             env["AUTHZ_BENCH_THREADS"] = str(thread_names)
+        gc_file = self.work / f"gc-{self.n:02d}.txt"
+        env["AUTHZ_BENCH_GC"] = str(gc_file)
         cmd = [
             self.py, str(REPO / "bench/timed_server.py"), "serve", "--addr", f"127.0.0.1:{port}",
             "--data-dir", str(data_dir), "--policy", str(self.policies[sc.policy]),
@@ -402,7 +434,35 @@ class Bench:
         stop = threading.Event()
         if pin:
             threading.Thread(target=keep_pinned, args=(proc.pid, stop), daemon=True).start()
-        return Started(proc, port, opa_proc, data_dir, stop)
+        return Started(proc, port, opa_proc, data_dir, stop, gc_file)
+
+    def opa_floor(self, rate: int) -> dict[str, float]:
+        """OPA alone at ``rate`` decisions/s, Poisson (bench/poisson_opa.js from SERVER_CPU, where authz-ledger's
+        OPA client runs), the example policy and the workload's input document: the round trip and OPA's own
+        handler time, p50/p90/p99 µs, and OPA's CPU per decision. No authz-ledger code runs."""
+        input_file = self.work / "input.json"
+        doc = input_document.build_input(check_request())
+        input_file.write_text(json.dumps(doc, separators=(",", ":")))
+        log = open(self.work / "opa-floor.log", "wb")  # noqa: SIM115
+        proc, port = self.start_opa("example", log)
+
+        def run(seconds: float) -> dict[str, float]:
+            cmd = [
+                "taskset", "-c", str(SERVER_CPU), "node", str(REPO / "bench/poisson_opa.js"),
+                str(port), str(rate), str(seconds), str(input_file), "envoy/authz/allow",
+            ]  # fmt: skip
+            out: dict[str, float] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            return out
+
+        try:
+            run(2)
+            before = proc_cpu_ticks(proc.pid)
+            out = run(self.timing.rate_s)
+            out["opa_cpu_us"] = (proc_cpu_ticks(proc.pid) - before) / CLK_TCK / max(out["answered"], 1) * 1e6
+        finally:
+            stop_pid(proc)
+            log.close()
+        return out
 
     def stop(self, st: Started) -> None:
         if st.pinner is not None:
@@ -459,6 +519,7 @@ class Bench:
         elapsed = (busy_after[SERVER_CPU][1] - busy_before[SERVER_CPU][1]) or 1
         res.foreign = max(busy - cpu - aux - ours, 0) / elapsed
         res.answered = sent
+        res.full_gcs = st.full_collections()
         if st.data_dir is not None and sc.ledger != "off":
             res.ledger_entries = ledger_size(st.data_dir)
             res.not_allowed = not_allowed(st.data_dir, first, last)
@@ -647,7 +708,8 @@ def paired_ratio(bench: Bench, pairs: int) -> int:
         ratios.append(o.server_cpu_us / b.server_cpu_us)
         print(
             f"- pair {i + 1}: bare {b.server_cpu_us:.0f} µs ({b.rps:.0f} req/s), authz-ledger {o.server_cpu_us:.0f} µs "
-            f"({o.rps:.0f} req/s) = {ratios[-1]:.2f}x; foreign CPU {b.foreign:.0%} / {o.foreign:.0%}",
+            f"({o.rps:.0f} req/s) = {ratios[-1]:.2f}x; foreign CPU {b.foreign:.0%} / {o.foreign:.0%}; "
+            f"authz-ledger's full GCs {o.full_gcs[0]} x {o.full_gcs[1]:.1f} ms",
             flush=True,
         )
     median = statistics.median(ratios)
@@ -734,6 +796,8 @@ def main() -> int:
                 flush=True,
             )
         rates: list[tuple[str, Rate]] = []
+        floor = bench.opa_floor(args.rate)
+        hops = [cross_cpu_round_trip(gap) for gap in (1.0, 0.0)]
         runs = []
         # Ledger off and async are what opa-envoy-plugin's published latencies compare with (its decision
         # logging off); sync adds the wait for the durable commit, authz-ledger's default.
@@ -770,6 +834,22 @@ def main() -> int:
         "first line to its return, timed in the server; client-observed adds gRPC's queueing, loopback and h2load)."
     )
     print()
+    if rates:
+        print(
+            f"- floor, OPA alone (bench/poisson_opa.js from CPU {SERVER_CPU}, OPA on CPU {AUX_CPU}, no authz-ledger): "
+            f"{floor['answered']:.0f} decisions, round trip p50 {floor['round_trip_p50_us'] / 1000:.3f} ms, "
+            f"p90 {floor['round_trip_p90_us'] / 1000:.3f}, p99 {floor['round_trip_p99_us'] / 1000:.3f}; "
+            f"OPA's own handler time p50 {floor['opa_handler_p50_us'] / 1000:.3f} ms, "
+            f"p99 {floor['opa_handler_p99_us'] / 1000:.3f}; OPA CPU {floor['opa_cpu_us']:.0f} µs/decision"
+        )
+        print(
+            f"- floor, one loopback TCP round trip CPU {SERVER_CPU} -> {AUX_CPU} (bench/cross_cpu_rtt.py): "
+            + "; ".join(
+                f"peer idle {h['gap_ms']:g} ms between: p50 {h['p50_us']:.0f} µs, p90 {h['p90_us']:.0f}, "
+                f"p99 {h['p99_us']:.0f}"
+                for h in hops
+            )
+        )
     for what, measured in rates:
         rate = measured.result
         print(

@@ -14,11 +14,15 @@ health, reflection, Check handler, input document, redaction, result mapping, en
 * ``AUTHZ_BENCH_THREADS=FILE`` writes ``native id<TAB>thread name`` of every Python thread to FILE at exit, so
   that per-thread CPU read from ``/proc/<pid>/task`` can be told apart (Python 3.11 does not name native threads).
 * ``AUTHZ_BENCH_SWITCH_INTERVAL=S`` replaces ``server.SWITCH_INTERVAL_S`` (the interpreter's switch interval).
+* ``AUTHZ_BENCH_GC=FILE`` writes, per generation, the cyclic garbage collector's collections and their total
+  nanoseconds (``gen<TAB>count<TAB>ns``) to FILE at exit; ``AUTHZ_BENCH_NO_FREEZE=1`` skips
+  ``server.freeze_startup_heap`` (for the comparison).
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import sys
 import threading
@@ -68,11 +72,29 @@ def _name_threads(out: Path) -> None:
     atexit.register(lambda: out.write_text("".join(f"{tid}\t{name}\n" for tid, name in seen.items())))
 
 
+def _time_gc(out: Path) -> None:
+    counts, total_ns, started = [0, 0, 0], [0, 0, 0], [0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter_ns()
+        else:
+            counts[info["generation"]] += 1
+            total_ns[info["generation"]] += time.perf_counter_ns() - started[0]
+
+    gc.callbacks.append(on_gc)
+    atexit.register(lambda: out.write_text("".join(f"{g}\t{counts[g]}\t{total_ns[g]}\n" for g in range(3))))
+
+
 if __name__ == "__main__":
     if names := os.environ.get("AUTHZ_BENCH_THREADS"):
         _name_threads(Path(names))
     if interval := os.environ.get("AUTHZ_BENCH_SWITCH_INTERVAL"):
         server.SWITCH_INTERVAL_S = float(interval)
+    if gc_file := os.environ.get("AUTHZ_BENCH_GC"):
+        _time_gc(Path(gc_file))
+    if os.environ.get("AUTHZ_BENCH_NO_FREEZE") == "1":
+        server.freeze_startup_heap = lambda: None
     if os.environ.get("AUTHZ_BENCH_STUB_ENGINE") == "1":
         server.build_engine = _stub_engine
     if times := os.environ.get("AUTHZ_BENCH_HANDLER_TIMES"):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,6 +306,27 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path) -
     finally:
         r.stop()
     server.start(cfg).stop()  # released on stop
+
+
+def test_the_serving_process_exempts_its_start_up_heap_from_full_garbage_collections(tmp_path: Path) -> None:
+    # serve() in this process, stopped by the SIGTERM its own handler turns into a drain (server.freeze_startup_heap).
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+    def terminate_once_serving() -> None:
+        deadline = time.monotonic() + 30
+        while signal.getsignal(signal.SIGTERM) == handlers[signal.SIGTERM] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    frozen_before = gc.get_freeze_count()
+    threading.Thread(target=terminate_once_serving, daemon=True).start()
+    try:
+        assert server.serve(serve_cfg(tmp_path), out=io.StringIO()) == 0
+        assert gc.get_freeze_count() > frozen_before
+    finally:
+        gc.unfreeze()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
 
 
 def test_the_serving_process_hands_the_interpreter_lock_over_every_half_millisecond(

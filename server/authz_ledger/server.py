@@ -10,6 +10,7 @@ SIGHUP -> reload the policy atomically (a broken policy keeps the old one servin
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -58,6 +59,19 @@ def tune_interpreter() -> None:
     starts the service in-process gets them too.
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything the start-up built from the cyclic garbage collector's full collections.
+
+    Every gRPC call leaves reference cycles (grpcio's per-call state and its callbacks) that only the collector
+    frees, so under load it runs a full collection about twice a second; each one walked the whole start-up heap
+    (modules, protobuf descriptors, the metrics registry) for ~15 ms, ~6 µs per Check at 4,000 Checks/s
+    (``bench/bench_check.py``; with the frozen heap, 0.4 ms each). Only the serving process calls this, once
+    started: an object frozen here is never collected if it later becomes cyclic garbage, which the serving
+    process's start-up objects do not (they live until exit), but a test process that starts many servers would.
+    """
+    gc.freeze()
 
 
 def build_engine(cfg: Config) -> PolicyEngine:
@@ -286,6 +300,7 @@ def describe(running: Running, out: TextIO) -> None:
 def serve(cfg: Config, out: TextIO = sys.stdout) -> int:
     setup_logging(cfg.server.log_level, cfg.server.log_format)
     running = start(cfg)
+    freeze_startup_heap()
     describe(running, out)
 
     def on_term(signum: int, _frame: FrameType | None) -> None:

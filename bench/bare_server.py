@@ -3,15 +3,17 @@
 Same ``grpc.server`` construction as authz-ledger (server.py): a 64-thread ThreadPoolExecutor and the same
 channel options, but no health, no reflection, no input document, no policy and no ledger. Its answer is a bare
 OK CheckResponse. Usage: ``python bench/bare_server.py 127.0.0.1:PORT`` (prints ``ready PORT`` when serving;
-SIGTERM/SIGINT stop it).
+SIGTERM/SIGINT stop it). ``AUTHZ_BENCH_THREADS=FILE`` names its threads for per-thread CPU (``bench/_threads.py``).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from concurrent import futures
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -48,6 +50,10 @@ def main(argv: list[str]) -> int:
         print(f"cannot listen on {argv[1]}", file=sys.stderr)
         return 1
     server.start()
+    if names := os.environ.get("AUTHZ_BENCH_THREADS"):  # see bench/_threads.py
+        from _threads import name_threads
+
+        name_threads(Path(names))
     print(f"ready {port}", flush=True)
     stop = threading.Event()
 

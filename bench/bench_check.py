@@ -110,6 +110,8 @@ class Result:
     not_allowed: int | None = None
     """Ledger entries of the measurement that are not allows (policy errors, timeouts): h2load sees HTTP 200."""
     answered: int = 0
+    threads: list[tuple[str, float, float]] = field(default_factory=list)
+    """Server CPU by thread: (thread group, user µs/Check, system µs/Check)."""
     full_gcs: tuple[int, float] = (0, 0.0)
     """The server's full cyclic-GC collections over its whole life (count, mean ms)."""
     notes: list[str] = field(default_factory=list)
@@ -194,6 +196,14 @@ def thread_ticks(pid: int) -> dict[int, tuple[str, int, int]]:
             comm, fields = stat
             ticks[int(task.name)] = (comm, int(fields[11]), int(fields[12]))  # utime, stime
     return ticks
+
+
+def thread_names(names_file: Path) -> dict[int, str]:
+    """What ``AUTHZ_BENCH_THREADS`` wrote (bench/_threads.py): native id -> Python thread name."""
+    if not names_file.exists():
+        return {}
+    rows = (line.split("\t") for line in names_file.read_text().splitlines() if "\t" in line)
+    return {int(tid): name for tid, name in rows}
 
 
 def by_thread(
@@ -391,7 +401,8 @@ class Bench:
         log = open(self.work / f"{self.n:02d}-{sc.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
         if sc.kind == "bare":
             cmd = [self.py, str(REPO / "bench/bare_server.py"), f"127.0.0.1:{port}"]
-            proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *cmd], stdout=log, stderr=log, env=self.env)
+            env = dict(self.env, AUTHZ_BENCH_THREADS=str(thread_names)) if thread_names is not None else self.env
+            proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *cmd], stdout=log, stderr=log, env=env)
             wait_port(port, proc)
             return Started(proc, port)
         opa_proc = None
@@ -486,13 +497,15 @@ class Bench:
 
     def throughput(self, sc: Scenario) -> Result:
         res = Result(sc)
-        st = self.start(sc)
+        names_file = self.work / f"threads-{self.n + 1:02d}.txt"
+        st = self.start(sc, thread_names=names_file)
         try:
             sent = self.verify_answer(st.port, sc)
             streams = ["-c", str(CONNECTIONS), "-m", str(STREAMS)]
             warm = h2load(st.port, self.body, self.work / "warm.log", [*streams, "-D", str(self.timing.warmup_s)])
             sent += warm.succeeded
             cpu_before = proc_cpu_ticks(st.server.pid)
+            threads_before = thread_ticks(st.server.pid)
             aux_before = aux_cpu_ticks(st)
             first = ledger_size(st.data_dir) if st.data_dir is not None and sc.ledger != "off" else 0
             busy_before = cpu_busy_ticks()
@@ -501,6 +514,7 @@ class Bench:
             busy_after = cpu_busy_ticks()
             ours = own_and_children_ticks() - ours_before
             cpu = proc_cpu_ticks(st.server.pid) - cpu_before
+            threads_after = thread_ticks(st.server.pid)
             aux = aux_cpu_ticks(st) - aux_before
             last = ledger_size(st.data_dir) if st.data_dir is not None and sc.ledger != "off" else 0
             sent += run.succeeded
@@ -520,6 +534,7 @@ class Bench:
         res.foreign = max(busy - cpu - aux - ours, 0) / elapsed
         res.answered = sent
         res.full_gcs = st.full_collections()
+        res.threads = by_thread(threads_before, threads_after, thread_names(names_file), run.succeeded)
         if st.data_dir is not None and sc.ledger != "off":
             res.ledger_entries = ledger_size(st.data_dir)
             res.not_allowed = not_allowed(st.data_dir, first, last)
@@ -531,7 +546,7 @@ class Bench:
         times_file = self.work / f"handler-times-{self.n + 1:02d}.txt"
         names_file = self.work / f"threads-{self.n + 1:02d}.txt"
         ours = sc.kind != "bare"
-        st = self.start(sc, pin, handler_times=times_file if ours else None, thread_names=names_file if ours else None)
+        st = self.start(sc, pin, handler_times=times_file if ours else None, thread_names=names_file)
         ledger = st.data_dir if st.data_dir is not None and sc.ledger != "off" else None
         first = last = 0
         try:
@@ -565,11 +580,7 @@ class Bench:
         res.notes.append(
             f"p99.9 {pct(run.latencies_us, 0.999) / 1000:.2f} ms, max {run.latencies_us[-1] / 1000:.2f} ms"
         )
-        names = {
-            int(tid): name
-            for tid, name in (line.split("\t") for line in names_file.read_text().splitlines() if "\t" in line)
-        } if names_file.exists() else {}  # fmt: skip
-        threads = by_thread(threads_before, threads_after, names, run.succeeded)
+        threads = by_thread(threads_before, threads_after, thread_names(names_file), run.succeeded)
         if sc.kind == "bare":
             return Rate(res, [], [], threads)
         evals: list[int] = []
@@ -712,6 +723,11 @@ def paired_ratio(bench: Bench, pairs: int) -> int:
             f"authz-ledger's full GCs {o.full_gcs[0]} x {o.full_gcs[1]:.1f} ms",
             flush=True,
         )
+        for who, r in (("bare", b), ("authz-ledger", o)):
+            print(
+                f"  {who} by thread, user+system µs/Check: "
+                + ", ".join(f"{t} {u:.0f}+{s:.0f}" for t, u, s in r.threads)
+            )
     median = statistics.median(ratios)
     print(
         f"\nmedian {median:.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f}); target <= 1.5x: "

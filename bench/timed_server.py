@@ -25,13 +25,13 @@ import atexit
 import gc
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _threads import name_threads
 from _workload import StubEngine
 
 from authz_ledger import check, cli, server
@@ -59,19 +59,6 @@ def _time_handler(out: Path) -> None:
     atexit.register(lambda: out.write_text("".join(f"{d}\n" for d in durations)))
 
 
-def _name_threads(out: Path) -> None:
-    # Sampled while the server runs: at exit the pool's threads and the ledger writer have already been joined.
-    seen: dict[int, str] = {}
-
-    def sample() -> None:
-        while True:
-            seen.update((t.native_id, t.name) for t in threading.enumerate() if t.native_id)
-            time.sleep(0.5)
-
-    threading.Thread(target=sample, name="bench-thread-names", daemon=True).start()
-    atexit.register(lambda: out.write_text("".join(f"{tid}\t{name}\n" for tid, name in seen.items())))
-
-
 def _time_gc(out: Path) -> None:
     counts, total_ns, started = [0, 0, 0], [0, 0, 0], [0]
 
@@ -88,7 +75,7 @@ def _time_gc(out: Path) -> None:
 
 if __name__ == "__main__":
     if names := os.environ.get("AUTHZ_BENCH_THREADS"):
-        _name_threads(Path(names))
+        name_threads(Path(names))
     if interval := os.environ.get("AUTHZ_BENCH_SWITCH_INTERVAL"):
         server.SWITCH_INTERVAL_S = float(interval)
     if gc_file := os.environ.get("AUTHZ_BENCH_GC"):

@@ -1,4 +1,4 @@
-"""authz-ledger exactly as ``authz-ledger serve`` runs it, plus two benchmark hooks.
+"""authz-ledger exactly as ``authz-ledger serve`` runs it, plus benchmark hooks.
 
 Usage: ``python bench/timed_server.py serve --addr ... --data-dir ... [--set key=value]...`` (the CLI's own
 arguments). Needs ``server`` on PYTHONPATH. Everything is the product's code path -- config, gRPC server,
@@ -17,6 +17,9 @@ health, reflection, Check handler, input document, redaction, result mapping, en
 * ``AUTHZ_BENCH_GC=FILE`` writes, per generation, the cyclic garbage collector's collections and their total
   nanoseconds (``gen<TAB>count<TAB>ns``) to FILE at exit; ``AUTHZ_BENCH_NO_FREEZE=1`` skips
   ``server.freeze_startup_heap`` (for the comparison).
+* ``AUTHZ_BENCH_CACHED_INPUT=1`` makes ``input_document.build_input`` return the first document it built, every
+  time: an ablation (the answers stay right only for the benchmark's one request) showing what building the
+  input document costs inside the running server.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _threads import name_threads
 from _workload import StubEngine
 
-from authz_ledger import check, cli, server
+from authz_ledger import check, cli, input_document, server
 from authz_ledger.config import Config
 from authz_ledger.policy import PolicyEngine
 
@@ -57,6 +60,18 @@ def _time_handler(out: Path) -> None:
 
     check.CheckService.Check = timed_check  # type: ignore[method-assign]
     atexit.register(lambda: out.write_text("".join(f"{d}\n" for d in durations)))
+
+
+def _cache_input() -> None:
+    build = input_document.build_input
+    built: list[dict[str, Any]] = []
+
+    def cached(request: Any, **options: Any) -> dict[str, Any]:
+        if not built:
+            built.append(build(request, **options))
+        return built[0]
+
+    input_document.build_input = cached  # type: ignore[assignment]
 
 
 def _time_gc(out: Path) -> None:
@@ -82,6 +97,8 @@ if __name__ == "__main__":
         _time_gc(Path(gc_file))
     if os.environ.get("AUTHZ_BENCH_NO_FREEZE") == "1":
         server.freeze_startup_heap = lambda: None
+    if os.environ.get("AUTHZ_BENCH_CACHED_INPUT") == "1":
+        _cache_input()
     if os.environ.get("AUTHZ_BENCH_STUB_ENGINE") == "1":
         server.build_engine = _stub_engine
     if times := os.environ.get("AUTHZ_BENCH_HANDLER_TIMES"):

@@ -1004,22 +1004,23 @@ def _string_map(m: Any) -> dict[str, str]:
 
 
 def _socket_address(sa: Any) -> dict[str, Any]:
+    # Each field is read once: every read of a upb string field builds a new Python str.
     out: dict[str, Any] = {}
-    if sa.protocol:
-        out["protocol"] = sa.protocol  # enums are numbers in the plugin's input
-    if sa.address:
-        out["address"] = sa.address
+    if protocol := sa.protocol:
+        out["protocol"] = protocol  # enums are numbers in the plugin's input
+    if address := sa.address:
+        out["address"] = address
     port = sa.WhichOneof("port_specifier")
     if port == "port_value":
         out["portValue"] = sa.port_value
     elif port == "named_port":
         out["namedPort"] = sa.named_port
-    if sa.resolver_name:
-        out["resolverName"] = sa.resolver_name
+    if resolver_name := sa.resolver_name:
+        out["resolverName"] = resolver_name
     if sa.ipv4_compat:
         out["ipv4Compat"] = True
-    if sa.network_namespace_filepath:
-        out["networkNamespaceFilepath"] = sa.network_namespace_filepath
+    if namespace := sa.network_namespace_filepath:
+        out["networkNamespaceFilepath"] = namespace
     return out
 
 
@@ -1031,45 +1032,46 @@ def _peer(peer: Any) -> dict[str, Any]:
             out["address"] = {"socketAddress": _socket_address(address.socket_address)}
         else:
             out["address"] = _protomap(address)
-    if peer.service:
-        out["service"] = peer.service
-    if len(peer.labels):
-        out["labels"] = _string_map(peer.labels)
-    if peer.principal:
-        out["principal"] = peer.principal
-    if peer.certificate:
-        out["certificate"] = peer.certificate
+    if service := peer.service:
+        out["service"] = service
+    labels = peer.labels
+    if len(labels):
+        out["labels"] = _string_map(labels)
+    if principal := peer.principal:
+        out["principal"] = principal
+    if certificate := peer.certificate:
+        out["certificate"] = certificate
     return out
 
 
 def _http_request(h: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if h.id:
-        out["id"] = h.id
-    if h.method:
-        out["method"] = h.method
-    if len(h.headers):
-        out["headers"] = _string_map(h.headers)
+    if id_ := h.id:
+        out["id"] = id_
+    if method := h.method:
+        out["method"] = method
+    headers = h.headers
+    if len(headers):
+        out["headers"] = _string_map(headers)
     if h.HasField("header_map"):
         out["headerMap"] = _protomap(h.header_map)
-    if h.path:
-        out["path"] = h.path
-    if h.host:
-        out["host"] = h.host
-    if h.scheme:
-        out["scheme"] = h.scheme
-    if h.query:
-        out["query"] = h.query
-    if h.fragment:
-        out["fragment"] = h.fragment
-    if h.size:
-        out["size"] = h.size
-    if h.protocol:
-        out["protocol"] = h.protocol
-    if h.body:
-        out["body"] = h.body
-    raw = h.raw_body
-    if raw:
+    if path := h.path:
+        out["path"] = path
+    if host := h.host:
+        out["host"] = host
+    if scheme := h.scheme:
+        out["scheme"] = scheme
+    if query := h.query:
+        out["query"] = query
+    if fragment := h.fragment:
+        out["fragment"] = fragment
+    if size := h.size:
+        out["size"] = size
+    if protocol := h.protocol:
+        out["protocol"] = protocol
+    if body := h.body:
+        out["body"] = body
+    if raw := h.raw_body:
         out["rawBody"] = _b64(raw)
     return out
 

@@ -417,8 +417,14 @@ def test_clients_that_stop_reading_do_not_stall_the_writer(tmp_path: Path) -> No
         listing = stub.ListEntries(pb.ListEntriesRequest())
         tail = stub.Tail(pb.TailRequest(start_index=0))
         assert next(listing).index == 0 and next(tail).index == 0
-        time.sleep(0.5)  # both streams now sit blocked on flow control, with nothing read
+        # Both streams fill their flow-control windows, with nothing read, and then sit blocked; on a loaded
+        # machine that can take longer than a fixed pause, so wait for it.
+        deadline = time.monotonic() + 15
+        while not no_active_reader(s) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert no_active_reader(s), "a stalled stream must not hold a read transaction"
+        time.sleep(0.3)
+        assert no_active_reader(s), "a stalled stream must not take a read transaction again while it waits"
         started = time.monotonic()
         led.record(20_000)
         while led.writer.head.size < 40_000 and time.monotonic() - started < 30:

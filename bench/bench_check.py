@@ -317,7 +317,8 @@ def cross_cpu_round_trip(gap_ms: float) -> dict[str, float]:
         sys.executable, str(REPO / "bench/cross_cpu_rtt.py"),
         "--client-cpu", str(SERVER_CPU), "--server-cpu", str(AUX_CPU), "--gap-ms", str(gap_ms),
     ]  # fmt: skip
-    out: dict[str, float] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+    out: dict[str, float] = json.loads(done.stdout)
     return out
 
 
@@ -390,7 +391,11 @@ class Bench:
             "--addr", f"127.0.0.1:{port}", *self._files(self.policies[policy]),
         ]  # fmt: skip
         proc = subprocess.Popen(["taskset", "-c", str(AUX_CPU), *cmd], stdout=log, stderr=log)
-        wait_port(port, proc)
+        try:
+            wait_port(port, proc)
+        except BaseException:
+            stop_pid(proc)
+            raise
         return proc, port
 
     def start(
@@ -454,25 +459,27 @@ class Bench:
         input_file = self.work / "input.json"
         doc = input_document.build_input(check_request())
         input_file.write_text(json.dumps(doc, separators=(",", ":")))
-        log = open(self.work / "opa-floor.log", "wb")  # noqa: SIM115
-        proc, port = self.start_opa("example", log)
+        with open(self.work / "opa-floor.log", "wb") as log:
+            proc, port = self.start_opa("example", log)
 
-        def run(seconds: float) -> dict[str, float]:
-            cmd = [
-                "taskset", "-c", str(SERVER_CPU), "node", str(REPO / "bench/poisson_opa.js"),
-                str(port), str(rate), str(seconds), str(input_file), "envoy/authz/allow",
-            ]  # fmt: skip
-            out: dict[str, float] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-            return out
+            def run(seconds: float) -> dict[str, float]:
+                cmd = [
+                    "taskset", "-c", str(SERVER_CPU), "node", str(REPO / "bench/poisson_opa.js"),
+                    str(port), str(rate), str(seconds), str(input_file), "envoy/authz/allow",
+                ]  # fmt: skip
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 60)
+                out: dict[str, float] = json.loads(done.stdout)
+                if out["failed"]:
+                    raise RuntimeError(f"OPA alone: {out['failed']} of {out['answered']} decisions failed: {out}")
+                return out
 
-        try:
-            run(2)
-            before = proc_cpu_ticks(proc.pid)
-            out = run(self.timing.rate_s)
-            out["opa_cpu_us"] = (proc_cpu_ticks(proc.pid) - before) / CLK_TCK / max(out["answered"], 1) * 1e6
-        finally:
-            stop_pid(proc)
-            log.close()
+            try:
+                run(2)
+                before = proc_cpu_ticks(proc.pid)
+                out = run(self.timing.rate_s)
+                out["opa_cpu_us"] = (proc_cpu_ticks(proc.pid) - before) / CLK_TCK / max(out["answered"], 1) * 1e6
+            finally:
+                stop_pid(proc)
         return out
 
     def stop(self, st: Started) -> None:

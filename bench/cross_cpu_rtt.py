@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 
 
 def echo(listener: socket.socket, cpu: int) -> None:
@@ -36,10 +37,14 @@ def main() -> int:
     address = listener.getsockname()
     pid = os.fork()
     if pid == 0:
+        code = 0
         try:
             echo(listener, args.server_cpu)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
         finally:
-            os._exit(0)
+            os._exit(code)
     listener.close()
     rtts: list[float] = []
     try:

@@ -5,7 +5,8 @@
 // POSTs {"input": <INPUT_FILE>} to OPA's Data API over CONNECTIONS keep-alive HTTP/1.1 connections (default 4),
 // open loop like bench/poisson_load.js, with the query authz-ledger sends (provenance, strict builtin errors)
 // plus metrics=true, so each answer carries OPA's own time in its HTTP handler (timer_server_handler_ns).
-// Stdout: one JSON object with the round trip and OPA's handler time, p50/p90/p99 in µs.
+// Stdout: one JSON object with the round trip and OPA's handler time, p50/p90/p99 in µs, over the answers
+// that were HTTP 200 with metrics; "failed" counts the others (errors, timeouts, broken answers).
 
 "use strict";
 const http = require("http");
@@ -27,23 +28,40 @@ const started = process.hrtime.bigint();
 function send() {
   const t0 = process.hrtime.bigint();
   sent++;
+  let settled = false;
+  // Exactly once per request: an answer (HTTP 200 with metrics) or a failure, whichever comes first.
+  const settle = (answer) => {
+    if (settled) return;
+    settled = true;
+    if (answer) {
+      roundTrips.push(Number((process.hrtime.bigint() - t0) / 1000n));
+      handler.push(answer.metrics.timer_server_handler_ns / 1000);
+    } else {
+      failed++;
+    }
+    finish();
+  };
   const req = http.request(
     { agent, host: "127.0.0.1", port, method: "POST", path: url,
       headers: { "content-type": "application/json", "content-length": body.length } },
     (res) => {
       const chunks = [];
       res.on("data", (c) => chunks.push(c));
+      res.on("error", () => settle(null));
+      res.on("close", () => settle(null)); // after "end" a no-op; before it, the answer broke off
       res.on("end", () => {
-        roundTrips.push(Number((process.hrtime.bigint() - t0) / 1000n));
+        let answer = null;
         try {
-          handler.push(JSON.parse(Buffer.concat(chunks)).metrics.timer_server_handler_ns / 1000);
+          const parsed = JSON.parse(Buffer.concat(chunks));
+          if (res.statusCode === 200 && parsed.metrics) answer = parsed;
         } catch (e) {
-          failed++;
+          answer = null;
         }
-        finish();
+        settle(answer);
       });
     });
-  req.on("error", () => { failed++; finish(); });
+  req.setTimeout(10000, () => req.destroy(new Error("no answer within 10 s")));
+  req.on("error", () => settle(null));
   req.end(body);
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import logging
 import os
 import signal
 import sys
@@ -311,12 +312,16 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path) -
 def test_the_serving_process_exempts_its_start_up_heap_from_full_garbage_collections(tmp_path: Path) -> None:
     # serve() in this process, stopped by the SIGTERM its own handler turns into a drain (server.freeze_startup_heap).
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level  # serve() sets up the process's logging
+    returned = threading.Event()
 
     def terminate_once_serving() -> None:
-        deadline = time.monotonic() + 30
-        while signal.getsignal(signal.SIGTERM) == handlers[signal.SIGTERM] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)
+        # Only ever into serve()'s own handler: if serve() failed before installing it, no signal is sent.
+        while not returned.wait(0.01):
+            if signal.getsignal(signal.SIGTERM) != handlers[signal.SIGTERM]:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     frozen_before = gc.get_freeze_count()
     threading.Thread(target=terminate_once_serving, daemon=True).start()
@@ -324,9 +329,12 @@ def test_the_serving_process_exempts_its_start_up_heap_from_full_garbage_collect
         assert server.serve(serve_cfg(tmp_path), out=io.StringIO()) == 0
         assert gc.get_freeze_count() > frozen_before
     finally:
+        returned.set()
         gc.unfreeze()
         for s, handler in handlers.items():
             signal.signal(s, handler)
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
 
 
 def test_the_serving_process_hands_the_interpreter_lock_over_every_half_millisecond(

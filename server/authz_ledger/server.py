@@ -65,12 +65,12 @@ def freeze_startup_heap() -> None:
     """Exempt everything the start-up built from the cyclic garbage collector's full collections.
 
     Every gRPC call leaves reference cycles (grpcio's per-call state and its callbacks) that only the collector
-    frees, so under load it runs a full collection about twice a second; each one walked the whole start-up heap
-    (modules, protobuf descriptors, the metrics registry) for 16-20 ms, ~7 µs per Check at ~3,800 Checks/s
+    frees, so under load it runs a full collection once or twice a second; each one walked the whole start-up
+    heap (modules, protobuf descriptors, the metrics registry) for 16-20 ms, ~7 µs per Check at ~3,800 Checks/s
     (``bench/bench_check.py --pairs``; with the frozen heap, 0.4-1.2 ms each). The cost: an object frozen here
     is never collected if it later becomes cyclic garbage (reference counting still frees the rest). Nearly all
     of the serving process's start-up objects live until it exits; what a policy reload replaces is closed
-    explicitly, and at worst the first engine's cyclic leftovers stay, once. A test process that starts many
+    explicitly, and at worst the first evaluator pool's cyclic leftovers stay, once. A test process that starts many
     servers would keep every one of them, so only the serving process calls this, once started.
     """
     gc.freeze()

@@ -1044,6 +1044,10 @@ def _peer(peer: Any) -> dict[str, Any]:
     return out
 
 
+# HttpRequest fields whose JSON name is their proto name and whose value goes in as read, in the plugin's order.
+_HTTP_PLAIN_FIELDS = ("path", "host", "scheme", "query", "fragment", "size", "protocol", "body")
+
+
 def _http_request(h: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if id_ := h.id:
@@ -1055,22 +1059,9 @@ def _http_request(h: Any) -> dict[str, Any]:
         out["headers"] = _string_map(headers)
     if h.HasField("header_map"):
         out["headerMap"] = _protomap(h.header_map)
-    if path := h.path:
-        out["path"] = path
-    if host := h.host:
-        out["host"] = host
-    if scheme := h.scheme:
-        out["scheme"] = scheme
-    if query := h.query:
-        out["query"] = query
-    if fragment := h.fragment:
-        out["fragment"] = fragment
-    if size := h.size:
-        out["size"] = size
-    if protocol := h.protocol:
-        out["protocol"] = protocol
-    if body := h.body:
-        out["body"] = body
+    for field in _HTTP_PLAIN_FIELDS:
+        if value := getattr(h, field):
+            out[field] = value
     if raw := h.raw_body:
         out["rawBody"] = _b64(raw)
     return out

@@ -223,6 +223,11 @@ def by_thread(
     return sorted((r for r in rows if r[1] + r[2] >= 1), key=lambda r: -(r[1] + r[2]))
 
 
+def format_threads(threads: list[tuple[str, float, float]]) -> str:
+    """``by_thread`` rows as one line: ``name user+system`` (µs per Check)."""
+    return ", ".join(f"{name} {user:.0f}+{system:.0f}" for name, user, system in threads)
+
+
 def cpu_busy_ticks() -> dict[int, tuple[int, int]]:
     """Per CPU: (busy, total) jiffies from /proc/stat."""
     out: dict[int, tuple[int, int]] = {}
@@ -339,6 +344,14 @@ class Started:
     data_dir: Path | None = None
     pinner: threading.Event | None = None
     gc_file: Path | None = None
+    names_file: Path | None = None
+    """Where the server writes its threads' Python names at exit (AUTHZ_BENCH_THREADS, bench/_threads.py)."""
+
+    def threads(
+        self, before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]], n: int
+    ) -> list[tuple[str, float, float]]:
+        """The server's CPU by thread between two ``thread_ticks`` readings, per Check: after it stopped."""
+        return by_thread(before, after, thread_names(self.names_file) if self.names_file else {}, n)
 
     def full_collections(self) -> tuple[int, float]:
         """The cyclic GC's full collections over the server's life (count, mean ms): after it stopped."""
@@ -398,18 +411,17 @@ class Bench:
             raise
         return proc, port
 
-    def start(
-        self, sc: Scenario, pin: bool = True, handler_times: Path | None = None, thread_names: Path | None = None
-    ) -> Started:
+    def start(self, sc: Scenario, pin: bool = True, handler_times: Path | None = None) -> Started:
         self.n += 1
         port = free_port()
         log = open(self.work / f"{self.n:02d}-{sc.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
+        names_file = self.work / f"threads-{self.n:02d}.txt"
         if sc.kind == "bare":
             cmd = [self.py, str(REPO / "bench/bare_server.py"), f"127.0.0.1:{port}"]
-            env = dict(self.env, AUTHZ_BENCH_THREADS=str(thread_names)) if thread_names is not None else self.env
+            env = dict(self.env, AUTHZ_BENCH_THREADS=str(names_file))
             proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *cmd], stdout=log, stderr=log, env=env)
             wait_port(port, proc)
-            return Started(proc, port)
+            return Started(proc, port, names_file=names_file)
         opa_proc = None
         sets = [
             f"policy.engine={'embedded' if sc.engine == 'stub' else sc.engine}",
@@ -428,8 +440,7 @@ class Bench:
             env["AUTHZ_BENCH_STUB_ENGINE"] = "1"
         if handler_times is not None:
             env["AUTHZ_BENCH_HANDLER_TIMES"] = str(handler_times)
-        if thread_names is not None:
-            env["AUTHZ_BENCH_THREADS"] = str(thread_names)
+        env["AUTHZ_BENCH_THREADS"] = str(names_file)
         gc_file = self.work / f"gc-{self.n:02d}.txt"
         env["AUTHZ_BENCH_GC"] = str(gc_file)
         cmd = [
@@ -450,7 +461,7 @@ class Bench:
         stop = threading.Event()
         if pin:
             threading.Thread(target=keep_pinned, args=(proc.pid, stop), daemon=True).start()
-        return Started(proc, port, opa_proc, data_dir, stop, gc_file)
+        return Started(proc, port, opa_proc, data_dir, stop, gc_file, names_file)
 
     def opa_floor(self, rate: int) -> dict[str, float]:
         """OPA alone at ``rate`` decisions/s, Poisson (bench/poisson_opa.js from SERVER_CPU, where authz-ledger's
@@ -504,8 +515,7 @@ class Bench:
 
     def throughput(self, sc: Scenario) -> Result:
         res = Result(sc)
-        names_file = self.work / f"threads-{self.n + 1:02d}.txt"
-        st = self.start(sc, thread_names=names_file)
+        st = self.start(sc)
         try:
             sent = self.verify_answer(st.port, sc)
             streams = ["-c", str(CONNECTIONS), "-m", str(STREAMS)]
@@ -541,7 +551,7 @@ class Bench:
         res.foreign = max(busy - cpu - aux - ours, 0) / elapsed
         res.answered = sent
         res.full_gcs = st.full_collections()
-        res.threads = by_thread(threads_before, threads_after, thread_names(names_file), run.succeeded)
+        res.threads = st.threads(threads_before, threads_after, run.succeeded)
         if st.data_dir is not None and sc.ledger != "off":
             res.ledger_entries = ledger_size(st.data_dir)
             res.not_allowed = not_allowed(st.data_dir, first, last)
@@ -551,9 +561,8 @@ class Bench:
         """``rate`` Checks/s with Poisson arrivals for ``timing.rate_s`` seconds."""
         res = Result(sc)
         times_file = self.work / f"handler-times-{self.n + 1:02d}.txt"
-        names_file = self.work / f"threads-{self.n + 1:02d}.txt"
         ours = sc.kind != "bare"
-        st = self.start(sc, pin, handler_times=times_file if ours else None, thread_names=names_file)
+        st = self.start(sc, pin, handler_times=times_file if ours else None)
         ledger = st.data_dir if st.data_dir is not None and sc.ledger != "off" else None
         first = last = 0
         try:
@@ -587,9 +596,9 @@ class Bench:
         res.notes.append(
             f"p99.9 {pct(run.latencies_us, 0.999) / 1000:.2f} ms, max {run.latencies_us[-1] / 1000:.2f} ms"
         )
-        threads = by_thread(threads_before, threads_after, thread_names(names_file), run.succeeded)
+        res.threads = st.threads(threads_before, threads_after, run.succeeded)
         if sc.kind == "bare":
-            return Rate(res, [], [], threads)
+            return Rate(res, [], [])
         evals: list[int] = []
         if ledger is not None:
             res.not_allowed = not_allowed(ledger, first, last)
@@ -597,7 +606,7 @@ class Bench:
         # The handler timings of the measured Checks: the last ones completed (verify and warm-up came first).
         measured = times_file.read_text().split()[-len(run.latencies_us) :]
         handler = sorted(int(ns) // 1000 for ns in measured)
-        return Rate(res, evals, handler, threads)
+        return Rate(res, evals, handler)
 
 
 @dataclass
@@ -607,8 +616,6 @@ class Rate:
     result: Result
     evals_us: list[int]
     handler_us: list[int]
-    threads: list[tuple[str, float, float]]
-    """Server CPU by thread: (thread group, user µs/Check, system µs/Check)."""
 
 
 def ledger_size(data_dir: Path) -> int:
@@ -731,10 +738,7 @@ def paired_ratio(bench: Bench, pairs: int) -> int:
             flush=True,
         )
         for who, r in (("bare", b), ("authz-ledger", o)):
-            print(
-                f"  {who} by thread, user+system µs/Check: "
-                + ", ".join(f"{t} {u:.0f}+{s:.0f}" for t, u, s in r.threads)
-            )
+            print(f"  {who} by thread, user+system µs/Check: {format_threads(r.threads)}")
     median = statistics.median(ratios)
     print(
         f"\nmedian {median:.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f}); target <= 1.5x: "
@@ -889,10 +893,10 @@ def main() -> int:
                 f"p99 {h99:.3f} ms (target <= 3: {'meets' if h99 <= 3 else 'MISSES'}), "
                 f"p99.9 {pct(measured.handler_us, 0.999) / 1000:.3f} ms over {len(measured.handler_us)} Checks"
             )
-        if measured.threads:
+        if rate.threads:
             print(
                 "  server CPU by thread, user+system µs/Check: "
-                + ", ".join(f"{name} {user:.0f}+{system:.0f}" for name, user, system in measured.threads)
+                + format_threads(rate.threads)
                 + (f"; OPA {rate.policy_cpu_us:.0f} µs/decision" if rate.policy_cpu_us else "")
             )
         if measured.evals_us:

@@ -27,7 +27,8 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+VECTORS = ROOT / "tests" / "vectors"
+"""Published test vectors and recordings, copied into the repository (tests/vectors/SOURCES.md)."""
 ORIGIN = "authz-ledger.test/log"
 # Every service a test starts: fast shutdown, one evaluator process, side listeners on free ports.
 TEST_DEFAULTS = (

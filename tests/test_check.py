@@ -179,3 +179,50 @@ def test_an_allow_still_queued_when_its_commit_times_out_is_recorded_as_the_deny
     assert recorded.error == "LedgerWriteError: commit did not finish within 0.2 s"
     assert recorded.input_json, "what the policy was asked stays on record"
     assert entry.decode(store.entry(2) or b"").error.startswith("LedgerWriteError: decision ")
+
+
+class EchoEngine(AllowEngine):
+    """Keeps the input JSON it was given, as a real engine would parse it."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        self.seen.append(input_json)
+        return Evaluation({"allowed": False, "http_status": 403}, "v1", 1000)
+
+
+ODD_BODIES = {
+    "a number beyond float64": (b'{"a": 1e400}', b'"parsed_body":{"a":1e400}'),
+    "a number below minus float64": (b"-1e400", b'"parsed_body":-1e400'),
+    "decimals as written": (b"[1E2, 2.50, -0]", b'"parsed_body":[1E2,2.50,-0]'),
+    "a lone surrogate escape": (b'"\\ud800"', '"parsed_body":"\ufffd"'.encode()),
+    "invalid UTF-8 in raw bytes": (b'"\xe2\x82"', '"parsed_body":"\ufffd\ufffd"'.encode()),
+}
+
+
+@pytest.mark.parametrize(("body", "want"), ODD_BODIES.values(), ids=ODD_BODIES.keys())
+def test_an_odd_json_body_is_decided_by_the_policy_and_recorded_as_written(
+    store: Store, signer: note.Signer, body: bytes, want: bytes
+) -> None:
+    # A body the policy engine cannot read would fail the RPC, and behind failure_mode_allow: true Envoy would
+    # then allow the request without a decision. Every body Go accepts must reach the policy instead.
+    writer = make_writer(store, signer)
+    writer.start()
+    engine = EchoEngine()
+    svc = CheckService(engine, writer, Redactor(RedactionRules(body="unsafe_keep"), b"k" * 32), CheckOptions())
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path = "POST", "/api"
+    http.headers["content-type"] = "application/json"
+    http.raw_body = body
+    context = Context(remaining=0.5)
+    response = svc.Check(request, context)
+    assert context.code is None  # not an RPC error
+    assert response.status.code == 7  # the policy's deny
+    [seen] = engine.seen
+    assert want in seen
+    writer.close()
+    [(_, raw)] = list(store.iter_entries())
+    stored = entry.decode(raw)
+    assert stored.input_json == seen  # the record holds what the policy saw (no redaction of the body here)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -14,8 +12,8 @@ from hypothesis import strategies as st
 from authz_ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from authz_ledger.errors import NoteError
 from authz_ledger.note import Signer, Verifier, add_signatures, generate_signer, open_note, sign_note
+from tests.conftest import VECTORS
 
-VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 NOTE_VECTORS = {v["id"]: v for v in json.loads((VECTORS / "signed_note_vectors.json").read_text())["vectors"]}
 COSIGNED = NOTE_VECTORS["DERIVED-checkpoint-with-cosignature-v1"]
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -16,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from authz_ledger import checkpoint, cosignature, note
 from authz_ledger.cosignature import CosignatureVerifier, Cosigner, add_cosignatures, verify_cosignature
 from authz_ledger.errors import NoteError
+from tests.conftest import VECTORS
 
-VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 NOTE_VECTORS = {v["id"]: v for v in json.loads((VECTORS / "signed_note_vectors.json").read_text())["vectors"]}
 COSIGNED = NOTE_VECTORS["DERIVED-checkpoint-with-cosignature-v1"]
 TEXT = COSIGNED["checkpointTextUtf8"].encode()

@@ -16,17 +16,24 @@ from google.protobuf import any_pb2, descriptor_pb2, json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_ledger import input_document
+from authz_ledger import gojson, input_document
 from authz_ledger.errors import ConfigError, RequestParseError
 from authz_ledger.input_document import build_input, load_descriptor_set
 from authz_ledger.result import request_parse_error_response
+from tests.conftest import VECTORS
 
-GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text())
+GOLDEN = json.loads((VECTORS / "opa-envoy-golden.json").read_text())
 INPUT_CASES = {case["name"]: case for case in GOLDEN["input_cases"]}
 
 
 def canonical(document: Any) -> str:
-    return json.dumps(document, sort_keys=True)
+    """Key order aside, the JSON the policy engine receives (numbers compared by value here; by text below)."""
+    return json.dumps(plain(document), sort_keys=True)
+
+
+def plain(value: Any) -> Any:
+    """A document as plain Python values: numbers held as their text (gojson.number) read back as int/float."""
+    return json.loads(gojson.compact(value))
 
 
 def request_from_json(check_request: dict[str, Any]) -> Any:
@@ -113,6 +120,54 @@ def test_generic_protomap_walk_gives_the_same_attributes(case: dict[str, Any], m
     assert canonical(input_document._attributes_document(request)) == canonical(fast)
 
 
+# --- Golden cases for numbers, broken Unicode and refused bodies (part 12) -----------------------------------
+#
+# Recorded from the same plugin with an echo policy; every number in "input" is the plugin's literal text.
+
+
+def with_number_text(data: str | bytes) -> Any:
+    """JSON read with every number kept as ("number", its text): 1E2, 100 and 1e+02 stay different."""
+    return json.loads(data, parse_int=lambda t: ("number", t), parse_float=lambda t: ("number", t))
+
+
+def without_number_text(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return json.loads(value[1])
+    if isinstance(value, dict):
+        return {k: without_number_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_number_text(v) for v in value]
+    return value
+
+
+NUMBERS_GOLDEN = with_number_text((VECTORS / "opa-envoy-golden-numbers.json").read_text())
+NUMBER_CASES = NUMBERS_GOLDEN["input_cases"]
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES, ids=[f"{c['kind']}: {c['name']}" for c in NUMBER_CASES])
+def test_golden_numbers_case(case: dict[str, Any]) -> None:
+    request = request_from_json(without_number_text(case["check_request"]))
+    if "input" in case:
+        assert with_number_text(gojson.compact(build_input(request))) == case["input"]
+        return
+    # Refused as the plugin refuses it. The message is Go's encoding/json wording, which changes with the Go
+    # release the plugin is built with (this recording: Go 1.27), so only the refusal itself is compared.
+    with pytest.raises(RequestParseError) as info:
+        build_input(request)
+    outcome = request_parse_error_response(info.value, decision_id="id-1")
+    got = json_format.MessageToDict(outcome.response)
+    want = without_number_text(case["response"])
+    assert got["status"]["code"] == want["status"]["code"]
+    assert got["deniedResponse"]["status"] == want["deniedResponse"]["status"]
+    assert got["deniedResponse"]["body"].startswith("request_parse_error: ")
+
+
+def test_golden_numbers_cover_every_kind_the_recording_names() -> None:
+    kinds = {case["kind"] for case in NUMBER_CASES}
+    assert kinds == {"body-number-range", "body-number-text", "control", "parse-error", "struct-number", "unicode"}
+    assert len(NUMBER_CASES) == 190
+
+
 # --- Helpers for our own cases ------------------------------------------------------------------------------
 
 
@@ -148,7 +203,7 @@ def parse_error(path: str = "/", **kwargs: Any) -> str:
 
 def body_of(content_type: str, body: str = "", raw_body: bytes = b"", **headers: str) -> tuple[Any, bool]:
     doc = parse("/b", headers={"content-type": content_type, **headers}, body=body, raw_body=raw_body)
-    return doc["parsed_body"], doc["truncated_body"]
+    return plain(doc["parsed_body"]), doc["truncated_body"]
 
 
 # --- parsed_path and parsed_query ---------------------------------------------------------------------------
@@ -693,7 +748,7 @@ def rich_request() -> Any:
 
 def test_rare_attributes_follow_the_plugin_protomap() -> None:
     request, packed = rich_request()
-    attributes = build_input(request)["attributes"]
+    attributes = plain(build_input(request)["attributes"])
     assert attributes == {
         "source": {
             "address": {"socketAddress": {"address": "10.0.0.1", "namedPort": "http", "protocol": 1}},
@@ -832,9 +887,12 @@ def test_fast_path_equals_the_generic_walk_on_generated_requests(
 
 
 def test_struct_numbers_reach_the_policy_as_go_prints_them() -> None:
+    # OPA's FloatNumberTerm: strconv.FormatFloat(f, 'g', -1, 64).
     request = attribute_context_pb2.AttributeContext()
-    request.metadata_context.filter_metadata["m"].update({"int": 3, "big": 1e300, "frac": 0.5})
+    request.metadata_context.filter_metadata["m"].update(
+        {"int": 3, "big": 1e300, "frac": 0.5, "exp": 1764150000, "million": 1e6, "small": 1.5e-7}
+    )
     values = input_document._protomap(request)["metadataContext"]["filterMetadata"]["m"]
-    assert values == {"int": 3, "big": 1e300, "frac": 0.5}
-    assert isinstance(values["int"], int)
-    assert isinstance(values["big"], float)
+    want = '{"big":1e+300,"exp":1.76415e+09,"frac":0.5,"int":3,"million":1e+06,"small":1.5e-07}'
+    assert gojson.canonical(values) == want
+    assert isinstance(values["int"], int)  # a plain integer text stays a Python int (orjson writes it the same)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +19,8 @@ from authz_ledger.note import (
     open_note,
     sign_note,
 )
+from tests.conftest import VECTORS
 
-VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 NOTE_VECTORS = {v["id"]: v for v in json.loads((VECTORS / "signed_note_vectors.json").read_text())["vectors"]}
 
 PETER = NOTE_VECTORS["x-mod-sumdb-note-PeterNeumann"]

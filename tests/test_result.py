@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,9 @@ from authz_ledger.result import (
     is_envoy_status_code,
     request_parse_error_response,
 )
+from tests.conftest import VECTORS
 
-GOLDEN = json.loads((Path(__file__).resolve().parents[2] / "shared/vectors/opa-envoy-golden.json").read_text())
+GOLDEN = json.loads((VECTORS / "opa-envoy-golden.json").read_text())
 RESULT_CASES = GOLDEN["result_cases"]
 DECISION_ID = "0193f1e2-7c4a-7b1e-9d2f-3a4b5c6d7e8f"
 

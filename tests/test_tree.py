@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +28,8 @@ from authz_ledger.tree import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.conftest import VECTORS
 
-VECTORS = Path(os.environ.get("AUTHZ_LEDGER_VECTORS", Path(__file__).resolve().parents[2] / "shared" / "vectors"))
 PROBES = VECTORS / "transparency-dev-merkle" / "testdata"
 REFERENCE = json.loads((VECTORS / "rfc6962_reference_tree.json").read_text())
 

@@ -1,7 +1,7 @@
 """The policy input document built from an Envoy ext_authz v3 ``CheckRequest``, exactly as opa-envoy-plugin
 builds it.
 
-Contract (``/work/shared/reference/opa-envoy-compat.md``; facts from the plugin's ``envoyauth/request.go`` and
+Contract (facts from the plugin's ``envoyauth/request.go`` and
 ``envoyauth/protomap.go``)::
 
     {"attributes": <the CheckRequest's attributes>,            # protomap, see below
@@ -23,7 +23,11 @@ Contract (``/work/shared/reference/opa-envoy-compat.md``; facts from the plugin'
 * ``parsed_query``: Go's ``url.ParseQuery``: ``&`` separated, ``+`` is a space, a key with ``;`` or a bad
   escape is an error (so are more than 10000 parameters), empty keys are skipped, a key without ``=`` has the
   value ``""``.
-* ``parsed_body`` / ``truncated_body``: see :func:`_parse_body`.
+* ``parsed_body`` / ``truncated_body``: see :func:`_parse_body`; JSON bodies are read as Go reads them
+  (:mod:`authz_ledger.gojson`): number text kept as written, invalid UTF-8 and lone surrogates replaced as Go
+  replaces them, any depth up to 10,000.
+* ``google.protobuf.Struct`` numbers (metadata contexts) are float64 and reach the policy as Go formats them
+  (``1e+06``, ``1.5e-07``; :func:`authz_ledger.gojson.go_float_text`).
 
 Where the plugin answers ``request_parse_error`` we raise :class:`RequestParseError` whose message is the Go
 error text the plugin would print (``invalid character 'n' looking for beginning of object key string``,
@@ -35,7 +39,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescr
 from google.protobuf.descriptor_pool import DescriptorPool  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import DecodeError, Message  # type: ignore[import-untyped, unused-ignore]
 
+from authz_ledger import gojson
 from authz_ledger.errors import ConfigError, RequestParseError
+from authz_ledger.gojson import GO_REPLACE, go_quote
 
 __all__ = ["build_input", "load_descriptor_set"]
 
@@ -133,20 +138,12 @@ def _protomap(msg: Message) -> dict[str, Any]:
     return out
 
 
-def _number(value: float) -> float | int:
-    # structpb values are float64; OPA turns float64 into a number with Go's shortest formatting, so 3.0
-    # reaches the policy (and any JSON of the input) as 3. An int is the Python value that serialises so.
-    if value.is_integer() and abs(value) < 1e21:
-        return int(value)
-    return value
-
-
 def _struct_value(v: Any) -> Any:
     which = v.WhichOneof("kind")
     if which == "string_value":
         return v.string_value
     if which == "number_value":
-        return _number(v.number_value)
+        return gojson.go_float_value(v.number_value)
     if which == "bool_value":
         return v.bool_value
     if which == "struct_value":
@@ -166,52 +163,17 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _MAX_QUERY_PARAMS = 10000  # Go's url.ParseQuery default limit (GODEBUG urlmaxqueryparams), Go >= 1.24.12
 
 
-def _go_quote(data: bytes) -> str:
-    """Go's ``strconv.Quote`` (also what ``%q`` prints for a string or []byte)."""
-    out = ['"']
-    text = data.decode("utf-8", "surrogateescape")
-    for ch in text:
-        cp = ord(ch)
-        if 0xDC80 <= cp <= 0xDCFF:  # an invalid UTF-8 byte, kept by surrogateescape
-            out.append(f"\\x{cp - 0xDC00:02x}")
-        else:
-            out.append(_quote_rune(ch))
-    out.append('"')
-    return "".join(out)
-
-
-_SIMPLE_ESCAPES = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v"}
-
-
-def _quote_rune(ch: str) -> str:
-    if ch == '"':
-        return '\\"'
-    if ch == "\\":
-        return "\\\\"
-    cp = ord(ch)
-    # str.isprintable is close to Go's strconv.IsPrint: letters, marks, numbers, punctuation, symbols, U+0020.
-    if ch.isprintable():
-        return ch
-    if cp in _SIMPLE_ESCAPES:
-        return _SIMPLE_ESCAPES[cp]
-    if cp < 0x20 or cp == 0x7F:
-        return f"\\x{cp:02x}"
-    if cp < 0x10000:
-        return f"\\u{cp:04x}"
-    return f"\\U{cp:08x}"
-
-
 def _unescape(text: str, *, query: bool) -> str:
     """Go's url.PathUnescape (``query=False``) or url.QueryUnescape (``query=True``)."""
     if "%" in text:
         bad = _BAD_ESCAPE.search(text)
         if bad is not None:
             # Go quotes at most the three bytes from the bad '%'.
-            raise RequestParseError(f"invalid URL escape {_go_quote(text[bad.start() :].encode()[:3])}")
+            raise RequestParseError(f"invalid URL escape {go_quote(text[bad.start() :].encode()[:3])}")
         if query:
             text = text.replace("+", " ")
         # Decoded bytes need not be UTF-8 (%FF); Go keeps the bytes and OPA's JSON shows U+FFFD for them.
-        return _unquote_to_bytes(text).decode("utf-8", "replace")
+        return _unquote_to_bytes(text).decode("utf-8", GO_REPLACE)
     if query and "+" in text:
         return text.replace("+", " ")
     return text
@@ -268,234 +230,23 @@ def _parse_path_and_query(path: str) -> tuple[list[str], dict[str, list[str]]]:
     return decoded.lstrip("/").split("/"), _parse_query(raw_query)
 
 
-# --- JSON bodies: OPA's util.UnmarshalJSON (encoding/json Decoder + Token) ----------------------------------
+# --- JSON bodies: OPA's util.UnmarshalJSON (see authz_ledger.gojson) ---------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; Go's does not. The message comes from _GoJSONScan.
-    raise ValueError(name)
+# The engines read the input document as JSON text inside their request (``{"input": document}``) with the same
+# decoder, whose 10,000-level limit counts those two levels too. A body nested deeper than what is left could
+# never reach the policy: it is refused here, as a deny, rather than failing in the engine -- an engine error
+# would leave the answer to Envoy's failure_mode_allow. (The plugin evaluates bodies of 9,999 and 10,000
+# levels; no request Envoy forwards from a real client is nested that deep.)
+_BODY_DEPTH = gojson.MAX_DEPTH - 2
+_MULTIPART_JSON_DEPTH = _BODY_DEPTH - 2  # parsed_body -> form field -> list of values -> the part's JSON
 
 
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-class _GoJSONError(Exception):
-    pass
-
-
-def _quote_char(c: int) -> str:
-    # encoding/json quoteChar: a byte is shown as the rune with that value.
-    if c == 0x27:
-        return "'\\''"
-    if c == 0x22:
-        return "'\"'"
-    return f"'{_quote_rune(chr(c))}'"
-
-
-class _GoJSONScan:
-    """Finds the error encoding/json (as OPA drives it) reports for a body Python's json rejected.
-
-    Only run on the error path. ``check`` returns the end offset of the first value when Go would accept the
-    document after all (a trailing ``null`` is silently accepted by OPA's Decoder + Token check).
-    """
-
-    _WS = frozenset(b" \t\r\n")
-    _DIGITS = frozenset(b"0123456789")
-    _HEX = frozenset(b"0123456789abcdefABCDEF")
-
-    def __init__(self, data: bytes) -> None:
-        self.b = data
-        self.i = 0
-
-    def _err(self, c: int, context: str) -> _GoJSONError:
-        return _GoJSONError(f"invalid character {_quote_char(c)} {context}")
-
-    def _ws(self) -> int:
-        b, i, n = self.b, self.i, len(self.b)
-        while i < n and b[i] in self._WS:
-            i += 1
-        self.i = i
-        if i == n:
-            return -1
-        return b[i]
-
-    def _next(self) -> int:
-        if self.i >= len(self.b):
-            raise _GoJSONError("unexpected EOF")
-        return self.b[self.i]
-
-    def check(self) -> int:
-        if self._ws() < 0:
-            raise _GoJSONError("EOF")
-        self._value(0)
-        end = self.i
-        c = self._ws()
-        if c < 0:
-            return end
-        if c in (0x7B, 0x5B):  # { [ : Token returns a Delim
-            raise _GoJSONError(f"error: invalid character '{chr(c)}' after top-level value")
-        if c in (0x7D, 0x5D, 0x2C, 0x3A):  # } ] , :
-            raise self._err(c, "looking for beginning of value")
-        start = self.i
-        self._value(0)
-        token = self.b[start : self.i]
-        if token == b"null":
-            return end  # Token() gives (nil, nil): OPA's check lets it through
-        if c == 0x22:
-            shown = json.loads(token.decode("utf-8", "replace"))
-        elif c in (0x74, 0x66):
-            shown = f"%!s(bool={token.decode()})"
-        else:
-            shown = token.decode()
-        raise _GoJSONError(f"error: invalid character '{shown}' after top-level value")
-
-    def _value(self, depth: int) -> None:
-        if depth > 10000:
-            raise self._err(self.b[self.i], "exceeded max depth")
-        c = self._next()
-        if c == 0x7B:
-            self.i += 1
-            c = self._ws()
-            if c == 0x7D:
-                self.i += 1
-                return
-            while True:
-                if c < 0:
-                    raise _GoJSONError("unexpected EOF")
-                if c != 0x22:
-                    raise self._err(c, "looking for beginning of object key string")
-                self._string()
-                c = self._ws()
-                if c < 0:
-                    raise _GoJSONError("unexpected EOF")
-                if c != 0x3A:
-                    raise self._err(c, "after object key")
-                self.i += 1
-                if self._ws() < 0:
-                    raise _GoJSONError("unexpected EOF")
-                self._value(depth + 1)
-                c = self._ws()
-                if c < 0:
-                    raise _GoJSONError("unexpected EOF")
-                if c == 0x7D:
-                    self.i += 1
-                    return
-                if c != 0x2C:
-                    raise self._err(c, "after object key:value pair")
-                self.i += 1
-                c = self._ws()
-        elif c == 0x5B:
-            self.i += 1
-            c = self._ws()
-            if c == 0x5D:
-                self.i += 1
-                return
-            while True:
-                if c < 0:
-                    raise _GoJSONError("unexpected EOF")
-                self._value(depth + 1)
-                c = self._ws()
-                if c < 0:
-                    raise _GoJSONError("unexpected EOF")
-                if c == 0x5D:
-                    self.i += 1
-                    return
-                if c != 0x2C:
-                    raise self._err(c, "after array element")
-                self.i += 1
-                c = self._ws()
-        elif c == 0x22:
-            self._string()
-        elif c == 0x2D or c in self._DIGITS:
-            self._number()
-        elif c == 0x74:
-            self._literal(b"true")
-        elif c == 0x66:
-            self._literal(b"false")
-        elif c == 0x6E:
-            self._literal(b"null")
-        else:
-            raise self._err(c, "looking for beginning of value")
-
-    def _string(self) -> None:
-        self.i += 1
-        while True:
-            c = self._next()
-            self.i += 1
-            if c == 0x22:
-                return
-            if c == 0x5C:
-                e = self._next()
-                self.i += 1
-                if e == 0x75:
-                    for _ in range(4):
-                        h = self._next()
-                        if h not in self._HEX:
-                            raise self._err(h, "in \\u hexadecimal character escape")
-                        self.i += 1
-                elif e not in b'"\\/bfnrt':
-                    raise self._err(e, "in string escape code")
-            elif c < 0x20:
-                raise self._err(c, "in string literal")
-
-    def _digits(self) -> None:
-        b, n = self.b, len(self.b)
-        while self.i < n and b[self.i] in self._DIGITS:
-            self.i += 1
-
-    def _number(self) -> None:
-        b, n = self.b, len(self.b)
-        if b[self.i] == 0x2D:
-            self.i += 1
-            c = self._next()
-            if c not in self._DIGITS:
-                raise self._err(c, "in numeric literal")
-        if b[self.i] == 0x30:
-            self.i += 1
-        else:
-            self._digits()
-        if self.i < n and b[self.i] == 0x2E:
-            self.i += 1
-            c = self._next()
-            if c not in self._DIGITS:
-                raise self._err(c, "after decimal point in numeric literal")
-            self._digits()
-        if self.i < n and b[self.i] in (0x65, 0x45):
-            self.i += 1
-            c = self._next()
-            if c in (0x2B, 0x2D):
-                self.i += 1
-                c = self._next()
-            if c not in self._DIGITS:
-                raise self._err(c, "in exponent of numeric literal")
-            self._digits()
-
-    def _literal(self, word: bytes) -> None:
-        self.i += 1
-        for expected in word[1:]:
-            c = self._next()
-            if c != expected:
-                raise self._err(c, f"in literal {word.decode()} (expecting {_quote_char(expected)})")
-            self.i += 1
-
-
-def _unmarshal_json(data: str | bytes) -> Any:
-    text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+def _unmarshal_json(data: str | bytes, max_depth: int = _BODY_DEPTH) -> Any:
     try:
-        return _JSON.decode(text)
-    except (ValueError, RecursionError) as exc:
-        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
-        try:
-            end = _GoJSONScan(raw).check()
-        except _GoJSONError as go_error:
-            raise RequestParseError(str(go_error)) from None
-        except RecursionError:
-            raise RequestParseError("exceeded max depth") from None
-        try:
-            # Go accepts it (e.g. "{} null"): the document is the first value.
-            return _JSON.decode(raw[:end].decode("utf-8", "replace"))
-        except (ValueError, RecursionError):
-            raise RequestParseError(str(exc)) from None
+        return gojson.unmarshal(data, max_depth=max_depth)
+    except gojson.GoJSONError as e:
+        raise RequestParseError(str(e)) from None
 
 
 # --- Bodies -------------------------------------------------------------------------------------------------
@@ -508,10 +259,10 @@ def _byte_len(text: str) -> int:
 def _check_truncated(content_length: str, body_length: int) -> bool:
     """The plugin's checkIfHTTPBodyTruncated, with strconv.ParseInt(s, 10, 64)'s errors."""
     if re.fullmatch(r"[+-]?[0-9]+", content_length, re.ASCII) is None:
-        raise RequestParseError(f"strconv.ParseInt: parsing {_go_quote(content_length.encode())}: invalid syntax")
+        raise RequestParseError(f"strconv.ParseInt: parsing {go_quote(content_length.encode())}: invalid syntax")
     declared = int(content_length)
     if not -(2**63) <= declared < 2**63:
-        raise RequestParseError(f"strconv.ParseInt: parsing {_go_quote(content_length.encode())}: value out of range")
+        raise RequestParseError(f"strconv.ParseInt: parsing {go_quote(content_length.encode())}: value out of range")
     return declared != -1 and declared > body_length
 
 
@@ -565,7 +316,7 @@ def _parse_body(
         content_length = headers.get("content-length")
         if content_length is not None and _check_truncated(content_length, len(payload)):
             return None, True
-        return _parse_query(payload.decode("utf-8", "replace")), False
+        return _parse_query(payload.decode("utf-8", GO_REPLACE)), False
     if "multipart/form-data" in content_type:
         payload = _payload(body, raw_body)
         if payload is None:
@@ -744,13 +495,13 @@ class _Multipart:
             if self._is_final(line):
                 return None
             if expect_new_part:
-                raise RequestParseError(f"multipart: expecting a new Part; got line {_go_quote(line)}")
+                raise RequestParseError(f"multipart: expecting a new Part; got line {go_quote(line)}")
             if self.parts_read == 0:
                 continue  # preamble
             if line == self.nl:
                 expect_new_part = True
                 continue
-            raise RequestParseError(f"multipart: unexpected line in Next(): {_go_quote(line)}")
+            raise RequestParseError(f"multipart: unexpected line in Next(): {go_quote(line)}")
 
     def _read_line(self) -> bytes | None:
         data, pos = self.data, self.pos
@@ -769,7 +520,7 @@ class _Multipart:
         headers: dict[str, list[str]] = {}
         if self.data[self.pos : self.pos + 1] in (b" ", b"\t"):
             first = self._read_line() or b""
-            raise RequestParseError("malformed MIME header initial line: " + first.decode("utf-8", "replace"))
+            raise RequestParseError("malformed MIME header initial line: " + first.decode("utf-8", GO_REPLACE))
         while True:
             line = self._read_line()
             if line is None:
@@ -777,7 +528,7 @@ class _Multipart:
             if not line:
                 return headers
             if b":" not in line:
-                raise RequestParseError(f"malformed MIME header: missing colon: {_go_quote(line)}")
+                raise RequestParseError(f"malformed MIME header: missing colon: {go_quote(line)}")
             # Continuation lines (leading space or tab) are folded into this one.
             line = line.strip(_LWSP)
             while self.data[self.pos : self.pos + 1] in (b" ", b"\t"):
@@ -787,9 +538,9 @@ class _Multipart:
                 line += b" " + more.strip(_LWSP)
             key, _, value = line.partition(b":")
             if _HEADER_KEY.fullmatch(key) is None or _HEADER_VALUE_BAD.search(value) is not None:
-                raise RequestParseError("malformed MIME header line: " + line.decode("utf-8", "replace"))
+                raise RequestParseError("malformed MIME header line: " + line.decode("utf-8", GO_REPLACE))
             name = key.decode("ascii").lower()
-            headers.setdefault(name, []).append(value.lstrip(_LWSP).decode("utf-8", "replace"))
+            headers.setdefault(name, []).append(value.lstrip(_LWSP).decode("utf-8", GO_REPLACE))
 
     def _match_after(self, at: int) -> bool:
         """matchAfterPrefix on a complete buffer: does a boundary really start here?"""
@@ -844,9 +595,9 @@ def _parse_multipart(payload: bytes, boundary: str) -> dict[str, list[Any]]:
             # NextPart decodes quoted-printable transparently; binascii is more lenient than Go on bad input.
             content = binascii.a2b_qp(content)
         if "application/json" in _first(headers, "content-type"):
-            values.setdefault(name, []).append(_unmarshal_json(content))
+            values.setdefault(name, []).append(_unmarshal_json(content, _MULTIPART_JSON_DEPTH))
         else:
-            values.setdefault(name, []).append(content.decode("utf-8", "replace"))
+            values.setdefault(name, []).append(content.decode("utf-8", GO_REPLACE))
     return values
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+from authz_ledger import gojson
+
 DEFAULT_DIGEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 DEFAULT_DIGEST_QUERY_PARAMS = ("access_token", "id_token", "api_key", "apikey")
 BODY_FIELDS = ("body", "rawBody")
@@ -244,9 +246,7 @@ class Redactor:
                         http[field] = self.digest(http[field])
             if out.get("parsed_body") is not None:
                 out["parsed_body"] = (
-                    "<redacted>"
-                    if self.rules.body == "remove"
-                    else self.digest(json.dumps(out["parsed_body"], sort_keys=True, separators=(",", ":")))
+                    "<redacted>" if self.rules.body == "remove" else self.digest(gojson.canonical(out["parsed_body"]))
                 )
         if "parsed_query" in out and self.rules.digest_query_params:
             pq = out["parsed_query"]

@@ -1,7 +1,6 @@
 """The result contract: a policy decision becomes the ``CheckResponse`` opa-envoy-plugin would send.
 
-Facts from the plugin's ``internal/internal.go`` (``check``) and ``envoyauth/response.go``; table in
-``/work/shared/reference/opa-envoy-compat.md``.
+Facts from the plugin's ``internal/internal.go`` (``check``) and ``envoyauth/response.go``.
 
 * ``true`` -> status OK, no http_response; ``false`` -> PERMISSION_DENIED, no http_response (Envoy sends 403).
 * An object needs a boolean ``allowed``. Allowed: ``OkHttpResponse`` with ``headers``,

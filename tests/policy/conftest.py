@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import VECTORS
+
 EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "server" / "authz_ledger" / "example_policy"
-GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "opa-envoy-golden.json"
+
+GOLDEN = VECTORS / "opa-envoy-golden.json"
 
 
 def request_input(method: str, path: str, user: str | None) -> dict[str, Any]:

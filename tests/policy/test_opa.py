@@ -14,16 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from authz_ledger import gojson
 from authz_ledger.errors import (
     PolicyEvaluationError,
     PolicyTimeoutError,
     PolicyUnavailableError,
     PolicyUndefinedError,
 )
+from authz_ledger.input_document import build_input
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
 from tests.conftest import free_port, opa_binary, pause_process, wait_for_opa
+from tests.test_input_document import NUMBER_CASES, request_from_json, with_number_text, without_number_text
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
+
+RECORDED_INPUTS = [case for case in NUMBER_CASES if "input" in case]
 
 EXTRA_POLICY = """package envoy.errors
 import rego.v1
@@ -31,6 +36,13 @@ conflict := 1 if input.x
 conflict := 2 if input.x
 deny if time.parse_rfc3339_ns(input.t) > 0
 allow_unless_denied if not deny
+"""
+
+
+# What the golden-numbers recording used: the input document as OPA's json.marshal writes it.
+ECHO_POLICY = """package envoy.echo
+import rego.v1
+document := json.marshal(input)
 """
 
 
@@ -66,6 +78,7 @@ class Opa:
 def opa(tmp_path_factory) -> Iterator[Opa]:
     tmp = tmp_path_factory.mktemp("opa")
     extra = write_policy(tmp / "extra", EXTRA_POLICY, name="errors.rego")
+    write_policy(tmp / "extra", ECHO_POLICY, name="echo.rego")
     server = Opa([str(EXAMPLE_POLICY), str(extra)], tmp)
     yield server
     server.stop()
@@ -279,3 +292,12 @@ def test_latency_and_parent_cpu_per_decision(opa):
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         print(f"\nopa ({label}): {wall / n * 1e6:.0f} us per decision, parent CPU {cpu / n * 1e6:.0f} us")
         assert wall / n < 0.05
+
+
+@pytest.mark.parametrize("case", RECORDED_INPUTS, ids=[f"{c['kind']}: {c['name']}" for c in RECORDED_INPUTS])
+def test_a_real_opa_sees_the_recorded_input_document_number_text_and_all(opa, case):
+    """Differential, end to end: our input document, sent to a real OPA, is what the plugin gave its policy."""
+    document = build_input(request_from_json(without_number_text(case["check_request"])))
+    with OpaEngine(opa.url, "envoy/echo/document", timeout=5.0) as engine:
+        echoed = engine.evaluate(gojson.compact(document)).result
+    assert with_number_text(echoed) == case["input"]

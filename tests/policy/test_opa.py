@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz_ledger import gojson
 from authz_ledger.errors import (
@@ -24,7 +26,14 @@ from authz_ledger.errors import (
 from authz_ledger.input_document import build_input
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
 from tests.conftest import free_port, opa_binary, pause_process, wait_for_opa
-from tests.test_input_document import NUMBER_CASES, request_from_json, with_number_text, without_number_text
+from tests.test_gojson import documents
+from tests.test_input_document import (
+    NUMBER_CASES,
+    http_request,
+    request_from_json,
+    with_number_text,
+    without_number_text,
+)
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
 
@@ -301,3 +310,14 @@ def test_a_real_opa_sees_the_recorded_input_document_number_text_and_all(opa, ca
     with OpaEngine(opa.url, "envoy/echo/document", timeout=5.0) as engine:
         echoed = engine.evaluate(gojson.compact(document)).result
     assert with_number_text(echoed) == case["input"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=documents, raw=st.booleans())
+def test_any_json_body_go_accepts_is_decided_by_a_real_opa_with_its_number_text(opa, body, raw):
+    """Property: whatever JSON body a client sends, OPA reads the input document and the policy decides."""
+    fields = {"raw_body": body.text.encode()} if raw else {"body": body.text}
+    document = build_input(http_request("/", headers={"content-type": "application/json"}, **fields))
+    with OpaEngine(opa.url, "envoy/echo/document", timeout=5.0) as engine:
+        echoed = engine.evaluate(gojson.compact(document)).result
+    assert with_number_text(echoed)["parsed_body"] == with_number_text(body.compact)

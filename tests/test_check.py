@@ -226,3 +226,45 @@ def test_an_odd_json_body_is_decided_by_the_policy_and_recorded_as_written(
     [(_, raw)] = list(store.iter_entries())
     stored = entry.decode(raw)
     assert stored.input_json == seen  # the record holds what the policy saw (no redaction of the body here)
+
+
+ALLOW_UNLESS_DENIED = """package envoy.authz
+import rego.v1
+deny if time.parse_rfc3339_ns(input.attributes.request.http.headers["x-expires"]) < 0
+allow if not deny
+"""
+
+
+@pytest.mark.parametrize(
+    ("on_error", "want_http"),
+    [("grpc_error", None), ("deny", 403)],
+    ids=["with on_error grpc_error the RPC fails", "with on_error deny Envoy gets a 403"],
+)
+def test_a_builtin_error_is_a_policy_error_not_the_default_decision(
+    store: Store, signer: note.Signer, tmp_path: Any, on_error: str, want_http: int | None
+) -> None:
+    # OPA's Envoy plugin evaluates without strict builtin errors: there `deny` is undefined and this policy
+    # allows. The embedded engine is strict, so the Check fails by policy.on_error instead (see README).
+    from authz_ledger.policy.embedded import EmbeddedEngine
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "policy.rego").write_text(ALLOW_UNLESS_DENIED)
+    writer = make_writer(store, signer)
+    writer.start()
+    with EmbeddedEngine(tmp_path / "p", workers=1, timeout=5.0) as engine:
+        svc = CheckService(engine, writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions(on_error=on_error))
+        request = external_auth_pb2.CheckRequest()
+        request.attributes.request.http.headers["x-expires"] = "tomorrow"
+        context = Context(remaining=5.0)
+        response = svc.Check(request, context)
+    writer.close()
+    if want_http is None:
+        assert context.code is not None and context.code != grpc.StatusCode.OK
+    else:
+        assert context.code is None
+        assert response.denied_response.status.code == want_http
+    [(_, raw)] = list(store.iter_entries())
+    recorded = entry.decode(raw)
+    assert recorded.outcome == entry.OUTCOME_ERROR
+    assert "eval_builtin_error: time.parse_rfc3339_ns" in recorded.error
+    assert not recorded.allowed

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from authz_ledger import __version__, checkpoint, cli_export, cli_read, config, entry, keys, note, tree
+from authz_ledger import __version__, checkpoint, cli_eval, cli_export, cli_read, config, entry, keys, note, tree
 from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
@@ -25,8 +25,9 @@ DESCRIPTION = """\
 authz-ledger: an Envoy / Istio ext_authz (v3 gRPC) service, compatible with OPA's Envoy plugin, that records
 every decision in an append-only ledger with an RFC 6962 Merkle tree and Ed25519-signed C2SP checkpoints.
 
-  authz-ledger serve                      start on the embedded Rego engine with the bundled example policy
+  authz-ledger serve                      start on OPA's embedded Go engine with the bundled example policy
   authz-ledger serve --policy ./policy    ... with your own .rego / data files (or a bundle .tar.gz)
+  authz-ledger eval --policy ./policy --input in.json   the decision serve would make for one input
   authz-ledger verify --data-dir DIR --vkey VKEY   prove offline that the ledger is complete and unaltered
 """
 
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
     h.set_defaults(func=cmd_health)
 
+    cli_eval.register(sub)
     cli_export.register(sub)
     cli_read.register(sub)
     return p

@@ -51,7 +51,9 @@ class ServerConfig:
 @dataclass
 class EmbeddedConfig:
     workers: int = 2
-    """Evaluator processes (regopy runs outside the server process; see policy/embedded.py)."""
+    """Evaluator processes (OPA's Go engine runs outside the server process; see policy/embedded.py)."""
+    memory_limit_mb: int = 3072
+    """Address-space limit (RLIMIT_AS) of each evaluator process; 0 = none. A loaded one maps ~1.7 GB."""
     watch: bool = True
     """Reload when the policy files change (SIGHUP always reloads)."""
 
@@ -169,6 +171,11 @@ class Config:
         ):
             if value <= 0:
                 raise ConfigError(f"{key} must be positive, got {value}")
+        if self.policy.embedded.memory_limit_mb < 0:
+            raise ConfigError(
+                "policy.embedded.memory_limit_mb must be 0 (no limit) or more, "
+                f"got {self.policy.embedded.memory_limit_mb}"
+            )
         for key, status in (
             ("policy.error_http_status", self.policy.error_http_status),
             ("ledger.overload_http_status", self.ledger.overload_http_status),

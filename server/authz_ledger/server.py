@@ -96,6 +96,7 @@ def build_engine(cfg: Config) -> PolicyEngine:
         workers=cfg.policy.embedded.workers,
         timeout=timeout,
         watch=cfg.policy.embedded.watch,
+        memory_limit_mb=cfg.policy.embedded.memory_limit_mb,
     )
 
 

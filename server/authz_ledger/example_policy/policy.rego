@@ -1,8 +1,8 @@
 # Example policy: role-based access control for HTTP requests checked by Envoy ext_authz.
 #
 # authz-ledger loads this file when it starts with no configuration. It is also a valid policy for OPA's own
-# Envoy plugin (`opa run --server policy.rego data.json`): it uses Rego v1 syntax and only builtins that both
-# OPA and the embedded engine (regopy) implement -- no net.*, no time.parse_*.
+# Envoy plugin (`opa run --server policy.rego data.json`): it uses Rego v1 syntax, and the embedded engine is
+# OPA's own.
 #
 # Who is calling: the `x-user` request header. This example trusts that header, which is only safe when a gateway
 # in front of Envoy has authenticated the caller and sets (and overwrites) it. Replace `user` with JWT or mTLS

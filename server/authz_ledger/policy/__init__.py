@@ -7,8 +7,26 @@ only ``errors.PolicyError`` subclasses; mapping results to CheckResponses is ``r
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def decode_answer(body: bytes) -> Any:
+    """An engine's JSON answer as Python values. orjson is fast but reads integers beyond 64 bits as rounded floats
+    and refuses numbers beyond float64 (a policy may return ``1e400`` as written in a body): those answers take the
+    stdlib, which keeps big integers exact and reads such numbers as infinities. ValueError if it is not JSON."""
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,15 @@ Invariants:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
 import posixpath
 import tarfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +133,28 @@ def build_source(origin: str, files: dict[str, bytes]) -> PolicySource:
         digest.update(len(encoded).to_bytes(8, "big") + encoded + len(raw).to_bytes(8, "big"))
         digest.update(raw)
     return PolicySource(origin=origin, modules=modules, data=merger.data, revision=revision, digest=digest.hexdigest())
+
+
+def with_data_files(source: PolicySource, paths: Sequence[str | os.PathLike[str]]) -> PolicySource:
+    """``source`` with more data files merged at the root of ``data`` (``opa eval --data``): JSON or YAML objects;
+    a path set by two files is a PolicyLoadError, as within a bundle. The digest covers the extra files too."""
+    if not paths:
+        return source
+    merger = _DataMerger(source.origin)
+    merger.place((), copy.deepcopy(source.data), "the policy's data")
+    digest = hashlib.sha256(source.digest.encode())
+    for path in paths:
+        p = Path(path)
+        try:
+            raw = _read_file(p)
+        except OSError as exc:
+            raise PolicyLoadError(f"{p}: cannot read data file: {exc.strerror or exc}") from exc
+        value = _parse_data(str(p), "data.json" if p.suffix == ".json" else "data.yaml", raw)
+        if not isinstance(value, dict):
+            raise PolicyLoadError(f"{p}: a data file must hold an object")
+        merger.place((), value, str(p))
+        digest.update(len(raw).to_bytes(8, "big") + raw)
+    return dataclasses.replace(source, data=merger.data, digest=digest.hexdigest())
 
 
 def _read_file(p: Path) -> bytes:

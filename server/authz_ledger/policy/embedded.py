@@ -1,41 +1,35 @@
-"""The embedded engine: Rego evaluated by regopy (Microsoft's rego-cpp) in a pool of evaluator processes.
+"""The embedded engine: OPA's own Rego engine (its Go ``rego`` package, :mod:`.go_engine`) in a pool of evaluator
+processes.
 
-Why processes. regopy costs 0.45-1 ms of CPU per decision and holds the GIL for much of it; measured on a
-2-core machine, decisions collapse to about 55 per second as soon as another Python thread in the same process
-is busy (a GIL convoy). The gRPC handlers and the ledger writer thread live in the main process, so regopy
-never runs there -- it is not even imported there. Each evaluator is a separate process (``spawn`` start
-method: the parent has gRPC threads, and forking a threaded process is unsafe) that owns one regopy
-Interpreter.
+Why processes. The Go engine releases the GIL while it evaluates, but its runtime cannot be stopped from outside:
+the library evaluates with no deadline and no cancellation, so a runaway policy (a comprehension over a huge
+range, an allocation without end) could only be ended by ending its process. Measured in-process in the running
+server, it also gave no more Checks per second than evaluator processes (Go's collector and the gRPC threads
+contend for the same core), and 64 gRPC threads entering Go at once made it worse. So each evaluator is a
+separate process (``spawn`` start method: the parent has gRPC threads, and forking a threaded process, or one
+with Go loaded, is unsafe) that owns one engine; the parent never loads Go.
 
 Invariants:
 
 - Fail closed. Every outcome other than a single defined result is a PolicyError: undefined →
-  PolicyUndefinedError; evaluation errors, several results, output that is not JSON → PolicyEvaluationError;
-  no answer within the timeout → PolicyTimeoutError (the worker is killed, so it can never deliver a stale
-  answer to a later caller); a worker that dies mid-decision → PolicyUnavailableError. A decision waits at
-  most ``timeout`` for a free worker (then PolicyUnavailableError, the worker pool untouched) and at most
-  ``timeout`` for the evaluation itself: the watchdog times the evaluation only, never the queueing before it,
-  or a burst of queued Checks would get healthy workers killed and empty the pool. Interpreters run with
-  ``strict_built_in_errors``: by default rego-cpp turns builtin errors into undefined, which a policy written
-  as ``allow if not deny`` would turn into an allow.
-- The policy is compiled once per worker: modules and data are loaded, then a bundle is built with the
-  decision path as its only entrypoint and every decision runs ``query_bundle_entrypoint``. Measured per
-  decision (example policy, 620-byte input): ``query("data.envoy.authz.allow")`` 4.6 ms (it re-compiles every
-  time), ``query_bundle`` 0.8-1.1 ms, ``query_bundle_entrypoint`` 0.7-1.0 ms.
-- The input goes in as an input tree built with regopy's C API, not ``set_input_term``: parsing the JSON text
-  as a Rego term costs ~380 us of the ~750 us total, building the tree ~120 us. rego-cpp stores strings in
-  their JSON-escaped spelling (its own term parser keeps escapes verbatim), so strings are passed in that
-  spelling too; otherwise a quote or backslash in a header breaks equality with policy literals and the output
-  JSON, and a NUL would truncate the C string. The test suite checks both paths give identical results.
-  Integers beyond int64 fall back to the term parser, which keeps them exact (the C API would silently wrap
-  them).
+  PolicyUndefinedError; evaluation errors (builtin errors included: the engine is strict, see
+  :mod:`.go_engine`), output of the wrong shape → PolicyEvaluationError; no answer within the timeout →
+  PolicyTimeoutError (the worker is killed, so it can never deliver a stale answer to a later caller, and its
+  memory goes back to the system); a worker that dies mid-decision (its memory limit, RLIMIT_AS, reached) →
+  PolicyUnavailableError. A decision waits at most ``timeout`` for a free worker (then PolicyUnavailableError,
+  the worker pool untouched) and at most ``timeout`` for the evaluation itself: the watchdog times the
+  evaluation only, never the queueing before it, or a burst of queued Checks would get healthy workers killed
+  and empty the pool.
+- The policy is compiled once per worker, at load: a policy that does not compile never serves.
+- The input goes to Go as the JSON bytes the Check handler made (number text and all); the answer comes back as
+  the engine's JSON envelope, parsed once, in the parent.
 - A reload compiles the new policy in fresh workers first. Only when all of them report ready is the pool
   swapped, atomically for callers: a decision runs entirely on the old or entirely on the new pool; the old
   workers finish their in-flight decision and then exit. A policy that does not compile leaves the old pool
   serving and raises PolicyLoadError naming the file and line.
 - Protocol over each worker's pipe (``Connection.send_bytes``): request = the input JSON bytes as the caller
-  gave them (the parent never parses them); reply = ``R`` + result JSON, ``U`` (undefined) or ``E`` + message.
-  At start the worker sends ``K`` (ready) or ``L`` + message (load error).
+  gave them (the parent never parses them); reply = ``R`` + the engine's envelope, ``U`` (undefined) or ``E`` +
+  message. At start the worker sends ``K`` (ready) or ``L`` + message (load error).
 """
 
 from __future__ import annotations
@@ -45,17 +39,16 @@ import ctypes
 import errno
 import heapq
 import itertools
-import json
 import logging
 import multiprocessing
 import os
-import re
+import resource
 import signal
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -71,18 +64,20 @@ from authz_ledger.errors import (
     PolicyUnavailableError,
     PolicyUndefinedError,
 )
-from authz_ledger.policy import Evaluation
-from authz_ledger.policy.bundle import MANIFEST_NAME, PolicySource, load_source
+from authz_ledger.policy import Evaluation, go_engine
+from authz_ledger.policy.bundle import MANIFEST_NAME, PolicySource, load_source, with_data_files
+from authz_ledger.policy.go_engine import GoEvaluator
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DECISION_PATH = "envoy/authz/allow"
+DEFAULT_MEMORY_LIMIT_MB = 3072
+"""Address-space limit of one evaluator process (RLIMIT_AS). A loaded worker maps ~1.7 GB (Python, the Go
+runtime's reservations, the policy) of which ~50 MB are resident; the rest is the heap a decision may use."""
 
 _READY = b"K"
 _LOAD_FAILED = b"L"
-_RESULT = b"R"
-_UNDEFINED = b"U"
-_ERROR = b"E"
+_RESULT, _UNDEFINED, _ERROR = go_engine.RESULT, go_engine.UNDEFINED, go_engine.ERROR
 
 
 # --- Parent side ------------------------------------------------------------------------------------------
@@ -108,12 +103,16 @@ class EmbeddedEngine:
         watch_interval: float = 1.0,
         startup_timeout: float = 60.0,
         start_method: str = "spawn",
+        memory_limit_mb: int = DEFAULT_MEMORY_LIMIT_MB,
+        data_files: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         """Load and compile the policy: PolicyLoadError if it does not compile, ConfigError on bad args."""
         if workers < 1:
             raise ConfigError(f"embedded engine: workers must be at least 1, not {workers}")
         if not timeout > 0:
             raise ConfigError(f"embedded engine: timeout must be positive, not {timeout}")
+        if memory_limit_mb < 0:
+            raise ConfigError(f"embedded engine: memory_limit_mb must be 0 (no limit) or more, not {memory_limit_mb}")
         if start_method == "fork":
             # The parent runs gRPC threads; fork copies their locks in whatever state they are in.
             raise ConfigError("embedded engine: the 'fork' start method is unsafe here; use spawn or forkserver")
@@ -122,10 +121,12 @@ class EmbeddedEngine:
         self.timeout = timeout
         self._size = workers
         self._startup_timeout = startup_timeout
+        self._memory_limit_mb = memory_limit_mb
+        self._data_files = tuple(data_files)
         self._ctx = multiprocessing.get_context(start_method)
         self._reload_lock = threading.Lock()
         self._closed = False
-        self._pool = self._start_pool(load_source(self.source_path))
+        self._pool = self._start_pool(self._load())
         self._watchdog = _Watchdog()
         self._watcher: _Watcher | None = None
         if watch:
@@ -191,7 +192,7 @@ class EmbeddedEngine:
         with self._reload_lock:
             if self._closed:
                 raise PolicyLoadError("embedded engine is closed")
-            source = load_source(self.source_path)
+            source = self._load()
             old = self._pool
             if source.digest == old.source.digest:
                 return old.source.version
@@ -226,8 +227,11 @@ class EmbeddedEngine:
 
     # Internals ------------------------------------------------------------------------------------------
 
+    def _load(self) -> PolicySource:
+        return with_data_files(load_source(self.source_path), self._data_files)
+
     def _start_pool(self, source: PolicySource) -> _Pool:
-        pool = _Pool(self._ctx, source, self.decision_path, self._startup_timeout)
+        pool = _Pool(self._ctx, source, self.decision_path, self._startup_timeout, self._memory_limit_mb)
         pool.start(self._size)
         return pool
 
@@ -246,7 +250,10 @@ class EmbeddedEngine:
 def _decode_reply(reply: bytes) -> Any:
     kind, body = reply[:1], reply[1:]
     if kind == _RESULT:
-        return json.loads(body)
+        try:
+            return go_engine.decode_result(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PolicyEvaluationError(f"OPA's engine returned an unreadable answer: {exc}") from None
     if kind == _UNDEFINED:
         raise PolicyUndefinedError("the decision is undefined for this input")
     if kind == _ERROR:
@@ -430,8 +437,11 @@ class _Watchdog:
 class _Pool:
     """A fixed-size set of workers serving one PolicySource; hands a free worker to one caller at a time."""
 
-    def __init__(self, ctx: BaseContext, source: PolicySource, entrypoint: str, startup_timeout: float) -> None:
+    def __init__(
+        self, ctx: BaseContext, source: PolicySource, entrypoint: str, startup_timeout: float, memory_limit_mb: int
+    ) -> None:
         self._ctx = ctx
+        self._memory_limit_mb = memory_limit_mb
         self.source = source
         self._entrypoint = entrypoint
         self._startup_timeout = startup_timeout
@@ -516,7 +526,7 @@ class _Pool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=_worker_main,
-            args=(child_conn, self.source.modules, self.source.data_json, self._entrypoint),
+            args=(child_conn, self.source.modules, self.source.data_json, self._entrypoint, self._memory_limit_mb),
             name="authz-ledger-rego",
             daemon=True,
         )
@@ -627,16 +637,25 @@ def _fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
 # --- Worker side (runs in the evaluator process only) -----------------------------------------------------
 
 
-def _worker_main(conn: Connection, modules: dict[str, str], data_json: str, entrypoint: str) -> None:
+def _worker_main(
+    conn: Connection, modules: dict[str, str], data_json: str, entrypoint: str, memory_limit_mb: int
+) -> None:
     """Evaluator process entry point: load, report readiness, then answer requests until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our pipe
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if memory_limit_mb > 0:
+        # A policy that allocates without end makes Go's allocator fail: the process dies with "out of memory",
+        # the parent sees EOF, answers PolicyUnavailableError and starts a replacement. The memory goes back to
+        # the system with the process. (Set before Go starts: its runtime sizes its heap reservations then.)
+        limit = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        evaluator = _Evaluator(modules, data_json, entrypoint)
+        evaluator = GoEvaluator(modules, data_json, entrypoint)
     except PolicyLoadError as exc:
         conn.send_bytes(_LOAD_FAILED + str(exc).encode("utf-8", "replace"))
         return
     except Exception as exc:
-        conn.send_bytes(_LOAD_FAILED + f"cannot start the Rego interpreter: {exc!r}".encode("utf-8", "replace"))
+        conn.send_bytes(_LOAD_FAILED + f"cannot start OPA's engine: {exc!r}".encode("utf-8", "replace"))
         return
     conn.send_bytes(_READY)
     while True:
@@ -649,204 +668,3 @@ def _worker_main(conn: Connection, modules: dict[str, str], data_json: str, entr
         except Exception as exc:
             reply = _ERROR + f"evaluator error: {exc!r}".encode("utf-8", "replace")
         conn.send_bytes(reply)
-
-
-_ERRORMSG = re.compile(rb"\(errormsg (\d+):")
-_ERROR_AT = re.compile(rb"\(error (\d+):")
-_INT64 = range(-(2**63), 2**63)
-
-
-class _Evaluator:
-    """A regopy Interpreter with the policy compiled and the decision entrypoint prepared."""
-
-    def __init__(self, modules: dict[str, str], data_json: str, entrypoint: str) -> None:
-        import regopy
-        from regopy import rego_shared
-
-        self._rs = rego_shared
-        self._lib = rego_shared.rego
-        self._modules = modules
-        self._entrypoint = entrypoint
-        self._entrypoint_c = entrypoint.encode("utf-8")
-        interp = regopy.Interpreter()
-        interp.log_level = regopy.LogLevel.NONE  # errors come back to us; the worker's stderr stays quiet
-        # rego-cpp turns builtin errors into undefined unless told otherwise; strict mode makes them errors,
-        # so a policy that trips a missing or broken builtin fails closed instead of quietly deciding.
-        interp.strict_built_in_errors = True
-        try:
-            for path in sorted(modules):
-                interp.add_module(path, modules[path])
-            interp.add_data_json(data_json)
-            bundle = interp.build(None, [entrypoint])
-        except regopy.RegoError as exc:
-            raise PolicyLoadError(self._describe_compile_error(str(exc))) from None
-        if not bundle.ok():
-            raise PolicyLoadError("rego-cpp could not build the policy")
-        self._interp = interp
-        self._bundle = bundle
-        self._impl = interp._impl
-        self._bundle_impl = bundle._impl
-        self._escape = json.JSONEncoder(ensure_ascii=False).encode
-        self._probe()
-
-    def _probe(self) -> None:
-        """Evaluate once with input ``{}``: rego-cpp reports some compile errors only at evaluation.
-
-        An unknown function or a recursive rule still builds a bundle; evaluating it yields an error with no
-        ``eval_*`` code. Errors with an ``eval_*`` code (a type or builtin error on this empty input) are left
-        to fail the decisions that hit them.
-        """
-        reply = self.evaluate(b"{}", probe=True)
-        if reply.startswith(_ERROR + b"compile:"):
-            raise PolicyLoadError(reply[len(_ERROR + b"compile:") :].decode("utf-8", "replace").strip())
-
-    def evaluate(self, request: bytes, *, probe: bool = False) -> bytes:
-        try:
-            document = json.loads(request, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            return _ERROR + f"the input document is not valid JSON: {exc}".encode()
-        rs, lib = self._rs, self._lib
-        handle = self._build_input(document)
-        if handle is None:  # a value the C API cannot carry exactly: use rego-cpp's term parser
-            text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-            rs.rego_set_input_term(self._impl, text)
-        else:
-            try:
-                if lib.regoSetInput(self._impl, handle) != 0:
-                    return _ERROR + b"rego-cpp rejected the input document"
-            finally:
-                lib.regoFreeInput(handle)
-        output = lib.regoBundleQueryEntrypoint(self._impl, self._bundle_impl, self._entrypoint_c)
-        if not output:
-            return _ERROR + str(rs.rego_get_error(self._impl)).encode("utf-8", "replace")
-        try:
-            if not lib.regoOutputOk(output):
-                return _ERROR + self._describe_eval_errors(output).encode("utf-8", "replace")
-            text_out: str = rs.rego_output_string(output)
-        finally:
-            lib.regoFreeOutput(output)
-        return self._classify(text_out.encode("utf-8"), probe=probe)
-
-    def _classify(self, text: bytes, *, probe: bool) -> bytes:
-        if text == b"undefined":
-            return _UNDEFINED
-        if text.startswith(b"(error"):
-            messages = _errormsgs(text)
-            # Errors reported this way carry no eval_* code: they are compile errors found late.
-            prefix = b"compile: " if probe else b""
-            return _ERROR + prefix + "; ".join(messages or ["rego-cpp reported an error"]).encode()
-        try:
-            parsed = json.loads(text)
-        except ValueError as exc:
-            # e.g. rego-cpp's base64url.decode returns bytes it does not JSON-escape in its output
-            return _ERROR + f"rego-cpp produced a result that is not valid JSON ({exc})".encode()
-        results = parsed if isinstance(parsed, list) else [parsed]
-        if len(results) != 1:
-            return _ERROR + f"the decision has {len(results)} results, expected one".encode()
-        expressions = results[0].get("expressions") if isinstance(results[0], dict) else None
-        if not isinstance(expressions, list) or len(expressions) != 1:
-            return _ERROR + b"rego-cpp returned an unexpected result shape"
-        return _RESULT + json.dumps(expressions[0], ensure_ascii=False, separators=(",", ":")).encode()
-
-    def _build_input(self, document: Any) -> Any:
-        """Build a rego-cpp input tree; None if some value needs the term parser instead."""
-        lib = self._lib
-        handle = lib.regoNewInput()
-        string, item, obj, arr = (
-            lib.regoInputString,
-            lib.regoInputObjectItem,
-            lib.regoInputObject,
-            lib.regoInputArray,
-        )
-        escape = self._escape
-
-        def add(value: Any) -> bool:
-            kind = type(value)
-            if kind is str:
-                # rego-cpp's JSON-escaped spelling, without the quotes; never contains a NUL byte
-                return bool(string(handle, escape(value)[1:-1].encode("utf-8")) == 0)
-            if kind is dict:
-                for key, child in value.items():
-                    if string(handle, escape(key)[1:-1].encode("utf-8")) != 0 or not add(child):
-                        return False
-                    if item(handle) != 0:
-                        return False
-                return bool(obj(handle, len(value)) == 0)
-            if kind is list:
-                for child in value:
-                    if not add(child):
-                        return False
-                return bool(arr(handle, len(value)) == 0)
-            if kind is bool:
-                return bool(lib.regoInputBoolean(handle, value) == 0)
-            if kind is int:
-                return bool(value in _INT64 and lib.regoInputInt(handle, value) == 0)
-            if kind is float:
-                return bool(lib.regoInputFloat(handle, value) == 0)
-            if value is None:
-                return bool(lib.regoInputNull(handle) == 0)
-            return False
-
-        try:
-            ok = add(document)
-        except RecursionError:
-            ok = False
-        if not ok:
-            lib.regoFreeInput(handle)
-            return None
-        return handle
-
-    def _describe_eval_errors(self, output: Any) -> str:
-        lib, rs = self._lib, self._rs
-        node = lib.regoOutputNode(output)
-        messages: list[str] = []
-        for i in range(lib.regoNodeSize(node) if node else 0):
-            error = lib.regoNodeGet(node, i)
-            text, code = "", ""
-            for j in range(lib.regoNodeSize(error)):
-                child = lib.regoNodeGet(error, j)
-                kind = lib.regoNodeType(child)
-                if kind == 1801:  # NodeKind.ErrorMessage
-                    text = rs.rego_node_value(child)
-                elif kind == 1803:  # NodeKind.ErrorCode
-                    code = rs.rego_node_value(child)
-            messages.append(f"{code}: {text}" if code else text)
-        return "; ".join(m for m in messages if m) or "rego-cpp reported an evaluation error"
-
-    def _describe_compile_error(self, dump: str) -> str:
-        """Turn rego-cpp's error S-expression into ``file:line:col: message`` lines."""
-        raw = dump.encode("utf-8", "replace")
-        found: list[str] = []
-        for match in _ERROR_AT.finditer(raw):
-            start = match.end()
-            name_len = int(match.group(1))
-            name = raw[start : start + name_len].decode("utf-8", "replace")
-            rest = raw[start + name_len :]
-            where = name
-            loc = re.match(rb"\|(\d+)\|(\d+)", rest)
-            if loc and name in self._modules:
-                where = _line_col(name, self._modules[name], int(loc.group(1)))
-            messages = _errormsgs(rest[:4096])
-            found.append(f"{where}: {messages[0] if messages else 'error'}" if where else messages[0])
-            if len(found) >= 5:
-                break
-        return "; ".join(found) if found else dump.strip().splitlines()[0]
-
-
-def _errormsgs(raw: bytes) -> list[str]:
-    out = []
-    for match in _ERRORMSG.finditer(raw):
-        n = int(match.group(1))
-        out.append(raw[match.end() : match.end() + n].decode("utf-8", "replace"))
-    return out
-
-
-def _line_col(name: str, text: str, offset: int) -> str:
-    before = text.encode("utf-8")[:offset].decode("utf-8", "replace")
-    line = before.count("\n") + 1
-    col = len(before) - (before.rfind("\n") + 1) + 1
-    return f"{name}:{line}:{col}"
-
-
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"{token} is not valid JSON")

@@ -33,13 +33,11 @@ from __future__ import annotations
 import io
 import json
 import queue
-import re
 import threading
 import time
 import urllib.parse
 from typing import Any
 
-import orjson
 import pycurl
 
 from authz_ledger.errors import (
@@ -49,13 +47,10 @@ from authz_ledger.errors import (
     PolicyUnavailableError,
     PolicyUndefinedError,
 )
-from authz_ledger.policy import Evaluation
+from authz_ledger.policy import Evaluation, decode_answer
 from authz_ledger.policy.embedded import DEFAULT_DECISION_PATH, normalise_decision_path
 
 _UNKNOWN_VERSION = "opa/unknown"
-
-
-_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 class OpaEngine:
@@ -213,9 +208,7 @@ class OpaEngine:
 
     def _decode(self, body: bytes) -> Any:
         try:
-            # orjson reads integers beyond 64 bits as rounded floats: a run of 19+ digits (rare in an answer)
-            # takes the stdlib, which keeps them exact.
-            document = json.loads(body) if _LONG_DIGITS.search(body) else orjson.loads(body)
+            document = decode_answer(body)
         except ValueError:  # orjson.JSONDecodeError is one
             raise PolicyEvaluationError(f"OPA's answer is not JSON: {body[:80]!r}") from None
         if not isinstance(document, dict):

@@ -789,6 +789,8 @@ def one_core(bench: Bench, retries: int, max_foreign: float) -> int:
             f"µs/Check, RSS {r.rss_mb:.0f} MB, failed {r.failed}, foreign {r.foreign:.0%}",
             flush=True,
         )
+        if r.threads:
+            print(f"    server CPU by thread (user+system µs/Check): {format_threads(r.threads)}", flush=True)
     bare = statistics.mean(r.rps for r in results if r.scenario.kind == "bare")
     print()
     print(f"## One core: the service and its evaluators on CPU {SERVER_CPU} (bare grpcio {bare:.0f} req/s, mean)")
@@ -853,8 +855,12 @@ def main() -> int:
     print(f"# bench_check {'--quick ' if args.quick else ''}{datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"# host: {os.cpu_count()} CPUs; loadavg before: {loadavg()}")
     print(
-        f"# server pinned to CPU {SERVER_CPU}; h2load, OPA, evaluator processes on CPU {AUX_CPU}; "
-        f"h2load -t1 -c{CONNECTIONS} -m{STREAMS}; warm-up {timing.warmup_s} s, measurement {timing.measure_s} s",
+        (
+            f"# server, its evaluator processes and OPA pinned to CPU {SERVER_CPU}; h2load on CPU {AUX_CPU}; "
+            if ONE_CORE
+            else f"# server pinned to CPU {SERVER_CPU}; h2load, OPA, evaluator processes on CPU {AUX_CPU}; "
+        )
+        + f"h2load -t1 -c{CONNECTIONS} -m{STREAMS}; warm-up {timing.warmup_s} s, measurement {timing.measure_s} s",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="authz-bench-"))

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -170,7 +170,12 @@ def write_policy(directory: Path, rego: str) -> Path:
 
 
 def serve_process(
-    data_dir: Path, port: int, *sets: str, policy: Path | None = None, log: Path | None = None
+    data_dir: Path,
+    port: int,
+    *sets: str,
+    policy: Path | None = None,
+    log: Path | None = None,
+    keys: Sequence[Path] = (),
 ) -> subprocess.Popen[str]:
     """``authz-ledger serve`` as its own process, returned once it says it is serving.
 
@@ -189,6 +194,8 @@ def serve_process(
     ]
     if policy is not None:
         argv += ["--policy", str(policy)]
+    for key in keys:
+        argv += ["--key", str(key)]
     for item in (*TEST_DEFAULTS, *sets):
         argv += ["--set", item]
     log = log or data_dir.with_name(data_dir.name + ".log")

@@ -25,11 +25,12 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz_ledger import cli, config, note, server
-from authz_ledger.errors import LedgerCorruptError
-from authz_ledger.ledger import LedgerPaths
+from authz_ledger.cli import main as cli_main
+from authz_ledger.errors import LedgerCorruptError, LedgerError
+from authz_ledger.ledger import LedgerPaths, open_for_serving
 from authz_ledger.store import Store
 
-from .conftest import ORIGIN, TEST_DEFAULTS, free_port, stop_process
+from .conftest import ORIGIN, TEST_DEFAULTS, free_port, serve_process, stop_process
 
 ONE_CHECKPOINT_PER_SESSION = ("ledger.checkpoint_interval_ms=3600000",)
 """Only the final checkpoint at shutdown, so each session's checkpoint sizes are known exactly."""
@@ -195,3 +196,33 @@ def test_retiring_the_old_key_after_an_overlap_without_new_entries_still_starts(
     serve_in_process(data, old_key, checks=2)
     serve_in_process(data, old_key, new_key, checks=0)  # overlap with no traffic: nothing new is signed
     serve_in_process(data, new_key, checks=1)
+
+
+def test_serve_with_a_key_alone_takes_the_log_origin_from_the_key(tmp_path: Path) -> None:
+    # The newcomer's path: keygen with an origin, then serve --key, nothing else.
+    key = tmp_path / "k"
+    assert cli_main(["keygen", "--origin", "example.org/authz", "--out", str(key)], out=io.StringIO()) == 0
+    data = tmp_path / "data"
+    port = free_port()
+    proc = serve_process(data, port, "ledger.checkpoint_interval_ms=50", keys=[key])
+    try:
+        check = ["check", "--addr", f"127.0.0.1:{port}", "--audit-addr", "", "--path", "/health"]
+        assert cli_main(check, out=io.StringIO()) == 0  # one decision, so that a checkpoint is signed
+    finally:
+        assert stop_process(proc) == 0
+    out = io.StringIO()
+    assert cli_main(["checkpoint", "--data-dir", str(data)], out=out) == 0
+    assert out.getvalue().splitlines()[0] == "example.org/authz"
+
+
+def test_an_explicit_origin_that_no_key_is_named_after_is_still_refused(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    cli_main(["keygen", "--origin", "example.org/authz", "--out", str(key)], out=io.StringIO())
+    cfg = config.load(sets=["ledger.origin=example.org/other"], overrides={"ledger.signing_keys": [str(key)]})
+    cfg.ledger.data_dir = str(tmp_path / "data")
+    with pytest.raises(LedgerError, match=r"no signing key is named after the origin 'example\.org/other'"):
+        open_for_serving(cfg.ledger)
+
+
+def test_without_keys_or_origin_the_default_origin_applies() -> None:
+    assert config.load(environ={}).ledger.origin == config.DEFAULT_ORIGIN

@@ -253,7 +253,9 @@ def test_repeated_lines_count_once() -> None:
 
 def test_the_same_verifier_twice_is_harmless() -> None:
     a = generate_signer("same")
-    open_note(sign_note(b"x\n", [a]), [a.verifier(), Verifier.from_vkey(a.verifier_key())])
+    opened = open_note(sign_note(b"x\n", [a]), [a.verifier(), Verifier.from_vkey(a.verifier_key())])
+    assert opened.text == b"x\n"
+    assert len(opened.verified) == 1  # one signature, counted once however many times its key is trusted
 
 
 def test_two_keys_with_the_same_name_and_id_are_refused_as_ambiguous() -> None:

@@ -15,7 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from authz_ledger import __version__, checkpoint, cli_eval, cli_export, cli_read, config, entry, keys, note, tree
+from authz_ledger import (
+    __version__,
+    checkpoint,
+    cli_check,
+    cli_eval,
+    cli_export,
+    cli_read,
+    config,
+    entry,
+    keys,
+    note,
+    tree,
+)
 from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger import LedgerPaths
 from authz_ledger.store import Store
@@ -281,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--key",
         metavar="FILE",
         action="append",
-        help="signing key file (repeatable: every key signs each checkpoint; the first must be named after the origin)",
+        help="signing key file (repeatable: every key signs each checkpoint; the first names the log -- its origin -- "
+        "unless ledger.origin is set)",
     )
     s.set_defaults(func=cmd_serve)
 
@@ -328,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
     h.set_defaults(func=cmd_health)
 
+    cli_check.register(sub)
     cli_eval.register(sub)
     cli_export.register(sub)
     cli_read.register(sub)

@@ -91,13 +91,18 @@ class RedactionConfig:
     body: str = "digest"
 
 
+DEFAULT_ORIGIN = "authz-ledger.local/default"
+
+
 @dataclass
 class LedgerConfig:
     enabled: bool = True
     data_dir: str = str(default_data_dir())
     durability: str = "sync"
     """``sync``: a Check is answered only after its entry is durable. ``async``: answered at once."""
-    origin: str = "authz-ledger.local/default"
+    origin: str = ""
+    """Checkpoint origin and signing key name. Empty: the name of the first of ``signing_keys`` (a key given
+    alone names its log), else ``DEFAULT_ORIGIN``. Resolved by ``validate``."""
     signing_keys: list[str] = field(default_factory=list)
     """Key files; empty means ``<data_dir>/keys/signing.key``, created on first start. Every key signs."""
     queue_size: int = 8192
@@ -153,7 +158,18 @@ class Config:
     witness: WitnessConfig = field(default_factory=WitnessConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
+    def _resolve_origin(self) -> None:
+        if self.ledger.origin:
+            return
+        if self.ledger.signing_keys:
+            from authz_ledger import keys  # only for a key file named on the command line or in the config
+
+            self.ledger.origin = keys.load_signing_key(Path(self.ledger.signing_keys[0]).expanduser()).name
+        else:
+            self.ledger.origin = DEFAULT_ORIGIN
+
     def validate(self) -> None:
+        self._resolve_origin()
         _one_of("policy.engine", self.policy.engine, ("embedded", "opa"))
         _one_of("policy.on_error", self.policy.on_error, ("grpc_error", "deny"))
         _one_of("ledger.durability", self.ledger.durability, ("sync", "async"))

@@ -420,3 +420,14 @@ def test_a_policy_that_allocates_without_end_is_stopped_by_the_memory_limit(tmp_
         (replacement,) = engine.worker_pids()
         assert replacement != pid
         assert _rss_kb(replacement) < 200_000
+
+
+def test_a_missing_engine_library_says_how_to_install_it(tmp_path, monkeypatch):
+    # Evaluator processes are spawned with the parent's sys.path: a broken opa_bindings first on it stands for
+    # an install without the engine's wheel.
+    fake = tmp_path / "fake"
+    (fake / "opa_bindings").mkdir(parents=True)
+    (fake / "opa_bindings" / "__init__.py").write_text("raise ImportError('No module named opa_bindings')\n")
+    monkeypatch.syspath_prepend(str(fake))
+    with pytest.raises(PolicyLoadError, match=r"opa-golib-python-bindings==0\.4\.4.*engine-requirements\.txt"):
+        EmbeddedEngine(EXAMPLE_POLICY, workers=1)

@@ -517,3 +517,29 @@ def test_reading_and_tailing_in_other_processes_costs_the_writer_under_10_percen
     # on the other vCPU also cost the writer some cache and memory bandwidth that no control loop reproduces, and
     # CPU time per entry already varies by 1.5x between identical runs here: 1.5 is the bound that means something.
     assert statistics.median(r.cpu / a.cpu for r, a in zip(read, alone, strict=True)) <= 1.5, report
+
+
+SINCE_FORMS = {
+    "a duration ago": ("1h", 10_000 * 10**9 - 3600 * 10**9),
+    "a compound duration": ("1h30m", 10_000 * 10**9 - 5400 * 10**9),
+    "fractional minutes": ("1.5m", 10_000 * 10**9 - 90 * 10**9),
+    "Unix nanoseconds": ("1234", 1234),
+    "an ISO time without zone is UTC": ("1970-01-01T00:00:10", 10 * 10**9),
+    "an ISO time with a zone": ("1970-01-01T01:00:10+01:00", 10 * 10**9),
+}
+
+
+@pytest.mark.parametrize(("text", "want"), SINCE_FORMS.values(), ids=SINCE_FORMS.keys())
+def test_since_accepts_durations_iso_times_and_nanoseconds(text: str, want: int) -> None:
+    from authz_ledger.cli_read import _parse_time
+
+    assert _parse_time(text, "--since", now_ns=10_000 * 10**9) == want
+
+
+@pytest.mark.parametrize("text", ["1x", "h", "1h garbage", "yesterday"])
+def test_since_refuses_what_it_cannot_read_naming_the_flag(text: str) -> None:
+    from authz_ledger.cli_read import _parse_time
+    from authz_ledger.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--since"):
+        _parse_time(text, "--since", now_ns=10**15)

@@ -24,7 +24,9 @@ import base64
 import collections
 import datetime
 import json
+import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -307,16 +309,28 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _parse_time(text: str | None, flag: str) -> int:
-    """Unix nanoseconds, or an ISO 8601 time (UTC when it names no zone)."""
+_AGO = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_time(text: str | None, flag: str, *, now_ns: int | None = None) -> int:
+    """Unix nanoseconds, an ISO 8601 time (UTC when it names no zone), or a duration before now (``90s``,
+    ``30m``, ``1h``, ``2d``, ``1w``, or several: ``1h30m``)."""
     if not text:
         return 0
     if text.isdigit():
         return int(text)
+    parts = _AGO.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        ago = sum(float(n) * _UNIT_S[u] for n, u in parts)
+        now = time.time_ns() if now_ns is None else now_ns
+        return max(now - int(ago * 1e9), 1)
     try:
         t = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"{flag}: {text!r} is neither Unix nanoseconds nor an ISO 8601 time") from None
+        raise ConfigError(
+            f"{flag}: {text!r} is neither Unix nanoseconds, an ISO 8601 time nor a duration such as 1h or 30m"
+        ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=datetime.UTC)
     return int(t.timestamp() * 1_000_000) * 1000
@@ -467,7 +481,11 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
 
 def _filter_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("filters (all must match)")
-    g.add_argument("--since", metavar="TIME", help="entries at or after TIME (ISO 8601, UTC if no zone, or Unix ns)")
+    g.add_argument(
+        "--since",
+        metavar="TIME",
+        help="entries at or after TIME: ISO 8601 (UTC if no zone), Unix ns, or a duration ago (1h, 30m, 2d)",
+    )
     g.add_argument("--until", metavar="TIME", help="entries before TIME")
     g.add_argument("--outcome", choices=sorted(_OUTCOMES), help="only this outcome")
     g.add_argument("--path-prefix", metavar="PREFIX", help="only request paths starting with PREFIX")

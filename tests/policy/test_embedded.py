@@ -431,3 +431,16 @@ def test_a_missing_engine_library_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(fake))
     with pytest.raises(PolicyLoadError, match=r"opa-golib-python-bindings==0\.4\.4.*engine-requirements\.txt"):
         EmbeddedEngine(EXAMPLE_POLICY, workers=1)
+
+
+def test_policy_print_output_is_logged_by_the_service_defined_or_not(tmp_path, caplog):
+    write_policy(
+        tmp_path,
+        'package envoy.authz\nimport rego.v1\nallow if {\n  print("user is", input.user)\n  input.user == "alice"\n}\n',
+    )
+    with EmbeddedEngine(tmp_path, workers=1) as engine, caplog.at_level("INFO", logger="authz_ledger.policy"):
+        assert engine.evaluate(b'{"user": "alice"}').result is True
+        with pytest.raises(PolicyUndefinedError):
+            engine.evaluate(b'{"user": "bob"}')
+    printed = [r.getMessage() for r in caplog.records if "policy print" in r.getMessage()]
+    assert printed == ["policy print (policy.rego:4): user is alice", "policy print (policy.rego:4): user is bob"]

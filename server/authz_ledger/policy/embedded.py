@@ -255,6 +255,7 @@ def _decode_reply(reply: bytes) -> Any:
         except (ValueError, KeyError, TypeError) as exc:
             raise PolicyEvaluationError(f"OPA's engine returned an unreadable answer: {exc}") from None
     if kind == _UNDEFINED:
+        go_engine.log_prints(body)
         raise PolicyUndefinedError("the decision is undefined for this input")
     if kind == _ERROR:
         raise PolicyEvaluationError(body.decode("utf-8", "replace"))
@@ -642,7 +643,6 @@ def _worker_main(
 ) -> None:
     """Evaluator process entry point: load, report readiness, then answer requests until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our pipe
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if memory_limit_mb > 0:
         # A policy that allocates without end makes Go's allocator fail: the process dies with "out of memory",
         # the parent sees EOF, answers PolicyUnavailableError and starts a replacement. The memory goes back to

@@ -45,8 +45,8 @@ INSTALL_HINT = (
 )
 
 # Replies to the parent: the first byte says what follows.
-RESULT = b"R"  # + the library's envelope JSON: {"result": [{"expressions": [{"value": ...}]}], ...}
-UNDEFINED = b"U"
+RESULT = b"R"  # + the library's envelope JSON: {"prints": [...] | null, "result": [{"expressions": [...]}]}
+UNDEFINED = b"U"  # [+ the envelope, when it carries print() output]
 ERROR = b"E"  # + message
 
 
@@ -106,10 +106,9 @@ class GoEvaluator:
             if code == "invalid_json":
                 message = f"the input document is not valid JSON: {message}"
             return ERROR + message.encode("utf-8", "replace")
-        if envelope.startswith(b'{"prints":['):
-            _log_prints(envelope)
         if envelope.endswith(b'"result":null}'):
-            return UNDEFINED
+            # Undefined; the envelope goes along only when it carries print() output, for the parent to log.
+            return UNDEFINED + envelope if envelope.startswith(b'{"prints":[') else UNDEFINED
         return RESULT + envelope
 
 
@@ -127,11 +126,14 @@ def _error_of(envelope: bytes) -> tuple[str, str]:
     return code, " ".join(message.split())
 
 
-def _log_prints(envelope: bytes) -> None:
-    """Rego ``print()`` output: one log line per call, at info, with the policy file and line."""
+def log_prints(envelope: bytes) -> None:
+    """Rego ``print()`` output, logged by the parent (so it takes the service's log format): one line per call,
+    at info, with the policy file and line."""
+    if not envelope.startswith(b'{"prints":['):
+        return
     try:
-        prints = orjson.loads(envelope).get("prints") or []
-    except ValueError:
+        prints = decode_answer(envelope).get("prints") or []
+    except (ValueError, AttributeError):
         return
     for entry in prints:
         logger.info("policy print (%s): %s", entry.get("location", "?"), entry.get("message", ""))
@@ -140,6 +142,8 @@ def _log_prints(envelope: bytes) -> None:
 def decode_result(envelope: bytes) -> Any:
     """The decision's value from a ``RESULT`` envelope (parent side). ValueError if it has another shape."""
     document = decode_answer(envelope)
+    if document.get("prints"):
+        log_prints(envelope)
     results = document.get("result")
     if not isinstance(results, list) or len(results) != 1:
         raise ValueError(f"the decision has {len(results) if isinstance(results, list) else 0} results")

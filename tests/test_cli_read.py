@@ -162,7 +162,7 @@ def test_show_by_index_and_by_decision_id(source: tuple[list[str], Ledger, list[
 
 
 def test_list_with_filters(source: tuple[list[str], Ledger, list[bytes]]) -> None:
-    where, _, _ = source
+    where, led, _ = source
     out = run_ok("list", *where, "--outcome", "deny", "--path-prefix", "/svc1/item1", "--limit", "4", "--json")
     assert [json.loads(line)["index"] for line in out.splitlines()] == [1, 10, 13, 16]
     out = run_ok(
@@ -170,7 +170,27 @@ def test_list_with_filters(source: tuple[list[str], Ledger, list[bytes]]) -> Non
         "spiffe://example/sa/client1",
     )  # fmt: skip
     # T0 is 2023-11-14T22:13:20Z and entries are a second apart: from entry 25 on, clients 1 are 25 and 29.
-    assert [int(line.split()[0]) for line in out.splitlines()] == [25, 29]
+    header, *rows = out.splitlines()
+    assert header.split() == [
+        "INDEX",
+        "TIME",
+        "(UTC)",
+        "OUTCOME",
+        "HTTP",
+        "METHOD",
+        "HOST",
+        "PRINCIPAL",
+        "DECISION",
+        "PATH",
+    ]
+    assert [int(line.split()[0]) for line in rows] == [25, 29]
+    # Aligned: every column starts where its heading does; ISO 8601 time, short decision id, the path last.
+    for row in rows:
+        assert row[header.index("TIME")] == "2" and row[header.index("PRINCIPAL") :].startswith("spiffe://example/")
+    cells = rows[0].split()
+    assert cells[1] == "2023-11-14T22:13:45.000Z"  # ISO 8601, UTC
+    assert cells[6] == "spiffe://example/sa/client1" and cells[8].startswith("/svc")
+    assert cells[7] == "…" + led.decision_ids[25][-8:]  # the random tail of the UUIDv7, not its time prefix
 
 
 def test_tail_prints_the_last_entries(source: tuple[list[str], Ledger, list[bytes]]) -> None:

@@ -280,17 +280,49 @@ def entry_doc(e: StoredEntry) -> dict[str, Any]:
     return doc
 
 
-def _print_entry(e: StoredEntry, as_json: bool, out: TextIO, *, flush: bool = False) -> None:
+# The people's view of list / tail: one aligned row per entry, the path last (it has no useful width limit).
+_COLUMNS = (("INDEX", 8, ">"), ("TIME (UTC)", 24, "<"), ("OUTCOME", 7, "<"), ("HTTP", 4, ">"), ("METHOD", 7, "<"),
+            ("HOST", 22, "<"), ("PRINCIPAL", 28, "<"), ("DECISION", 9, "<"))  # fmt: skip
+
+
+def _cell(text: str, width: int, align: str) -> str:
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return f"{text:{align}{width}}"
+
+
+def _table_header() -> str:
+    return " ".join(_cell(name, width, align) for name, width, align in _COLUMNS) + " PATH"
+
+
+def _table_row(e: StoredEntry) -> str:
+    m = e.message
+    when = datetime.datetime.fromtimestamp(m.time_unix_nano / 1e9, datetime.UTC)
+    values = (
+        str(e.index),
+        when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        entry.OUTCOME_NAMES.get(m.outcome, "?") + ("*" if m.dry_run else ""),
+        str(m.http_status or ""),
+        m.method or "-",
+        m.host or "-",
+        m.source.principal or "-",
+        "…" + m.decision_id[-8:],  # UUIDv7: the leading digits are the time, shared by every decision of a minute
+    )
+    row = " ".join(_cell(v, width, align) for v, (_, width, align) in zip(values, _COLUMNS, strict=True))
+    return f"{row} {m.path or '-'}" + (f"  error: {m.error}" if m.error else "")
+
+
+def _print_entry(
+    e: StoredEntry, as_json: bool, out: TextIO, *, flush: bool = False, header: list[bool] | None = None
+) -> None:
+    """``--json``: the ``log --json`` object; else a table row (``header``: a one-item flag, printed once)."""
     if as_json:
         print(json.dumps(entry_doc(e), ensure_ascii=False), file=out, flush=flush)
         return
-    f = entry.to_json_fields(e.message)
-    print(
-        f"{e.index:>8} {f['decision_id']} {f['outcome']:<5} {f['http_status'] or '':>3} "
-        f"{f['method']} {f['host']}{f['path']}" + (f"  error={f['error']}" if f["error"] else ""),
-        file=out,
-        flush=flush,
-    )
+    if header is not None and not header[0]:
+        print(_table_header(), file=out)
+        header[0] = True
+    print(_table_row(e), file=out, flush=flush)
 
 
 # --- Commands --------------------------------------------------------------------------------------------
@@ -350,8 +382,9 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     flt = _entry_filter(args)
     src = open_source(args)
     try:
+        header = [False]
         for e in src.entries(args.from_, args.to, args.limit, flt):
-            _print_entry(e, args.json, out)
+            _print_entry(e, args.json, out, header=header)
     finally:
         src.close()
     return 0
@@ -368,12 +401,13 @@ def cmd_tail(args: argparse.Namespace, out: TextIO, stop: threading.Event | None
         last: collections.deque[StoredEntry] = collections.deque(maxlen=args.lines)
         if args.lines:
             last.extend(src.entries(start, None, None, flt))
+        header = [False]
         for e in last:
-            _print_entry(e, args.json, out, flush=True)
+            _print_entry(e, args.json, out, flush=True, header=header)
         if args.follow:
             follow_from = last[-1].index + 1 if last else start
             for e in src.follow(follow_from, flt, stop or threading.Event()):
-                _print_entry(e, args.json, out, flush=True)
+                _print_entry(e, args.json, out, flush=True, header=header)
     except KeyboardInterrupt:
         return 0  # the way to end tail -f
     finally:

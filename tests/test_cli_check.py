@@ -70,3 +70,25 @@ def test_no_service_is_exit_two(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_malformed_header_is_a_usage_error() -> None:
     assert cli_main(["check", "-H", "no colon here"], out=io.StringIO()) == 2
+
+
+def test_list_and_tail_find_one_users_decisions_by_header(service: tuple[int, int, Path]) -> None:
+    port, audit, data = service
+    for path, user in (("/api/items", "dora"), ("/orders", "dora"), ("/api/items", "erin")):
+        check(port, audit, "--path", path, "-H", f"x-user: {user}")
+    for where in (["--data-dir", str(data)], ["--server", f"127.0.0.1:{audit}"]):
+
+        def paths(*args: str, where: list[str] = where) -> list[str]:
+            out = io.StringIO()
+            assert cli_main([*args, *where, "--header", "x-user=dora", "--json"], out=out) == 0
+            return [json.loads(line)["path"] for line in out.getvalue().splitlines()]
+
+        assert paths("list") == ["/api/items", "/orders"]
+        assert paths("list", "--limit", "1") == ["/api/items"]  # the limit counts matching entries
+        assert paths("tail", "-n", "1") == ["/orders"]
+        assert paths("list", "--path-prefix", "/orders") == ["/orders"]
+
+
+def test_a_header_filter_without_a_value_is_a_usage_error(service: tuple[int, int, Path]) -> None:
+    _, _, data = service
+    assert cli_main(["list", "--data-dir", str(data), "--header", "x-user"], out=io.StringIO()) == 2

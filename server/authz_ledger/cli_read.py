@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 import grpc
+import orjson
 
 from authz_ledger import entry, grpc_status, receipt, tree
 from authz_ledger._proto.authzledger.v1 import audit_pb2 as _pb
@@ -378,12 +379,43 @@ def _entry_filter(args: argparse.Namespace) -> EntryFilter:
     )
 
 
+def _header_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    pairs = []
+    for item in args.header or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header expects NAME=VALUE, got {item!r}")
+        pairs.append((name.strip().lower(), value))
+    return pairs
+
+
+def _with_headers(entries: Iterator[StoredEntry], pairs: list[tuple[str, str]]) -> Iterator[StoredEntry]:
+    """Entries whose recorded request carried every NAME=VALUE (read from the recorded input document, so a
+    header the ledger stores as a digest, such as authorization, matches only its digest)."""
+    if not pairs:
+        yield from entries
+        return
+    for e in entries:
+        if not e.message.input_json:
+            continue
+        try:
+            headers = orjson.loads(e.message.input_json)["attributes"]["request"]["http"]["headers"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(headers, dict) and all(headers.get(name) == value for name, value in pairs):
+            yield e
+
+
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     flt = _entry_filter(args)
+    pairs = _header_pairs(args)
     src = open_source(args)
     try:
         header = [False]
-        for e in src.entries(args.from_, args.to, args.limit, flt):
+        found = src.entries(args.from_, args.to, None if pairs else args.limit, flt)
+        for shown, e in enumerate(_with_headers(found, pairs)):
+            if pairs and args.limit is not None and shown >= args.limit:
+                break
             _print_entry(e, args.json, out, header=header)
     finally:
         src.close()
@@ -395,18 +427,20 @@ def cmd_tail(args: argparse.Namespace, out: TextIO, stop: threading.Event | None
     if args.lines < 0:
         raise InvalidRequestError(f"-n must be non-negative, got {args.lines}")
     flt = _entry_filter(args)
+    pairs = _header_pairs(args)
     src = open_source(args)
     try:
-        start = src.tail_start(args.lines)
+        # -n counts matching entries: with a header filter (applied here, not by the source) look further back.
+        start = 0 if pairs else src.tail_start(args.lines)
         last: collections.deque[StoredEntry] = collections.deque(maxlen=args.lines)
         if args.lines:
-            last.extend(src.entries(start, None, None, flt))
+            last.extend(_with_headers(src.entries(start, None, None, flt), pairs))
         header = [False]
         for e in last:
             _print_entry(e, args.json, out, flush=True, header=header)
         if args.follow:
             follow_from = last[-1].index + 1 if last else start
-            for e in src.follow(follow_from, flt, stop or threading.Event()):
+            for e in _with_headers(src.follow(follow_from, flt, stop or threading.Event()), pairs):
                 _print_entry(e, args.json, out, flush=True, header=header)
     except KeyboardInterrupt:
         return 0  # the way to end tail -f
@@ -524,6 +558,12 @@ def _filter_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--outcome", choices=sorted(_OUTCOMES), help="only this outcome")
     g.add_argument("--path-prefix", metavar="PREFIX", help="only request paths starting with PREFIX")
     g.add_argument("--principal", metavar="NAME", help="only this source or destination principal")
+    g.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME=VALUE",
+        help="only requests that carried this header value, e.g. --header x-user=alice (repeatable)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

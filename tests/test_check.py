@@ -268,3 +268,47 @@ def test_a_builtin_error_is_a_policy_error_not_the_default_decision(
     assert recorded.outcome == entry.OUTCOME_ERROR
     assert "eval_builtin_error: time.parse_rfc3339_ns" in recorded.error
     assert not recorded.allowed
+
+
+class BrokenEngine(AllowEngine):
+    """An engine with a bug: it raises something that is not a PolicyError."""
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("on_error", ["grpc_error", "deny"])
+def test_an_unexpected_exception_is_a_recorded_deny_never_an_rpc_error(
+    store: Store, signer: note.Signer, on_error: str
+) -> None:
+    writer = make_writer(store, signer)
+    writer.start()
+    svc = CheckService(BrokenEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions(on_error=on_error))
+    context = Context(remaining=0.5)
+    response = svc.Check(external_auth_pb2.CheckRequest(), context)
+    writer.close()
+    assert context.code is None  # an RPC error would leave the answer to Envoy's failure_mode_allow
+    assert response.status.code != 0 and response.denied_response.status.code == 403
+    [(_, raw)] = list(store.iter_entries())
+    recorded = entry.decode(raw)
+    assert (recorded.outcome, recorded.allowed) == (entry.OUTCOME_ERROR, False)
+    assert recorded.error == "internal error: RuntimeError: boom"
+
+
+def test_a_lone_surrogate_after_a_json_body_is_a_recorded_request_parse_error(
+    store: Store, signer: note.Signer
+) -> None:
+    writer = make_writer(store, signer)
+    writer.start()
+    svc = CheckService(EchoEngine(), writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions())
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.request.http.headers["content-type"] = "application/json"
+    request.attributes.request.http.body = '{} "\\ud800"'
+    context = Context(remaining=0.5)
+    response = svc.Check(request, context)
+    writer.close()
+    assert context.code is None
+    assert response.denied_response.status.code == 400
+    assert response.denied_response.body.startswith("request_parse_error: ")
+    [(_, raw)] = list(store.iter_entries())
+    assert entry.decode(raw).error.startswith("request_parse_error: ")

@@ -102,8 +102,21 @@ def test_a_policy_that_runs_too_long_is_stopped_by_the_timeout(tmp_path: Path) -
     write_policy(
         tmp_path / "p",
         "package envoy.authz\nimport rego.v1\n"
-        "allow if { some i in numbers.range(1, 100000); some j in numbers.range(1, 100000); i * j < 0 }\n",
+        "allow if { input.spin; some i in numbers.range(1, 100000); some j in numbers.range(1, 100000); i * j < 0 }\n",
     )
-    proc = run("--policy", str(tmp_path / "p"), "--input", "-", "--timeout-ms", "300", stdin="{}")
+    proc = run("--policy", str(tmp_path / "p"), "--input", "-", "--timeout-ms", "300", stdin='{"spin": true}')
     assert proc.returncode == 2
     assert "PolicyTimeoutError" in proc.stderr
+
+
+def test_an_empty_input_is_an_error_not_no_input() -> None:
+    proc = run("--policy", str(EXAMPLE_POLICY), "--input", "-", stdin="  \n")
+    assert proc.returncode == 2
+    assert "the input is empty" in proc.stderr
+
+
+def test_json_output_stays_strict_json_for_numbers_beyond_float64(tmp_path: Path) -> None:
+    write_policy(tmp_path / "p", 'package envoy.authz\nimport rego.v1\nallow := {"n": input.n}\n')
+    proc = run("--policy", str(tmp_path / "p"), "--input", "-", "--json", stdin='{"n": 1e400}')
+    assert proc.returncode == 0
+    json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))

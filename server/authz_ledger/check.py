@@ -138,7 +138,10 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
                 if self.writer is not None
                 else _log_ids(request, str(decision_id))  # nothing is stored: only what the log lines carry
             )
-            response, error = self._decide(request, record)
+            try:
+                response, error = self._decide(request, record)
+            except Exception as e:  # a bug must never let a request through unrecorded: fail closed
+                response, error = self._internal_error(record, e), None
         code = "OK"
         refused = False
         if self.writer is not None:
@@ -237,6 +240,24 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.dry_run = self.options.dry_run and not outcome.allowed
         record.grpc_code = outcome.response.status.code
         return outcome.response, None
+
+    def _internal_error(self, record: DecisionRecord, error: Exception) -> external_auth_pb2.CheckResponse:
+        """An unexpected exception while deciding: denied whatever policy.on_error says (an RPC error would leave
+        the answer to Envoy's failure_mode_allow), logged with its traceback, and recorded as an error."""
+        record.outcome = OUTCOME_ERROR
+        record.allowed = False
+        record.dry_run = False
+        record.error = f"internal error: {type(error).__name__}: {self.redactor.redact_message(str(error))}"
+        log.exception(
+            "decision %s (request %s): internal error, denied", record.decision_id, record.request_id,
+            extra=_log_fields(record),
+        )  # fmt: skip
+        outcome = result.fail_closed_response(
+            decision_id=record.decision_id, http_status=self.options.error_http_status, reason=record.error
+        )
+        record.http_status = outcome.http_status
+        record.grpc_code = outcome.response.status.code
+        return outcome.response
 
     def _malformed(
         self, request: MalformedCheckRequest, record: DecisionRecord

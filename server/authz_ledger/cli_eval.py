@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from authz_ledger import gojson
 from authz_ledger.errors import PolicyError, PolicyUndefinedError
 
 _DEFINED, _UNDEFINED, _ERROR = 0, 1, 2
@@ -78,13 +79,16 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
         return _ERROR
     with engine:
         if args.inputs is None:
+            if not data.strip():  # serve never sends an empty input; the engine would take it as "no input"
+                print("authz-ledger eval: the input is empty (an input document is a JSON value)", file=sys.stderr)
+                return _ERROR
             return _one(engine, data.strip(), args.json, out)
         worst = _DEFINED
         for number, line in enumerate(data.splitlines(), 1):
             if not line.strip():
                 continue
             report, status = _evaluate(engine, line)
-            print(json.dumps({**report, "line": number}, ensure_ascii=False), file=out)
+            print(_json_line({**report, "line": number}), file=out)
             if status != _DEFINED:
                 print(f"authz-ledger eval: line {number}: {report.get('error', 'undefined')}", file=sys.stderr)
             worst = max(worst, status)
@@ -98,15 +102,25 @@ def _evaluate(engine: Any, input_json: bytes) -> tuple[dict[str, Any], int]:
         return {"undefined": True, "policy_version": engine.policy_version()}, _UNDEFINED
     except PolicyError as exc:
         return {"error": f"{type(exc).__name__}: {exc}", "policy_version": engine.policy_version()}, _ERROR
+    except Exception as exc:  # exit 2, not a traceback and exit 1 (which means undefined)
+        return {"error": f"internal error: {type(exc).__name__}: {exc}", "policy_version": ""}, _ERROR
     return {"result": evaluation.result, "policy_version": evaluation.policy_version}, _DEFINED
+
+
+def _json_line(value: Any) -> str:
+    """Strict JSON, always (a number beyond float64 in a result is read as an infinity: written as null)."""
+    return gojson.compact(value).decode("utf-8", "replace")
 
 
 def _one(engine: Any, input_json: bytes, as_json: bool, out: TextIO) -> int:
     report, status = _evaluate(engine, input_json)
     if as_json:
-        print(json.dumps(report, ensure_ascii=False), file=out)
+        print(_json_line(report), file=out)
     elif status == _DEFINED:
-        print(json.dumps(report["result"], ensure_ascii=False, indent=2), file=out)
+        try:
+            print(json.dumps(report["result"], ensure_ascii=False, indent=2, allow_nan=False), file=out)
+        except (ValueError, RecursionError):
+            print(_json_line(report["result"]), file=out)
     if status == _UNDEFINED:
         print(f"authz-ledger eval: data.{engine.decision_path.replace('/', '.')} is undefined", file=sys.stderr)
     elif status == _ERROR:

@@ -183,5 +183,5 @@ def _json_or_none(data: bytes) -> Any:
         # The stdlib, not orjson: orjson reads integers beyond 64 bits as (rounded) floats, and what the ledger
         # shows must be what it holds.
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's limit (a deep body)
         return {"undecodable": data.decode("utf-8", "replace")}

@@ -26,7 +26,6 @@ import codecs
 import json
 import math
 import re
-import sys
 from collections.abc import Iterator
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from json.encoder import encode_basestring, encode_basestring_ascii
@@ -253,21 +252,43 @@ def unmarshal(data: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     ``max_depth`` below Go's own limit refuses documents nested deeper, with a message that says why: a value
     that goes on inside other JSON (the input document, the engine's request) must leave room for those levels.
     """
-    if max_depth < sys.getrecursionlimit():
-        # Python's scanner cannot nest deeper than the recursion limit, so only a budget above it is met by
-        # construction on the fast path.
-        return _GoParser(data if isinstance(data, bytes) else data.encode(), max_depth).document()
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if max_depth < _FAST_PATH_DEPTH:
+        return _GoParser(raw, max_depth).document()  # a budget the fast path could not be trusted to keep
     text = data if isinstance(data, str) else data.decode("utf-8", GO_REPLACE)
     try:
-        value = _FAST.decode(text)
+        value, end = _FAST.raw_decode(text, _WHITESPACE.match(text).end())  # type: ignore[union-attr]
     except (ValueError, RecursionError):
-        # Go's message for a refused body; or a body Go accepts after all: nested deeper than Python's
-        # recursion limit, or followed by a null token.
-        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+        # Go's message for a refused body, or a body Go accepts nested deeper than Python's recursion limit.
         return _GoParser(raw, max_depth).document()
+    rest = text[end:].strip(" \t\r\n")
+    if rest and rest != "null":  # a trailing null token is accepted: OPA's Token() check sees (nil, nil)
+        return _GoParser(raw, max_depth).document()  # refused: Go's message for what follows
     if _SURROGATE_ESCAPE.search(text) is not None:
         value = _replace_lone_surrogates(value)
+    # Python 3.13's C scanner no longer stops at the recursion limit: count, when the brackets could add up.
+    if (raw.count(b"[") + raw.count(b"{") > max_depth) and _deeper_than(value, max_depth):
+        return _GoParser(raw, max_depth).document()  # refused, with its message
     return value
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_FAST_PATH_DEPTH = 2000
+"""Below this, a depth budget is checked by the iterative parser rather than after the fast path."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed value nests more than ``limit`` containers deep (iteratively, any depth)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 def _fix(text: str) -> str:
@@ -360,7 +381,7 @@ class _GoParser:
         if token == b"null":
             return value  # Token() gives (nil, nil): OPA's check lets it through
         if c == 0x22:
-            shown = json.loads(token.decode("utf-8", GO_REPLACE))
+            shown = _fix(json.loads(token.decode("utf-8", GO_REPLACE)))
         elif c in (0x74, 0x66):
             shown = f"%!s(bool={token.decode()})"
         else:
@@ -386,7 +407,7 @@ class _GoParser:
             c = self._next()
             value: Any
             if c in (0x7B, 0x5B):  # { [
-                if len(containers) == self.max_depth:
+                if len(containers) >= self.max_depth:
                     if self.max_depth == MAX_DEPTH:
                         raise GoJSONError("exceeded max depth")
                     raise GoJSONError(

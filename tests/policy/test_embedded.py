@@ -444,3 +444,20 @@ def test_policy_print_output_is_logged_by_the_service_defined_or_not(tmp_path, c
             engine.evaluate(b'{"user": "bob"}')
     printed = [r.getMessage() for r in caplog.records if "policy print" in r.getMessage()]
     assert printed == ["policy print (policy.rego:4): user is alice", "policy print (policy.rego:4): user is bob"]
+
+
+def test_a_large_policy_answers_its_first_decision_within_a_short_timeout(tmp_path):
+    # The engine compiles a query when it first evaluates it (~0.4 s for 3,000 rules): loading warms the
+    # decision query up, so no worker spends its first decision's timeout compiling.
+    rules = "\n".join(f"r{i} if input.x == {i}" for i in range(3000))
+    write_policy(tmp_path, f"package envoy.authz\nimport rego.v1\n{rules}\nallow := true if r5\n")
+    with EmbeddedEngine(tmp_path, workers=2, timeout=0.2) as engine:
+        for _ in range(4):  # both workers' first decisions
+            assert engine.evaluate(b'{"x": 5}').result is True
+
+
+def test_an_answer_nested_deeper_than_python_reads_is_an_evaluation_error(tmp_path):
+    write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := {"allowed": false, "echo": input.b}\n')
+    deep = b'{"b": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    with EmbeddedEngine(tmp_path, workers=1) as engine, pytest.raises(PolicyEvaluationError, match="too deeply"):
+        engine.evaluate(deep)

@@ -20,13 +20,17 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 def decode_answer(body: bytes) -> Any:
     """An engine's JSON answer as Python values. orjson is fast but reads integers beyond 64 bits as rounded floats
     and refuses numbers beyond float64 (a policy may return ``1e400`` as written in a body): those answers take the
-    stdlib, which keeps big integers exact and reads such numbers as infinities. ValueError if it is not JSON."""
+    stdlib, which keeps big integers exact and reads such numbers as infinities. ValueError if it is not JSON or
+    is nested deeper than Python's recursion limit (orjson stops at 1,024 levels)."""
     if _LONG_DIGITS.search(body) is None:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:  # an answer nested deeper than Python's recursion limit (a policy echoing a body)
+        raise ValueError("the answer is nested too deeply to read") from None
 
 
 @dataclass(frozen=True, slots=True)

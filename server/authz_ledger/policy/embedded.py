@@ -538,7 +538,10 @@ class _Pool:
     def _await_ready(self, worker: _Worker) -> None:
         try:
             if not worker.conn.poll(self._startup_timeout):
-                raise PolicyLoadError(f"evaluator process did not start within {self._startup_timeout:g} s")
+                raise PolicyLoadError(
+                    f"evaluator process did not finish loading the policy within {self._startup_timeout:g} s "
+                    "(compiling it and one warm-up decision on an empty input)"
+                )
             message = worker.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise PolicyLoadError(

@@ -8,12 +8,12 @@ The process is pinned to CPU 0 ("one core"). Steps:
 2. Raw LMDB: the same entry bytes (sequence prefix + body, ~600 B) appended with ``putmulti(append=True)`` in
    batches of ``--batch`` entries, one durable write transaction (sync + metasync) per batch. This is the
    ceiling for the writer: no hashing, no tree, no chain, no id index.
-3. The ledger writer (``authz_ledger.writer.LedgerWriter``, durable Store, async durability so nothing waits):
-   its queue is pre-filled with ``Pending`` entries (UUIDv7 decision ids, as ``authz_ledger.ids``) and the
+3. The ledger writer (``authz_ledger.ledger.writer.LedgerWriter``, durable Store, async durability so nothing waits):
+   its queue is pre-filled with ``Pending`` entries (UUIDv7 decision ids, as ``authz_ledger.record.ids``) and the
    thread is then started and closed; entries/s = entries / (start .. close returned), i.e. committed, chained,
    tree-hashed, id-indexed, with its periodic and final signed checkpoints. Writer CPU per entry = process CPU
    over the same span (the main thread only waits in join). Repeated at batch 64 (nearer to what a ``sync``
-   server under ~1-2k Checks/s commits), and with random UUIDv4 ids (why ``authz_ledger.ids`` uses UUIDv7).
+   server under ~1-2k Checks/s commits), and with random UUIDv4 ids (why ``authz_ledger.record.ids`` uses UUIDv7).
 4. Handler-side ledger cost per Check, on bench/_workload.py's request (an ``authorization`` header, so
    redaction does its work): ``_describe_request`` (builds the DecisionRecord), ``redact_input`` and the JSON
    encode of the redacted input, the result JSON, ``DecisionRecord.encode()`` and ``LedgerWriter.record()``
@@ -42,15 +42,16 @@ sys.path.insert(0, str(REPO / "bench"))
 import lmdb  # noqa: E402
 from _workload import EXAMPLE_RESULT, check_request, loadavg  # noqa: E402
 
-from authz_ledger import input_document, note  # noqa: E402
-from authz_ledger.check import _compact_json, _describe_request  # noqa: E402
-from authz_ledger.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
-from authz_ledger.ids import new_decision_id  # noqa: E402
-from authz_ledger.redact import RedactionRules, Redactor  # noqa: E402
+from authz_ledger.check import input_document  # noqa: E402
+from authz_ledger.check.handler import _compact_json, _describe_request  # noqa: E402
+from authz_ledger.ledger.store import Store, u64  # noqa: E402
+from authz_ledger.ledger.verify import verify_store  # noqa: E402
+from authz_ledger.ledger.writer import Durability, LedgerWriter, Pending, WriterOptions, _sequence_prefix  # noqa: E402
+from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
+from authz_ledger.record.ids import new_decision_id  # noqa: E402
+from authz_ledger.record.redact import RedactionRules, Redactor  # noqa: E402
 from authz_ledger.server import SWITCH_INTERVAL_S  # noqa: E402
-from authz_ledger.store import Store, u64  # noqa: E402
-from authz_ledger.verify import verify_store  # noqa: E402
-from authz_ledger.writer import Durability, LedgerWriter, Pending, WriterOptions, _sequence_prefix  # noqa: E402
+from authz_ledger.tlog import note  # noqa: E402
 
 ORIGIN = "bench.local/ledger"
 DISTINCT_BODIES = 1024

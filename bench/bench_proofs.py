@@ -1,4 +1,4 @@
-"""Proof latency and receipts/s on a 1M-entry ledger, through ``authz_ledger.reader.LedgerReader``.
+"""Proof latency and receipts/s on a 1M-entry ledger, through ``authz_ledger.readside.reader.LedgerReader``.
 
 Usage (from the repository root): ``python bench/bench_proofs.py [--entries 1000000] [--samples 20000]
 [--keep DIR]``
@@ -28,12 +28,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "server"))
 
-from authz_ledger import note  # noqa: E402
-from authz_ledger.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
-from authz_ledger.ids import new_decision_id  # noqa: E402
-from authz_ledger.reader import LedgerReader  # noqa: E402
-from authz_ledger.store import Store  # noqa: E402
-from authz_ledger.writer import Durability, LedgerWriter, Pending, WriterOptions  # noqa: E402
+from authz_ledger.ledger.store import Store  # noqa: E402
+from authz_ledger.ledger.writer import Durability, LedgerWriter, Pending, WriterOptions  # noqa: E402
+from authz_ledger.readside.reader import LedgerReader  # noqa: E402
+from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
+from authz_ledger.record.ids import new_decision_id  # noqa: E402
+from authz_ledger.tlog import note  # noqa: E402
 
 ORIGIN = "bench.local/proofs"
 MAP_SIZE = 8 << 30

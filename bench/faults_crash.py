@@ -49,13 +49,14 @@ sys.path.insert(0, str(REPO))
 import grpc  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2_grpc  # noqa: E402
 
-from authz_ledger import checkpoint, keys, note  # noqa: E402
-from authz_ledger.ledger import LedgerPaths  # noqa: E402
-from authz_ledger.store import Store  # noqa: E402
-from authz_ledger.verify import verify_store  # noqa: E402
+from authz_ledger import keys  # noqa: E402
+from authz_ledger.ledger.opening import LedgerPaths  # noqa: E402
+from authz_ledger.ledger.store import Store  # noqa: E402
+from authz_ledger.ledger.verify import verify_store  # noqa: E402
+from authz_ledger.tlog import checkpoint, note  # noqa: E402
 from tests.conftest import TEST_DEFAULTS, free_port, stop_process  # noqa: E402
-from tests.test_crash import CLIENTS, _load, _request, _start  # noqa: E402
-from tests.test_export import SpecReader, append  # noqa: E402
+from tests.faults.test_crash import CLIENTS, _load, _request, _start  # noqa: E402
+from tests.readside.test_export import SpecReader, append  # noqa: E402
 
 ORIGIN = "authz-ledger.test/crash"
 ENV = dict(os.environ, PYTHONPATH=str(REPO / "server"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_fuzz import run_campaign
+from tests.faults.test_fuzz import run_campaign
 
 
 def main() -> int:

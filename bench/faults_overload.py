@@ -52,11 +52,11 @@ from bench_check import (
 )
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from authz_ledger import entry as ledger_entry
-from authz_ledger import note
-from authz_ledger.ledger import LedgerPaths
-from authz_ledger.store import Store
-from authz_ledger.verify import verify_store
+from authz_ledger.ledger.opening import LedgerPaths
+from authz_ledger.ledger.store import Store
+from authz_ledger.ledger.verify import verify_store
+from authz_ledger.record import entry as ledger_entry
+from authz_ledger.tlog import note
 
 CLIENTS = 32
 STREAMS = 32

@@ -48,12 +48,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "server"))
 
-from authz_ledger import config, note  # noqa: E402
-from authz_ledger.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
+from authz_ledger import config  # noqa: E402
 from authz_ledger.errors import AuthzLedgerError, LedgerError  # noqa: E402
-from authz_ledger.ledger import LedgerPaths, open_for_serving  # noqa: E402
-from authz_ledger.store import Store  # noqa: E402
-from authz_ledger.verify import verify_store  # noqa: E402
+from authz_ledger.ledger.opening import LedgerPaths, open_for_serving  # noqa: E402
+from authz_ledger.ledger.store import Store  # noqa: E402
+from authz_ledger.ledger.verify import verify_store  # noqa: E402
+from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
+from authz_ledger.tlog import note  # noqa: E402
 
 ORIGIN = "authz-ledger.test/faults"
 FAULTS = ("eio", "eio-persistent", "sigkill")
@@ -116,7 +117,7 @@ def driver(args: argparse.Namespace) -> int:
             if record.getMessage().startswith("cannot publish checkpoint"):
                 report(f"CHECKPOINT_FAILED {record.getMessage()}")
 
-    logging.getLogger("authz_ledger.writer").addHandler(CheckpointFailures(logging.ERROR))
+    logging.getLogger("authz_ledger.ledger.writer").addHandler(CheckpointFailures(logging.ERROR))
 
     try:
         opened = open_for_serving(_ledger_config(Path(args.data_dir), args.checkpoint_ms))

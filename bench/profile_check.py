@@ -43,14 +43,15 @@ from _workload import EXAMPLE_RESULT, StubEngine, check_request  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from google.rpc import status_pb2  # noqa: E402
 
-from authz_ledger import input_document, note, result  # noqa: E402
-from authz_ledger.check import CheckOptions, CheckService, _compact_json, _describe_request  # noqa: E402
+from authz_ledger.check import input_document, result  # noqa: E402
+from authz_ledger.check.handler import CheckOptions, CheckService, _compact_json, _describe_request  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
-from authz_ledger.ids import new_decision_id  # noqa: E402
+from authz_ledger.ledger.store import Store  # noqa: E402
+from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
 from authz_ledger.metrics import Metrics  # noqa: E402
-from authz_ledger.redact import RedactionRules, Redactor  # noqa: E402
-from authz_ledger.store import Store  # noqa: E402
-from authz_ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
+from authz_ledger.record.ids import new_decision_id  # noqa: E402
+from authz_ledger.record.redact import RedactionRules, Redactor  # noqa: E402
+from authz_ledger.tlog import note  # noqa: E402
 
 
 class FakeContext:

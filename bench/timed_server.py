@@ -37,7 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _threads import name_threads
 from _workload import StubEngine
 
-from authz_ledger import check, cli, input_document, server
+from authz_ledger import server
+from authz_ledger.check import handler as check
+from authz_ledger.check import input_document
+from authz_ledger.cli import main as cli
 from authz_ledger.config import Config
 from authz_ledger.policy import PolicyEngine
 

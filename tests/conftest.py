@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from authz_ledger import config, note, server
-from authz_ledger.store import Store
-from authz_ledger.writer import Durability, LedgerWriter, WriterOptions
+from authz_ledger import config, server
+from authz_ledger.ledger.store import Store
+from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions
+from authz_ledger.tlog import note
 
 # CI runs the property tests on a fixed sequence of examples, so that a landing does not depend on the luck of the
 # draw; developers' runs draw new examples every time (that is how they find new bugs).

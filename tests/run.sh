@@ -31,6 +31,8 @@ echo "OPA: $("$OPA_BIN" version | head -n 1) at $OPA_BIN"
 echo "== ruff"
 "$VENV/bin/ruff" check server tests bench
 "$VENV/bin/ruff" format --check server tests bench
+echo "== import-linter (the layers in ARCHITECTURE.md)"
+"$VENV/bin/lint-imports"
 echo "== mypy (strict)"
 "$VENV/bin/mypy"
 echo "== pytest"

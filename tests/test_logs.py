@@ -9,10 +9,9 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz_ledger import entry
 from authz_ledger.logs import JsonFormatter
-
-from .conftest import StartService, write_policy
+from authz_ledger.record import entry
+from tests.conftest import StartService, write_policy
 
 
 @pytest.mark.parametrize("ledger", ["true", "false"], ids=["with the ledger", "with the ledger off"])

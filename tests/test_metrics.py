@@ -10,7 +10,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import StartService, write_policy
+from tests.conftest import StartService, write_policy
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_generated_descriptors_equal_a_fresh_compile_of_proto(tmp_path: Path) -> None:

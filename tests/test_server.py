@@ -21,13 +21,14 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz_ledger import config, entry, note, server
+from authz_ledger import config, server
 from authz_ledger.errors import LedgerCorruptError, LedgerError, RollbackError
-from authz_ledger.ledger import LedgerPaths
-from authz_ledger.store import Store, u64
-from authz_ledger.verify import verify_store
-
-from .conftest import TEST_DEFAULTS, free_port, serve_process, stop_process
+from authz_ledger.ledger.opening import LedgerPaths
+from authz_ledger.ledger.store import Store, u64
+from authz_ledger.ledger.verify import verify_store
+from authz_ledger.record import entry
+from authz_ledger.tlog import note
+from tests.conftest import TEST_DEFAULTS, free_port, serve_process, stop_process
 
 RBAC_ALICE = {"method": "GET", "path": "/api/items", "headers": {"x-user": "alice"}}
 

@@ -21,7 +21,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from authz_ledger.errors import ConfigError
-from authz_ledger.redact import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS
+from authz_ledger.record.redact import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS
 
 ENV_PREFIX = "AUTHZ_LEDGER_"
 EXAMPLE_POLICY = Path(__file__).parent / "example_policy"

@@ -12,8 +12,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from authz_ledger import note
 from authz_ledger.errors import NoteError, SigningKeyError
+from authz_ledger.tlog import note
 
 SIGNING_KEY_FILE = "signing.key"
 REDACTION_KEY_FILE = "redaction.key"

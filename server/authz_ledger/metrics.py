@@ -12,6 +12,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -20,8 +21,10 @@ from prometheus_client.utils import floatToGoString
 
 from authz_ledger import __version__
 from authz_ledger.errors import ConfigError
-from authz_ledger.witness import WitnessPublisher
-from authz_ledger.writer import LedgerWriter
+
+if TYPE_CHECKING:  # only read here; the layers above hand them in (server.py)
+    from authz_ledger.ledger.writer import LedgerWriter
+    from authz_ledger.witness.publisher import WitnessPublisher
 
 # Check latency is sub-millisecond when healthy, seconds when an engine times out.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -25,17 +25,20 @@ from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authz_ledger import __version__, check, input_document, witness
-from authz_ledger.audit import AuditServer, start_audit_server
-from authz_ledger.check import CheckOptions, CheckService
+from authz_ledger import __version__
+from authz_ledger.check import handler as check
+from authz_ledger.check import input_document
+from authz_ledger.check.handler import CheckOptions, CheckService
 from authz_ledger.config import Config
 from authz_ledger.errors import ConfigError, PolicyError
-from authz_ledger.grpc_common import MethodAwarePool, grpc_address
-from authz_ledger.ledger import OpenLedger, open_for_serving
+from authz_ledger.ledger.opening import OpenLedger, open_for_serving
 from authz_ledger.logs import setup_logging
 from authz_ledger.metrics import Metrics, MetricsServer, serve_metrics
 from authz_ledger.policy import PolicyEngine
-from authz_ledger.redact import RedactionRules, Redactor
+from authz_ledger.readside.audit import AuditServer, start_audit_server
+from authz_ledger.record.redact import RedactionRules, Redactor
+from authz_ledger.rpc.serving import MethodAwarePool, grpc_address
+from authz_ledger.witness import publisher as witness
 
 log = logging.getLogger(__name__)
 

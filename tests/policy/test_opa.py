@@ -16,24 +16,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_ledger import gojson
+from authz_ledger.check.input_document import build_input
 from authz_ledger.errors import (
     PolicyEvaluationError,
     PolicyTimeoutError,
     PolicyUnavailableError,
     PolicyUndefinedError,
 )
-from authz_ledger.input_document import build_input
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
-from tests.conftest import free_port, opa_binary, pause_process, wait_for_opa
-from tests.test_gojson import documents
-from tests.test_input_document import (
+from authz_ledger.record import gojson
+from tests.check.test_input_document import (
     NUMBER_CASES,
     http_request,
     request_from_json,
     with_number_text,
     without_number_text,
 )
+from tests.conftest import free_port, opa_binary, pause_process, wait_for_opa
+from tests.record.test_gojson import documents
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
 

@@ -1,0 +1,626 @@
+"""Read-side commands of the ``authz-ledger`` CLI: show, list, tail, receipt, verify-receipt, proof.
+
+Every command but ``verify-receipt`` (which is offline) reads either a local data directory (``--data-dir``:
+read-only LMDB transactions, safe while the server runs) or a running server's audit API (``--server ADDR``,
+with ``--ca``/``--cert``/``--key`` for TLS and mutual TLS). Both paths return the same values, so the output
+is the same whichever is used.
+
+Contracts (``--json``; field names and meanings never change):
+
+* ``proof inclusion`` -> ``{"index", "tree_size", "leaf_b64", "root", "proof"}``
+* ``proof consistency`` -> ``{"size1", "root1", "size2", "root2", "proof"}``
+* ``show``/``list``/``tail`` -> one object per entry, as ``log --json``: ``index``, ``decision_id``,
+  ``entry_b64`` (the stored bytes) and the decoded fields.
+
+A tree size left out means the latest signed checkpoint's size. Proofs fetched from a server are verified
+against the roots it sent before they are printed (fail closed). Commands take ``(args, out)`` and raise the
+error tree; ``cli.main`` is the one place that catches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import datetime
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import grpc
+import orjson
+
+from authz_ledger._proto.authzledger.v1 import audit_pb2 as _pb
+from authz_ledger._proto.authzledger.v1 import audit_pb2_grpc as _pb_grpc
+from authz_ledger.errors import ConfigError, InvalidRequestError, NotFoundError, ProofError
+from authz_ledger.ledger.opening import LedgerPaths
+from authz_ledger.ledger.store import Store
+from authz_ledger.readside.reader import (
+    ConsistencyProof,
+    EntryFilter,
+    InclusionProof,
+    IssuedReceipt,
+    LedgerReader,
+    SignedCheckpoint,
+    StoredEntry,
+    parse_signed_checkpoint,
+    poll_store,
+)
+from authz_ledger.record import entry
+from authz_ledger.rpc import status as grpc_status
+from authz_ledger.tlog import receipt, tree
+
+_OUTCOMES = {name: value for value, name in entry.OUTCOME_NAMES.items()}
+_RPC_TIMEOUT = 30.0
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+# --- Where the ledger is read from ----------------------------------------------------------------------
+
+
+class Source(Protocol):
+    """A ledger to read: a local data directory or a server's audit API."""
+
+    def entry(self, index: int | None, decision_id: str | None) -> StoredEntry: ...
+    def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]: ...
+    def tail_start(self, n: int) -> int: ...
+    def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]: ...
+    def checkpoint(self, size: int | None) -> SignedCheckpoint: ...
+    def inclusion(self, index: int, tree_size: int | None) -> InclusionProof: ...
+    def consistency(self, size1: int, size2: int | None) -> ConsistencyProof: ...
+    def receipt(self, index: int | None, decision_id: str | None) -> IssuedReceipt: ...
+    def close(self) -> None: ...
+
+
+class LocalSource:
+    """A data directory opened read-only (LMDB readers never block the writer of a running server)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self._store = Store(LedgerPaths(Path(data_dir)).store, readonly=True)
+        self._reader = LedgerReader(self._store)
+
+    def entry(self, index: int | None, decision_id: str | None) -> StoredEntry:
+        return self._reader.get_entry(index=index, decision_id=decision_id)
+
+    def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]:
+        return self._reader.list_entries(start, end, limit, flt)
+
+    def tail_start(self, n: int) -> int:
+        return max(0, self._reader.size() - n)
+
+    def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]:
+        # Another process writes: poll the committed head (cheap: one read transaction per poll).
+        return self._reader.follow(start, flt, poll_store(self._reader), lambda: not stop.is_set())
+
+    def checkpoint(self, size: int | None) -> SignedCheckpoint:
+        return self._reader.checkpoint(size)
+
+    def inclusion(self, index: int, tree_size: int | None) -> InclusionProof:
+        return self._reader.inclusion_proof(index, tree_size)
+
+    def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
+        return self._reader.consistency_proof(size1, size2)
+
+    def receipt(self, index: int | None, decision_id: str | None) -> IssuedReceipt:
+        return self._reader.receipt(index=index, decision_id=decision_id)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _stored_entry(msg: Any) -> StoredEntry:
+    """An Entry from the API, trusting only its raw bytes: decoded and hashed here."""
+    raw = bytes(msg.raw)
+    found = StoredEntry(msg.index, raw, entry.decode(raw, msg.index))
+    if msg.leaf_hash and msg.leaf_hash != found.leaf_hash:
+        raise ProofError(f"the server's leaf hash for entry {msg.index} is not the hash of the bytes it sent")
+    return found
+
+
+def _signed_checkpoint(msg: Any) -> SignedCheckpoint:
+    return SignedCheckpoint(msg.origin, msg.tree_size, bytes(msg.root_hash), bytes(msg.note))
+
+
+class RemoteSource:
+    """A server's ``authzledger.v1.Ledger`` API; gRPC failures become errors of the tree (grpc_status)."""
+
+    def __init__(self, address: str, ca: str | None, cert: str | None, key: str | None) -> None:
+        self._address = address
+        if bool(cert) != bool(key):
+            raise ConfigError("--cert and --key go together (a client certificate and its private key)")
+        if ca or cert:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(ca, "--ca") if ca else None,
+                private_key=_read(key, "--key") if key else None,
+                certificate_chain=_read(cert, "--cert") if cert else None,
+            )
+            self._channel = grpc.secure_channel(address, creds)
+        else:
+            self._channel = grpc.insecure_channel(address)
+        self._stub = _pb_grpc.LedgerStub(self._channel)
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=_RPC_TIMEOUT)
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+
+    def _stream(self, method: str, request: Any, stop: threading.Event | None = None) -> Iterator[StoredEntry]:
+        call = getattr(self._stub, method)(request)
+        if stop is not None:
+            # Cancel from the side: the call's iterator blocks until a message or the end of the stream.
+            threading.Thread(target=lambda: stop.wait() and call.cancel(), daemon=True).start()
+        try:
+            for msg in call:
+                yield _stored_entry(msg)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                raise self._error(e) from None
+        finally:
+            call.cancel()
+
+    def _error(self, e: grpc.RpcError) -> Exception:
+        code, details = e.code(), e.details()
+        return grpc_status.error_from_status(code, details or "", f"audit server {self._address}")
+
+    def entry(self, index: int | None, decision_id: str | None) -> StoredEntry:
+        req = _pb.GetEntryRequest(index=index) if index is not None else _pb.GetEntryRequest(decision_id=decision_id)
+        return _stored_entry(self._call("GetEntry", req))
+
+    def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]:
+        # 0 means "the default" in the API, so a real 0 cannot be sent: an empty range or limit asks nothing.
+        if end == 0 and start > 0:
+            raise InvalidRequestError(f"end index 0 is before start index {start}")
+        if end == 0 or limit == 0:
+            return iter(())
+        req = _pb.ListEntriesRequest(start_index=start, end_index=end or 0, limit=limit or 0, filter=_filter_pb(flt))
+        return self._stream("ListEntries", req)
+
+    def tail_start(self, n: int) -> int:
+        # The API tells the latest checkpoint's size, not the head's: start there; the caller keeps the last n.
+        try:
+            size = self.checkpoint(None).size
+        except NotFoundError:
+            return 0
+        return max(0, size - n)
+
+    def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]:
+        return self._stream("Tail", _pb.TailRequest(start_index=start, filter=_filter_pb(flt)), stop)
+
+    def checkpoint(self, size: int | None) -> SignedCheckpoint:
+        if size == 0:
+            raise NotFoundError("no checkpoint is ever published at tree size 0")
+        return _signed_checkpoint(self._call("GetCheckpoint", _pb.GetCheckpointRequest(tree_size=size or 0)))
+
+    def inclusion(self, index: int, tree_size: int | None) -> InclusionProof:
+        if tree_size == 0:
+            raise ProofError(f"leaf index {index} is not in a tree of 0 leaves")
+        msg = self._call("GetInclusionProof", _pb.GetInclusionProofRequest(index=index, tree_size=tree_size or 0))
+        found = self.entry(index, None)
+        hashes = tuple(bytes(h) for h in msg.hashes)
+        root = bytes(msg.root_hash)
+        # Fail closed: check what the server sent before printing it as a proof.
+        if bytes(msg.leaf_hash) != found.leaf_hash:
+            raise ProofError(f"the server's leaf hash for entry {index} is not the hash of the entry it serves")
+        tree.verify_inclusion(msg.index, msg.tree_size, found.leaf_hash, hashes, root)
+        return InclusionProof(
+            msg.index, msg.tree_size, found.raw, found.leaf_hash, root, hashes, bytes(msg.checkpoint) or None
+        )
+
+    def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
+        if size2 == 0:
+            if size1 != 0:
+                raise ProofError(f"size1 {size1} is larger than size2 0: a log only grows")
+            return ConsistencyProof(0, tree.EMPTY_ROOT, 0, tree.EMPTY_ROOT, ())
+        msg = self._call("GetConsistencyProof", _pb.GetConsistencyProofRequest(size1=size1, size2=size2 or 0))
+        p = ConsistencyProof(
+            msg.size1, bytes(msg.root1), msg.size2, bytes(msg.root2), tuple(bytes(h) for h in msg.hashes)
+        )
+        if p.size1 == 0 and (p.hashes or p.root1 != tree.EMPTY_ROOT):
+            raise ProofError("the server sent a non-empty proof or a wrong root for the empty tree")
+        if p.size1 > 0:
+            tree.verify_consistency(p.size1, p.size2, p.root1, p.root2, p.hashes)
+        return p
+
+    def receipt(self, index: int | None, decision_id: str | None) -> IssuedReceipt:
+        if index is not None:
+            req = _pb.GetReceiptRequest(index=index)
+        else:
+            req = _pb.GetReceiptRequest(decision_id=decision_id)
+        msg = self._call("GetReceipt", req)
+        found = _stored_entry(msg.entry)
+        proof = bytes(msg.proof)
+        parsed = receipt.parse_receipt(proof)
+        if parsed.index != found.index:
+            raise ProofError(f"the server's receipt is for entry {parsed.index}, not {found.index}")
+        return IssuedReceipt(proof, found, parse_signed_checkpoint(parsed.checkpoint))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _filter_pb(flt: EntryFilter) -> Any:
+    return _pb.EntryFilter(
+        since_unix_nano=flt.since_unix_nano,
+        until_unix_nano=flt.until_unix_nano,
+        outcome=flt.outcome,  # type: ignore[arg-type]
+        path_prefix=flt.path_prefix,
+        principal=flt.principal,
+    )
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{flag}: cannot read {path}: {e.strerror}") from e
+
+
+def open_source(args: argparse.Namespace) -> Source:
+    if bool(args.data_dir) == bool(args.server):
+        raise ConfigError("give exactly one of --data-dir DIR (local, read-only) or --server ADDR (audit API)")
+    if args.data_dir:
+        if args.ca or args.cert or args.key:
+            raise ConfigError("--ca, --cert and --key are for --server")
+        return LocalSource(args.data_dir)
+    return RemoteSource(args.server, args.ca, args.cert, args.key)
+
+
+# --- Output ----------------------------------------------------------------------------------------------
+
+
+def entry_doc(e: StoredEntry) -> dict[str, Any]:
+    """The ``log --json`` object for one entry: index, decision id, the stored bytes, the decoded fields."""
+    doc: dict[str, Any] = {"index": e.index, "decision_id": e.message.decision_id, "entry_b64": _b64(e.raw)}
+    doc.update(entry.to_json_fields(e.message))
+    return doc
+
+
+# The people's view of list / tail: one aligned row per entry, the path last (it has no useful width limit).
+_COLUMNS = (("INDEX", 8, ">"), ("TIME (UTC)", 24, "<"), ("OUTCOME", 7, "<"), ("HTTP", 4, ">"), ("METHOD", 7, "<"),
+            ("HOST", 22, "<"), ("PRINCIPAL", 28, "<"), ("DECISION", 9, "<"))  # fmt: skip
+
+
+def _cell(text: str, width: int, align: str) -> str:
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return f"{text:{align}{width}}"
+
+
+def _table_header() -> str:
+    return " ".join(_cell(name, width, align) for name, width, align in _COLUMNS) + " PATH"
+
+
+def _table_row(e: StoredEntry) -> str:
+    m = e.message
+    when = datetime.datetime.fromtimestamp(m.time_unix_nano / 1e9, datetime.UTC)
+    values = (
+        str(e.index),
+        when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+        entry.OUTCOME_NAMES.get(m.outcome, "?") + ("*" if m.dry_run else ""),
+        str(m.http_status or ""),
+        m.method or "-",
+        m.host or "-",
+        m.source.principal or "-",
+        "…" + m.decision_id[-8:],  # UUIDv7: the leading digits are the time, shared by every decision of a minute
+    )
+    row = " ".join(_cell(v, width, align) for v, (_, width, align) in zip(values, _COLUMNS, strict=True))
+    return f"{row} {m.path or '-'}" + (f"  error: {m.error}" if m.error else "")
+
+
+def _print_entry(
+    e: StoredEntry, as_json: bool, out: TextIO, *, flush: bool = False, header: list[bool] | None = None
+) -> None:
+    """``--json``: the ``log --json`` object; else a table row (``header``: a one-item flag, printed once)."""
+    if as_json:
+        print(json.dumps(entry_doc(e), ensure_ascii=False), file=out, flush=flush)
+        return
+    if header is not None and not header[0]:
+        print(_table_header(), file=out)
+        header[0] = True
+    print(_table_row(e), file=out, flush=flush)
+
+
+# --- Commands --------------------------------------------------------------------------------------------
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    if (args.index is None) == (args.decision_id is None):
+        raise ConfigError("give exactly one of --index N or --decision-id ID")
+    src = open_source(args)
+    try:
+        found = src.entry(args.index, args.decision_id)
+    finally:
+        src.close()
+    doc = entry_doc(found)
+    print(json.dumps(doc, ensure_ascii=False) if args.json else json.dumps(doc, ensure_ascii=False, indent=2), file=out)
+    return 0
+
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_time(text: str | None, flag: str, *, now_ns: int | None = None) -> int:
+    """Unix nanoseconds, an ISO 8601 time (UTC when it names no zone), or a duration before now (``90s``,
+    ``30m``, ``1h``, ``2d``, ``1w``, or several: ``1h30m``)."""
+    if not text:
+        return 0
+    if text.isdigit():
+        return int(text)
+    parts = _AGO.findall(text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        ago = sum(float(n) * _UNIT_S[u] for n, u in parts)
+        now = time.time_ns() if now_ns is None else now_ns
+        return max(now - int(ago * 1e9), 1)
+    try:
+        t = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: {text!r} is neither Unix nanoseconds, an ISO 8601 time nor a duration such as 1h or 30m"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.UTC)
+    return int(t.timestamp() * 1_000_000) * 1000
+
+
+def _entry_filter(args: argparse.Namespace) -> EntryFilter:
+    return EntryFilter(
+        since_unix_nano=_parse_time(args.since, "--since"),
+        until_unix_nano=_parse_time(args.until, "--until"),
+        outcome=_OUTCOMES[args.outcome] if args.outcome else 0,
+        path_prefix=args.path_prefix or "",
+        principal=args.principal or "",
+    )
+
+
+def _header_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    pairs = []
+    for item in args.header or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header expects NAME=VALUE, got {item!r}")
+        pairs.append((name.strip().lower(), value))
+    return pairs
+
+
+def _with_headers(entries: Iterator[StoredEntry], pairs: list[tuple[str, str]]) -> Iterator[StoredEntry]:
+    """Entries whose recorded request carried every NAME=VALUE (read from the recorded input document, so a
+    header the ledger stores as a digest, such as authorization, matches only its digest)."""
+    if not pairs:
+        yield from entries
+        return
+    for e in entries:
+        if not e.message.input_json:
+            continue
+        try:
+            headers = orjson.loads(e.message.input_json)["attributes"]["request"]["http"]["headers"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(headers, dict) and all(headers.get(name) == value for name, value in pairs):
+            yield e
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    flt = _entry_filter(args)
+    pairs = _header_pairs(args)
+    src = open_source(args)
+    try:
+        header = [False]
+        found = src.entries(args.from_, args.to, None if pairs else args.limit, flt)
+        for shown, e in enumerate(_with_headers(found, pairs)):
+            if pairs and args.limit is not None and shown >= args.limit:
+                break
+            _print_entry(e, args.json, out, header=header)
+    finally:
+        src.close()
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace, out: TextIO, stop: threading.Event | None = None) -> int:
+    """The last ``-n`` entries (those matching the filters), then with ``-f`` every new matching one."""
+    if args.lines < 0:
+        raise InvalidRequestError(f"-n must be non-negative, got {args.lines}")
+    flt = _entry_filter(args)
+    pairs = _header_pairs(args)
+    src = open_source(args)
+    try:
+        # -n counts matching entries: with a header filter (applied here, not by the source) look further back.
+        start = 0 if pairs else src.tail_start(args.lines)
+        last: collections.deque[StoredEntry] = collections.deque(maxlen=args.lines)
+        if args.lines:
+            last.extend(_with_headers(src.entries(start, None, None, flt), pairs))
+        header = [False]
+        for e in last:
+            _print_entry(e, args.json, out, flush=True, header=header)
+        if args.follow:
+            follow_from = last[-1].index + 1 if last else start
+            for e in _with_headers(src.follow(follow_from, flt, stop or threading.Event()), pairs):
+                _print_entry(e, args.json, out, flush=True, header=header)
+    except KeyboardInterrupt:
+        return 0  # the way to end tail -f
+    finally:
+        src.close()
+    return 0
+
+
+def cmd_receipt(args: argparse.Namespace, out: TextIO) -> int:
+    if (args.index is None) == (args.decision_id is None):
+        raise ConfigError("give exactly one of --decision-id ID or --index N")
+    src = open_source(args)
+    try:
+        issued = src.receipt(args.index, args.decision_id)
+    finally:
+        src.close()
+    if args.entry_out:
+        Path(args.entry_out).write_bytes(issued.entry.raw)
+    if args.out:
+        Path(args.out).write_bytes(issued.proof)
+        print(
+            f"receipt for entry {issued.entry.index} (decision {issued.entry.message.decision_id}) written to "
+            f"{args.out}" + (f", entry bytes to {args.entry_out}" if args.entry_out else ""),
+            file=out,
+        )
+    else:
+        out.write(issued.proof.decode("utf-8"))
+    return 0
+
+
+def cmd_verify_receipt(args: argparse.Namespace, out: TextIO) -> int:
+    from authz_ledger.cli.main import _verifiers  # the CLI's one way of reading --vkey (a key or a file of keys)
+
+    proof = _read(args.receipt, "--receipt")
+    data = _read(args.entry, "--entry")
+    cp = receipt.verify_receipt(proof, data, _verifiers(args.vkey), args.origin)
+    index = receipt.parse_receipt(proof).index
+    if args.json:
+        doc = {"ok": True, "index": index, "origin": cp.origin, "tree_size": cp.size, "root": _b64(cp.root)}
+        print(json.dumps(doc), file=out)
+    else:
+        print(
+            f"OK: {args.receipt}: entry {index} is in {cp.origin} at tree size {cp.size} (root {_b64(cp.root)})",
+            file=out,
+        )
+    return 0
+
+
+def cmd_proof_inclusion(args: argparse.Namespace, out: TextIO) -> int:
+    src = open_source(args)
+    try:
+        p = src.inclusion(args.index, args.tree_size)
+    finally:
+        src.close()
+    if args.json:
+        doc = {
+            "index": p.index,
+            "tree_size": p.tree_size,
+            "leaf_b64": _b64(p.entry),
+            "root": _b64(p.root),
+            "proof": [_b64(h) for h in p.hashes],
+        }
+        print(json.dumps(doc), file=out)
+    else:
+        print(f"entry {p.index} in the tree of size {p.tree_size}, root {_b64(p.root)}", file=out)
+        print(f"leaf hash {_b64(p.leaf_hash)}", file=out)
+        for h in p.hashes:
+            print(_b64(h), file=out)
+    return 0
+
+
+def cmd_proof_consistency(args: argparse.Namespace, out: TextIO) -> int:
+    src = open_source(args)
+    try:
+        p = src.consistency(args.from_, args.to)
+    finally:
+        src.close()
+    if args.json:
+        doc = {
+            "size1": p.size1,
+            "root1": _b64(p.root1),
+            "size2": p.size2,
+            "root2": _b64(p.root2),
+            "proof": [_b64(h) for h in p.hashes],
+        }
+        print(json.dumps(doc), file=out)
+    else:
+        print(f"tree {p.size1} (root {_b64(p.root1)}) -> tree {p.size2} (root {_b64(p.root2)})", file=out)
+        for h in p.hashes:
+            print(_b64(h), file=out)
+    return 0
+
+
+# --- Parser ----------------------------------------------------------------------------------------------
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where to read (exactly one)")
+    g.add_argument("--data-dir", metavar="DIR", help="a local ledger directory (read-only; safe while serving)")
+    g.add_argument("--server", metavar="ADDR", help="a running server's audit API, e.g. 127.0.0.1:9192")
+    t = p.add_argument_group("TLS for --server")
+    t.add_argument("--ca", metavar="PEM", help="CA certificate(s) the server's certificate must chain to")
+    t.add_argument("--cert", metavar="PEM", help="client certificate, for servers requiring mutual TLS")
+    t.add_argument("--key", metavar="PEM", help="the client certificate's private key")
+
+
+def _filter_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("filters (all must match)")
+    g.add_argument(
+        "--since",
+        metavar="TIME",
+        help="entries at or after TIME: ISO 8601 (UTC if no zone), Unix ns, or a duration ago (1h, 30m, 2d)",
+    )
+    g.add_argument("--until", metavar="TIME", help="entries before TIME")
+    g.add_argument("--outcome", choices=sorted(_OUTCOMES), help="only this outcome")
+    g.add_argument("--path-prefix", metavar="PREFIX", help="only request paths starting with PREFIX")
+    g.add_argument("--principal", metavar="NAME", help="only this source or destination principal")
+    g.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME=VALUE",
+        help="only requests that carried this header value, e.g. --header x-user=alice (repeatable)",
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the read-side subcommands to the ``authz-ledger`` parser."""
+    s = sub.add_parser("show", help="print one entry (by index or decision id) with its stored bytes")
+    _source_flags(s)
+    s.add_argument("--index", type=int, metavar="N")
+    s.add_argument("--decision-id", metavar="ID")
+    s.add_argument("--json", action="store_true", help="one line instead of indented JSON")
+    s.set_defaults(func=cmd_show)
+
+    ls = sub.add_parser("list", help="print entries in sequence order, filtered")
+    _source_flags(ls)
+    _filter_flags(ls)
+    ls.add_argument("--from", dest="from_", type=int, default=0, metavar="N", help="first index (default 0)")
+    ls.add_argument("--to", type=int, metavar="M", help="stop before index M (default: the current size)")
+    ls.add_argument("--limit", type=int, metavar="K", help="at most K entries")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line, as log --json")
+    ls.set_defaults(func=cmd_list)
+
+    t = sub.add_parser("tail", help="print the last entries; with -f, keep printing new ones")
+    _source_flags(t)
+    _filter_flags(t)
+    t.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="of the last N entries (default 10)")
+    t.add_argument("-f", "--follow", action="store_true", help="keep following new entries until interrupted")
+    t.add_argument("--json", action="store_true", help="one JSON object per line, as log --json")
+    t.set_defaults(func=cmd_tail)
+
+    r = sub.add_parser("receipt", help="a C2SP tlog-proof receipt for one decision (verifiable offline)")
+    _source_flags(r)
+    r.add_argument("--decision-id", metavar="ID")
+    r.add_argument("--index", type=int, metavar="N")
+    r.add_argument("--out", metavar="FILE", help=f"write the receipt here (e.g. d{receipt.FILE_EXTENSION})")
+    r.add_argument("--entry-out", metavar="FILE", help="write the entry's stored bytes here (for verify-receipt)")
+    r.set_defaults(func=cmd_receipt)
+
+    v = sub.add_parser("verify-receipt", help="offline: check a receipt against the entry bytes and a vkey")
+    v.add_argument("--receipt", required=True, metavar="FILE")
+    v.add_argument("--entry", required=True, metavar="FILE", help="the entry's stored bytes")
+    v.add_argument("--vkey", required=True, action="append", metavar="VKEY", help="trusted log key, or a file of them")
+    v.add_argument("--origin", help="require the checkpoint to be for this log origin")
+    v.add_argument("--json", action="store_true", help="one JSON object: ok, index, origin, tree_size, root")
+    v.set_defaults(func=cmd_verify_receipt)
+
+    pr = sub.add_parser("proof", help="RFC 9162 inclusion and consistency proofs")
+    kinds = pr.add_subparsers(dest="proof", required=True, metavar="KIND")
+    pi = kinds.add_parser("inclusion", help="inclusion proof of one entry")
+    _source_flags(pi)
+    pi.add_argument("--index", type=int, required=True, metavar="N")
+    pi.add_argument("--tree-size", type=int, metavar="M", help="default: the latest checkpoint's size")
+    pi.add_argument("--json", action="store_true", help='{"index", "tree_size", "leaf_b64", "root", "proof"}')
+    pi.set_defaults(func=cmd_proof_inclusion)
+    pc = kinds.add_parser("consistency", help="consistency proof between two tree sizes")
+    _source_flags(pc)
+    pc.add_argument("--from", dest="from_", type=int, required=True, metavar="M", help="the older tree size")
+    pc.add_argument("--to", type=int, metavar="N", help="the newer tree size (default: the latest checkpoint's)")
+    pc.add_argument("--json", action="store_true", help='{"size1", "root1", "size2", "root2", "proof"}')
+    pc.set_defaults(func=cmd_proof_consistency)

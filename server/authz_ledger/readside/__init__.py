@@ -1,0 +1,2 @@
+"""Reading what the ledger holds, without ever writing it: entries and proofs, the audit gRPC API, and the
+tlog-tiles / JSON Lines exports."""

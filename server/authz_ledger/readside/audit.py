@@ -1,0 +1,262 @@
+"""The audit gRPC service ``authzledger.v1.Ledger``: the ledger's read side on its own listener.
+
+Invariants:
+
+* Its own ``grpc.server`` and thread pool, bound to ``audit.addr`` (loopback by default), so the read side is
+  never reachable through the ext_authz listener the mesh talks to, and a busy auditor never takes a Check
+  thread. At most ``threads`` RPCs run at once; more are refused with RESOURCE_EXHAUSTED, never queued behind
+  long-lived Tails.
+* TLS when ``audit.tls_cert``/``audit.tls_key`` are set; mutual TLS (a client certificate signed by
+  ``audit.client_ca`` is required) when ``audit.client_ca`` is set. A half-configured TLS setup is a ConfigError,
+  never a silent fallback to plaintext.
+* Every handler reads through :class:`~authz_ledger.readside.reader.LedgerReader`, which only opens short LMDB *read*
+  transactions and copies the bytes out before a message is sent: a client that stops reading blocks only its
+  own stream (gRPC flow control suspends the handler at a ``yield`` while it holds no transaction), never the
+  writer, and pins no old snapshot.
+* Errors become gRPC statuses in exactly one place, :mod:`authz_ledger.rpc.status`.
+* Health (``grpc.health.v1``) and, unless switched off, reflection, so ``grpcurl`` can list, describe and call
+  every method.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authz_ledger._proto.authzledger.v1 import audit_pb2 as _pb
+from authz_ledger._proto.authzledger.v1 import audit_pb2_grpc as _pb_grpc
+from authz_ledger.config import AuditConfig
+from authz_ledger.errors import AuthzLedgerError, ConfigError, InvalidRequestError
+from authz_ledger.ledger.store import Store
+from authz_ledger.ledger.writer import LedgerWriter
+from authz_ledger.readside.reader import EntryFilter, LedgerReader, StoredEntry, WaitForSize, poll_store
+from authz_ledger.rpc import status as grpc_status
+from authz_ledger.rpc.serving import MethodAwarePool, grpc_address
+
+log = logging.getLogger(__name__)
+
+LEDGER_SERVICE = _pb.DESCRIPTOR.services_by_name["Ledger"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_CLIENT_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE)
+
+
+def entry_message(e: StoredEntry) -> Any:
+    """An ``authzledger.v1.Entry``: the stored bytes, the same decoded, and their RFC 6962 leaf hash."""
+    return _pb.Entry(index=e.index, raw=e.raw, entry=e.message, leaf_hash=e.leaf_hash)
+
+
+def _filter(msg: Any) -> EntryFilter:
+    return EntryFilter(
+        since_unix_nano=msg.since_unix_nano,
+        until_unix_nano=msg.until_unix_nano,
+        outcome=int(msg.outcome),
+        path_prefix=msg.path_prefix,
+        principal=msg.principal,
+    )
+
+
+def _fail(context: grpc.ServicerContext, error: AuthzLedgerError) -> None:
+    code = grpc_status.status_for(error)
+    if code in _CLIENT_ERRORS:
+        log.debug("audit request refused: %s", error)
+    else:
+        log.error("audit request failed: %s", error.diagnostics())
+    grpc_status.abort(context, error)
+
+
+class LedgerService:
+    """``authzledger.v1.Ledger`` over a LedgerReader. In the proto's requests, 0 means "the default" for sizes."""
+
+    def __init__(self, reader: LedgerReader, wait: WaitForSize) -> None:
+        self._reader = reader
+        self._wait = wait
+
+    def GetEntry(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            key = request.WhichOneof("key")
+            if key is None:
+                raise InvalidRequestError("give an index or a decision_id")
+            if key == "index":
+                found = self._reader.get_entry(index=request.index)
+            else:
+                found = self._reader.get_entry(decision_id=request.decision_id)
+            return entry_message(found)
+        except AuthzLedgerError as e:
+            _fail(context, e)
+            return _pb.Entry()
+
+    def ListEntries(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            entries = self._reader.list_entries(
+                request.start_index,
+                request.end_index or None,
+                request.limit or None,
+                _filter(request.filter),
+                is_active=context.is_active,
+            )
+            for e in entries:
+                yield entry_message(e)
+        except AuthzLedgerError as e:
+            _fail(context, e)
+
+    def Tail(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            start: int | None = request.start_index
+            if request.from_end:
+                if start not in (0, -1):
+                    raise InvalidRequestError("give a start_index or from_end, not both")
+                start = None
+            elif start == -1:
+                start = None
+            for e in self._reader.follow(start, _filter(request.filter), self._wait, context.is_active):
+                yield entry_message(e)
+        except AuthzLedgerError as e:
+            _fail(context, e)
+
+    def GetCheckpoint(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            cp = self._reader.checkpoint(request.tree_size or None, cosigned=request.cosigned)
+            return _pb.Checkpoint(origin=cp.origin, tree_size=cp.size, root_hash=cp.root, note=cp.note)
+        except AuthzLedgerError as e:
+            _fail(context, e)
+            return _pb.Checkpoint()
+
+    def GetInclusionProof(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            p = self._reader.inclusion_proof(request.index, request.tree_size or None)
+            return _pb.InclusionProof(
+                index=p.index,
+                tree_size=p.tree_size,
+                leaf_hash=p.leaf_hash,
+                root_hash=p.root,
+                hashes=p.hashes,
+                checkpoint=p.checkpoint or b"",
+            )
+        except AuthzLedgerError as e:
+            _fail(context, e)
+            return _pb.InclusionProof()
+
+    def GetConsistencyProof(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            p = self._reader.consistency_proof(request.size1, request.size2 or None)
+            return _pb.ConsistencyProof(size1=p.size1, root1=p.root1, size2=p.size2, root2=p.root2, hashes=p.hashes)
+        except AuthzLedgerError as e:
+            _fail(context, e)
+            return _pb.ConsistencyProof()
+
+    def GetReceipt(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            key = request.WhichOneof("key")
+            if key is None:
+                raise InvalidRequestError("give a decision_id or an index")
+            if key == "index":
+                issued = self._reader.receipt(index=request.index)
+            else:
+                issued = self._reader.receipt(decision_id=request.decision_id)
+            return _pb.Receipt(proof=issued.proof, entry=entry_message(issued.entry))
+        except AuthzLedgerError as e:
+            _fail(context, e)
+            return _pb.Receipt()
+
+
+@dataclass
+class AuditServer:
+    """A started audit listener; ``stop()`` reports NOT_SERVING, then ends RPCs (Tails) after ``grace``."""
+
+    server: grpc.Server
+    port: int
+    address: str
+    health: health.HealthServicer
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def _read_pem(key: str, path: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.strerror}") from e
+
+
+def server_credentials(cfg: AuditConfig) -> grpc.ServerCredentials | None:
+    """TLS (and mutual TLS) credentials from the audit configuration; None for plaintext."""
+    if not cfg.tls_cert and not cfg.tls_key:
+        if cfg.client_ca:
+            raise ConfigError("audit.client_ca is set but audit.tls_cert / audit.tls_key are not: mutual TLS needs TLS")
+        return None
+    if not (cfg.tls_cert and cfg.tls_key):
+        raise ConfigError("audit.tls_cert and audit.tls_key must be set together")
+    cert = _read_pem("audit.tls_cert", cfg.tls_cert)
+    key = _read_pem("audit.tls_key", cfg.tls_key)
+    ca = _read_pem("audit.client_ca", cfg.client_ca) if cfg.client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _is_loopback(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_audit_server(
+    cfg: AuditConfig, store: Store, writer: LedgerWriter | None, *, threads: int = 16
+) -> AuditServer:
+    """Serve ``authzledger.v1.Ledger`` over ``store`` on ``cfg.addr``; raise ConfigError if it cannot listen.
+
+    With ``writer`` (the same process writes), Tail wakes on each commit; without one it polls the store.
+    """
+    credentials = server_credentials(cfg)
+    reader = LedgerReader(store)
+    wait = writer.wait_for_size if writer is not None else poll_store(reader)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="audit"),
+        options=[
+            # Two servers must never silently share a port (grpcio enables SO_REUSEPORT by default).
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+        maximum_concurrent_rpcs=threads,
+    )
+    _pb_grpc.add_LedgerServicer_to_server(LedgerService(reader, wait), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if cfg.reflection:
+        reflection.enable_server_reflection(
+            (LEDGER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=MethodAwarePool()
+        )
+    address = grpc_address(cfg.addr)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as e:
+        raise ConfigError(f"audit.addr: cannot listen on {cfg.addr}: {e}") from e
+    if port == 0 and not address.startswith("unix:"):
+        raise ConfigError(f"audit.addr: cannot listen on {cfg.addr}")
+    if not _is_loopback(address) and credentials is None:
+        log.warning("audit API on %s without TLS: anyone who can reach it can read every recorded decision", cfg.addr)
+    server.start()
+    for name in ("", LEDGER_SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    security = "mutual TLS" if cfg.client_ca else "TLS" if credentials else "plaintext"
+    log.info("audit API (%s) on %s, %s", LEDGER_SERVICE, cfg.addr, security)
+    return AuditServer(server, port, address, health_servicer)

@@ -1,0 +1,620 @@
+"""Export the ledger as a static C2SP tlog-tiles directory (https://c2sp.org/tlog-tiles) and as JSON Lines.
+
+A tiles export is a directory any static web server or object store can serve as a tlog-tiles *prefix*::
+
+    checkpoint                    the signed checkpoint note byte for byte as stored, in its witness-cosigned
+                                  form when there is one ("Checkpoints")
+    tile/<L>/<N>[.p/<W>]          hash tiles: 256 hashes of 32 bytes, or W < 256 when partial ("Merkle Tree",
+                                  "Partial Tiles"); level 0 holds leaf hashes, level L the MTH of the full
+                                  level L-1 tiles
+    tile/entries/<N>[.p/<W>]      entry bundles: each entry as u16 big-endian length || entry bytes ("Log entries")
+
+``<N>`` is written in zero-padded 3-digit path elements, all but the last prefixed with ``x`` (1234067 ->
+``x001/x234/067``), so files never collide with directories. Dot files (``.export.lock``, ``.<name>.tmp``) are
+the exporter's own and are not part of the log.
+
+Invariants:
+
+* Everything comes from ONE LMDB read transaction: the checkpoint, the entries and the stored hashes are one
+  consistent snapshot, so exporting while the server writes is safe, and the writer is never blocked.
+* Hash tiles are copied from stored hashes, never recomputed: the hash at position ``i`` of tile ``(L, N)`` is the
+  complete subtree of ``256**L`` leaves that golang.org/x/mod/sumdb/tlog numbering stores at
+  ``stored_hash_index(8 * L, N * 256 + i)`` (tree.py). A level-0 tile is one contiguous cursor run over the
+  stored hashes, whose layout interleaves each leaf's hash with the subtree hashes it completes.
+* The exported checkpoint's root is checked against the stored tree at its size before anything is written, and
+  a directory already holding a checkpoint is only ever moved forward, for the same origin and a root our tree
+  reproduces at that size -- never rolled back, never mixed with another log's tiles.
+* Immutability ("Merkle Tree", "Log entries": these endpoints are immutable): a tile or bundle file that exists is
+  never rewritten, because its content is fixed by its path in an append-only log. Partial tiles are new paths
+  (``.p/<W>``); older partial tiles are kept, as the spec allows (a client holding an older checkpoint may still
+  fetch them). So a cron job re-running the export writes only new files.
+* Ordering: every new file is written to a temporary name, fsynced and renamed into place, and the directories
+  that gained entries are fsynced; only then is ``checkpoint`` replaced (atomically, by rename). A reader never
+  sees a checkpoint whose tiles are missing or half written, even across a crash.
+* Entries over 65,535 bytes cannot exist: entry bundles frame each entry with a u16 length, so the ledger caps
+  every entry at ``entry.MAX_ENTRY_BYTES`` when it is written (oversized recorded input/result documents are
+  replaced by their size and SHA-256). Finding a larger one here means the store is corrupt.
+* One export at a time per directory (an advisory lock); a second concurrent run fails at once instead of
+  interleaving with the first.
+
+JSON Lines: one object per entry, the same as ``authz-ledger log --json`` (``index``, ``decision_id``,
+``entry_b64`` and the decoded fields). Appending to an existing file resumes after its last complete line, after
+checking that line is this ledger's entry; a torn last line (crash while writing) is cut off first.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, TextIO
+
+from authz_ledger.errors import (
+    ConfigError,
+    InvalidRequestError,
+    LedgerCorruptError,
+    LedgerError,
+    NoteError,
+    NotFoundError,
+    ProofError,
+)
+from authz_ledger.ledger.store import Store, from_u64, u64, write_file_atomically
+from authz_ledger.record import entry
+from authz_ledger.tlog import tree
+from authz_ledger.tlog.checkpoint import Checkpoint
+
+TILE_HEIGHT = 8
+"""tlog-tiles tiles are subtrees of height 8."""
+TILE_WIDTH = 1 << TILE_HEIGHT
+"""Hashes in a full tile; entries in a full bundle."""
+MAX_BUNDLED_ENTRY = 0xFFFF
+"""An entry bundle frames entries with a u16 length (tlog-tiles "Log entries")."""
+
+CHECKPOINT_FILE = "checkpoint"
+_LOCK_FILE = ".export.lock"
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) builds per call
+_U16 = struct.Struct(">H")
+_FILE_MODE = 0o644  # exported files are public by design: a web server must be able to read them
+_DIR_MODE = 0o755
+_FSYNC_WORKERS = 8  # concurrent fsyncs let the filesystem share journal commits
+_MAX_PENDING_FSYNCS = 256
+
+# Within a level-0 tile starting at leaf a = 256 * N, leaf a + j's stored hash index minus leaf a's is
+# 2j - popcount(j) (tree.stored_hash_index: no carries below bit 8), the same for every tile.
+_LEAF_OFFSETS = [2 * j - j.bit_count() for j in range(TILE_WIDTH)]
+
+
+# --- Paths (tlog-tiles "Merkle Tree") ------------------------------------------------------------------------
+
+
+def _index_path(n: int) -> str:
+    """``n`` as zero-padded 3-digit path elements, all but the last prefixed with ``x``: 1234067 -> x001/x234/067."""
+    if n < 0:
+        raise ValueError(f"tile index must be non-negative, got {n}")
+    parts = [f"{n % 1000:03d}"]
+    n //= 1000
+    while n:
+        parts.append(f"x{n % 1000:03d}")
+        n //= 1000
+    return "/".join(reversed(parts))
+
+
+def _width_suffix(width: int) -> str:
+    if not 1 <= width <= TILE_WIDTH:
+        raise ValueError(f"tile width must be 1..{TILE_WIDTH}, got {width}")
+    return "" if width == TILE_WIDTH else f".p/{width}"
+
+
+def tile_path(level: int, n: int, width: int = TILE_WIDTH) -> str:
+    """Relative path of hash tile ``n`` at ``level`` (``width`` < 256 for a partial tile): ``tile/L/N[.p/W]``."""
+    if not 0 <= level <= 63:
+        raise ValueError(f"tile level must be 0..63, got {level}")
+    return f"tile/{level}/{_index_path(n)}{_width_suffix(width)}"
+
+
+def entry_bundle_path(n: int, width: int = TILE_WIDTH) -> str:
+    """Relative path of entry bundle ``n`` (``width`` < 256 for a partial bundle): ``tile/entries/N[.p/W]``."""
+    return f"tile/entries/{_index_path(n)}{_width_suffix(width)}"
+
+
+def tiles_for_size(size: int) -> Iterator[tuple[int, int, int]]:
+    """``(level, index, width)`` of every hash tile of the tree of ``size`` leaves, level 0 first.
+
+    tlog-tiles "Partial Tiles": level L holds ``floor(size / 256**L)`` hashes: that many // 256 full tiles, then
+    one partial tile of the remainder when it is not 0 (empty tiles do not exist). Entry bundles follow level 0.
+    """
+    if size < 0:
+        raise ValueError(f"tree size must be non-negative, got {size}")
+    level, count = 0, size
+    while count:
+        full, partial = divmod(count, TILE_WIDTH)
+        for n in range(full):
+            yield level, n, TILE_WIDTH
+        if partial:
+            yield level, full, partial
+        level += 1
+        count >>= TILE_HEIGHT
+
+
+# --- Report -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """What one tiles export did."""
+
+    size: int
+    """Tree size of the exported checkpoint."""
+    root: bytes
+    cosigned: bool
+    """The exported checkpoint is the witness-cosigned form."""
+    checkpoint_updated: bool
+    """False when the directory already held exactly this checkpoint."""
+    hash_tiles_written: int
+    bundles_written: int
+    files_existing: int
+    """Tiles and bundles the tree needs that were already present (immutable: left untouched)."""
+    entries_written: int
+    """Entries in the bundles written by this run."""
+    bytes_written: int
+    """Bytes of tiles, bundles and checkpoint written by this run."""
+    seconds: float
+
+    @property
+    def files_written(self) -> int:
+        return self.hash_tiles_written + self.bundles_written
+
+    @property
+    def entries_per_second(self) -> float:
+        return self.entries_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.bytes_written / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- Reading the snapshot ---------------------------------------------------------------------------------
+
+
+class _Snapshot:
+    """Reads tiles and bundles from one LMDB read transaction (``buffers=True``: values are copied once)."""
+
+    def __init__(self, store: Store, txn: Any) -> None:
+        self._store = store
+        self._txn = txn
+        self._hashes = txn.cursor(store.hashes)
+        self._entries = txn.cursor(store.entries)
+
+    def read_hashes(self, indexes: Any) -> list[bytes]:
+        """tree.py's ``read_hashes`` callback; KeyError (a LookupError) for a missing hash."""
+        out = []
+        for i in indexes:
+            v = self._txn.get(u64(i), db=self._store.hashes)
+            if v is None:
+                raise KeyError(i)
+            out.append(bytes(v))
+        return out
+
+    def tree_hash(self, size: int) -> bytes:
+        try:
+            return tree.tree_hash(size, self.read_hashes)
+        except ProofError as e:
+            raise LedgerCorruptError(f"cannot compute the stored tree at size {size}: {e}") from e
+
+    def leaf_tile(self, n: int, width: int) -> bytes:
+        """Level-0 tile ``n``: leaf hashes picked from one contiguous run of stored hashes."""
+        first = tree.stored_hash_index(0, n * TILE_WIDTH)
+        span = _LEAF_OFFSETS[width - 1] + 1
+        cur = self._hashes
+        if not cur.set_key(u64(first)):
+            raise LedgerCorruptError(f"stored tree hash {first} is missing", n * TILE_WIDTH)
+        run = list(islice(cur.iternext(keys=False, values=True), span))
+        # Keys are unique and sorted: a run that starts and ends at the expected keys has no gap.
+        if len(run) != span or from_u64(cur.key()) != first + span - 1:
+            raise LedgerCorruptError(f"stored tree hashes {first}..{first + span - 1} are incomplete", n * TILE_WIDTH)
+        data = b"".join([run[o] for o in _LEAF_OFFSETS[:width]])
+        if len(data) != width * tree.HASH_SIZE:
+            raise LedgerCorruptError(f"a stored leaf hash in tile 0/{n} is not {tree.HASH_SIZE} bytes", n * TILE_WIDTH)
+        return data
+
+    def upper_tile(self, level: int, n: int, width: int) -> bytes:
+        """Tile ``n`` at ``level`` >= 1: stored hashes of complete subtrees of 256**level leaves."""
+        stored_level = TILE_HEIGHT * level
+        get, db = self._txn.get, self._store.hashes
+        out = []
+        for i in range(n * TILE_WIDTH, n * TILE_WIDTH + width):
+            v = get(u64(tree.stored_hash_index(stored_level, i)), db=db)
+            if v is None or len(v) != tree.HASH_SIZE:
+                raise LedgerCorruptError(f"stored hash of subtree {i} at level {stored_level} is missing or short")
+            out.append(v)
+        return b"".join(out)
+
+    def bundle(self, n: int, width: int) -> bytes:
+        """Entry bundle ``n``: each entry as u16 big-endian length || bytes (tlog-tiles "Log entries")."""
+        first = n * TILE_WIDTH
+        cur = self._entries
+        if not cur.set_key(u64(first)):
+            raise LedgerCorruptError(f"entry {first} is missing", first)
+        run = list(islice(cur.iternext(keys=False, values=True), width))
+        if len(run) != width or from_u64(cur.key()) != first + width - 1:
+            raise LedgerCorruptError(f"entries {first}..{first + width - 1} are incomplete", first)
+        pack = _U16.pack
+        try:
+            return b"".join([part for v in run for part in (pack(len(v)), v)])
+        except struct.error:
+            # Cannot happen for entries the writer stored (capped at entry.MAX_ENTRY_BYTES).
+            seq = first + next(i for i, v in enumerate(run) if len(v) > MAX_BUNDLED_ENTRY)
+            raise LedgerCorruptError(f"entry {seq} exceeds {MAX_BUNDLED_ENTRY} bytes", seq) from None
+
+    def checkpoint(self, size: int | None) -> tuple[int, bytes, bool]:
+        """(size, signed note, cosigned?) of the checkpoint at ``size`` or the latest; the cosigned form if any."""
+        if size is None:
+            cur = self._txn.cursor(self._store.checkpoints)
+            if not cur.last():
+                raise NotFoundError("no checkpoint has been published yet: nothing to export")
+            size = from_u64(cur.key())
+            signed = bytes(cur.value())
+        else:
+            v = self._txn.get(u64(size), db=self._store.checkpoints)
+            if v is None:
+                raise NotFoundError(f"no checkpoint was published at tree size {size}")
+            signed = bytes(v)
+        cosigned = self._txn.get(u64(size), db=self._store.cosigned)
+        if cosigned is not None:
+            return size, bytes(cosigned), True
+        return size, signed, False
+
+
+def _checkpoint_of(note_bytes: bytes, where: str) -> Checkpoint:
+    """The checkpoint body of a signed note (signed-note "Format": the text ends at the last blank line)."""
+    split = note_bytes.rfind(b"\n\n")
+    if split < 0:
+        raise NoteError(f"{where} is not a signed note")
+    return Checkpoint.parse(note_bytes[: split + 1])
+
+
+# --- Writing files ----------------------------------------------------------------------------------------
+
+
+class _Output:
+    """New immutable files: temp name, fsync, rename; then the directories that changed are fsynced."""
+
+    def __init__(self, root: Path, *, durable: bool) -> None:
+        self.root = str(root)
+        self.durable = durable
+        self.bytes = 0
+        self._dirs_known: set[str] = set()
+        self._dirty_dirs: set[str] = set()
+        self._pool = ThreadPoolExecutor(_FSYNC_WORKERS, "export-fsync") if durable else None
+        self._pending: deque[Future[None]] = deque()
+
+    def exists(self, rel: str) -> bool:
+        # A file, not merely a name: a directory in its place must make the write fail, not be skipped.
+        return os.path.isfile(os.path.join(self.root, rel))
+
+    def write(self, rel: str, data: bytes) -> None:
+        path = os.path.join(self.root, rel)
+        parent = os.path.dirname(path)
+        if parent not in self._dirs_known:
+            self._make_dirs(parent)
+        # One export at a time holds the lock, so a fixed temp name is safe, and a crash's leftover is reused.
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            raise
+        self.bytes += len(data)
+        self._dirty_dirs.add(parent)
+        if self._pool is None:
+            os.close(fd)
+            os.replace(tmp, path)
+            return
+        while len(self._pending) >= _MAX_PENDING_FSYNCS:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(_fsync_and_rename, fd, tmp, path))
+
+    def _make_dirs(self, directory: str) -> None:
+        missing = []
+        d = directory
+        while not os.path.isdir(d):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, _DIR_MODE)
+            self._dirty_dirs.add(os.path.dirname(d))  # the new directory's own name must become durable
+        self._dirs_known.add(directory)
+
+    def finish(self) -> None:
+        """Wait until every new file and directory entry is durable (a no-op wait when not ``durable``)."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self.close()
+        if self.durable:
+            for d in sorted(self._dirty_dirs, key=len, reverse=True):
+                _fsync_dir(d)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            # Let queued fsyncs run (each owns an open descriptor); after an error their result no longer matters.
+            self._pool.shutdown(wait=True)
+            self._pending.clear()
+
+
+def _fsync_and_rename(fd: int, tmp: str, path: str) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Lock:
+    """An exclusive advisory lock on the export directory, released on exit (also by a crash)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / _LOCK_FILE
+        self._fd = -1
+
+    def __enter__(self) -> _Lock:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._fd)
+            if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise LedgerError(f"another export into {self.path.parent} is running") from None
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # closing the descriptor releases the flock
+
+
+# --- Tiles export -----------------------------------------------------------------------------------------
+
+
+def _check_existing_checkpoint(out_dir: Path, cp: Checkpoint, signed: bytes, snap: _Snapshot) -> bool:
+    """Whether ``checkpoint`` must be (re)written; refuse to roll back or to mix another log into ``out_dir``."""
+    path = out_dir / CHECKPOINT_FILE
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        return True
+    if current == signed:
+        return False
+    try:
+        old = _checkpoint_of(current, str(path))
+    except NoteError as e:
+        raise ConfigError(f"{path} is not a checkpoint ({e}); export into an empty directory") from e
+    if old.origin != cp.origin:
+        raise ConfigError(f"{out_dir} holds an export of {old.origin!r}, not of {cp.origin!r}")
+    if old.size > cp.size:
+        raise ConfigError(
+            f"{out_dir} already publishes tree size {old.size}; exporting size {cp.size} there would roll it back"
+        )
+    # Its tiles are kept as they are, so they must be ours: the old root must be our tree's at that size.
+    if snap.tree_hash(old.size) != old.root:
+        raise ConfigError(
+            f"{out_dir} publishes a tree of size {old.size} that this ledger does not contain (a different or "
+            "reset ledger); export into an empty directory"
+        )
+    return True
+
+
+def export_tiles(
+    store: Store, out_dir: str | os.PathLike[str], *, checkpoint_size: int | None = None, durable: bool = True
+) -> ExportReport:
+    """Export the tree of the latest checkpoint (or the one at ``checkpoint_size``) as a tlog-tiles directory.
+
+    Writes only the tiles and bundles ``out_dir`` lacks, then replaces ``checkpoint`` last (see the module
+    docstring). ``durable=False`` skips the fsyncs (tests, or a copy that is uploaded elsewhere anyway); the
+    checkpoint is still written last. Raises InvalidRequestError (negative size), NotFoundError (no such
+    checkpoint), LedgerCorruptError (the store disagrees with itself), ConfigError (``out_dir`` holds another log
+    or a newer checkpoint) or LedgerError (I/O, or another export into ``out_dir`` is running).
+    """
+    started = time.perf_counter()
+    if checkpoint_size is not None and checkpoint_size < 0:
+        raise InvalidRequestError(f"tree size must be non-negative, got {checkpoint_size}")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
+        with _Lock(out), store.env.begin(buffers=True) as txn:
+            return _export_locked(store, txn, out, checkpoint_size, durable, started)
+    except OSError as e:
+        raise LedgerError(f"cannot export to {out}: {e}") from e
+
+
+def _export_locked(
+    store: Store, txn: Any, out: Path, checkpoint_size: int | None, durable: bool, started: float
+) -> ExportReport:
+    snap = _Snapshot(store, txn)
+    size, signed, cosigned = snap.checkpoint(checkpoint_size)
+    try:
+        cp = _checkpoint_of(signed, f"stored checkpoint {size}")
+    except NoteError as e:
+        raise LedgerCorruptError(f"stored checkpoint at size {size} is malformed: {e}") from e
+    # tlog-checkpoint: the root must be the tree's at that size, or every tile we write would contradict it.
+    if cp.size != size or snap.tree_hash(size) != cp.root:
+        raise LedgerCorruptError(f"stored checkpoint at size {size} does not match the stored tree")
+    replace_checkpoint = _check_existing_checkpoint(out, cp, signed, snap)
+
+    output = _Output(out, durable=durable)
+    tiles = bundles = existing = entries = 0
+    try:
+        for level, n, width in tiles_for_size(size):
+            path = tile_path(level, n, width)
+            if output.exists(path):
+                existing += 1
+            else:
+                output.write(path, snap.leaf_tile(n, width) if level == 0 else snap.upper_tile(level, n, width))
+                tiles += 1
+            if level == 0:
+                path = entry_bundle_path(n, width)
+                if output.exists(path):
+                    existing += 1
+                else:
+                    output.write(path, snap.bundle(n, width))
+                    bundles += 1
+                    entries += width
+        output.finish()  # every tile the checkpoint names is durable before the checkpoint changes
+    finally:
+        output.close()
+    written = output.bytes
+    if replace_checkpoint:
+        write_file_atomically(out / CHECKPOINT_FILE, signed, _FILE_MODE)
+        written += len(signed)
+    return ExportReport(
+        size=size,
+        root=cp.root,
+        cosigned=cosigned,
+        checkpoint_updated=replace_checkpoint,
+        hash_tiles_written=tiles,
+        bundles_written=bundles,
+        files_existing=existing,
+        entries_written=entries,
+        bytes_written=written,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- JSON Lines -------------------------------------------------------------------------------------------
+
+
+def jsonl_record(seq: int, data: bytes) -> dict[str, Any]:
+    """The JSON object for one entry, as ``authz-ledger log --json`` prints it."""
+    msg = entry.decode(data, seq)
+    doc: dict[str, Any] = {
+        "index": seq,
+        "decision_id": msg.decision_id,
+        "entry_b64": base64.b64encode(data).decode("ascii"),
+    }
+    doc.update(entry.to_json_fields(msg))
+    return doc
+
+
+def _last_line(f: Any) -> tuple[bytes | None, int]:
+    """(last complete line without its newline, or None; length of the file's complete lines)."""
+    end = f.seek(0, os.SEEK_END)
+    pos, tail = end, b""
+    chunk = 1 << 16
+    while pos > 0:
+        step = min(chunk, pos)
+        pos -= step
+        f.seek(pos)
+        tail = f.read(step) + tail
+        last_nl = tail.rfind(b"\n")
+        if last_nl < 0:
+            continue
+        prev_nl = tail.rfind(b"\n", 0, last_nl)
+        if prev_nl >= 0 or pos == 0:
+            return tail[prev_nl + 1 : last_nl], pos + last_nl + 1
+    return None, 0
+
+
+def _resume_point(f: Any, path: Path, snap_entry: Any) -> int | None:
+    """Where an existing JSONL file continues: the index after its last complete line (None: empty file).
+
+    A torn last line is cut off. The last line must be this ledger's entry at its index (ConfigError otherwise),
+    so a file is never continued with another ledger's entries.
+    """
+    line, complete = _last_line(f)
+    f.truncate(complete)
+    if line is None:
+        return None
+    try:
+        doc = json.loads(line)
+        index = int(doc["index"])
+        stored = snap_entry(index)
+        matches = stored is not None and base64.b64encode(stored).decode("ascii") == doc["entry_b64"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: last line is not an exported ledger entry ({e})") from e
+    if not matches:
+        raise ConfigError(f"{path}: last line (index {doc['index']}) is not this ledger's entry; use a new file")
+    return index + 1
+
+
+def export_jsonl(
+    store: Store, path_or_stream: str | os.PathLike[str] | TextIO, start: int = 0, *, stop: int | None = None
+) -> int:
+    """Write entries ``start`` .. ``stop`` (default: all committed) as JSON Lines; return how many were written.
+
+    A path is appended to: an existing file resumes after its last complete line (``start`` only applies to a
+    new or empty file), and is fsynced at the end. A text stream gets entries from ``start`` and is not closed.
+    All entries come from one read transaction.
+    """
+    if start < 0 or (stop is not None and stop < start):
+        raise InvalidRequestError(f"bad entry range: start {start}, stop {stop}")
+    if not isinstance(path_or_stream, str | os.PathLike):
+        with store.env.begin(buffers=True) as txn:
+            return _write_jsonl(store, txn, path_or_stream, start, stop)
+    path = Path(path_or_stream)
+    try:
+        with store.env.begin(buffers=True) as txn:
+
+            def stored_entry(i: int) -> bytes | None:
+                v = txn.get(u64(i), db=store.entries)
+                return None if v is None else bytes(v)
+
+            with path.open("a+b") as f:
+                resume = _resume_point(f, path, stored_entry)
+            if resume is not None:
+                start = resume
+            if stop is not None and stop <= start:
+                return 0
+            with path.open("a", encoding="utf-8") as text:
+                count = _write_jsonl(store, txn, text, start, stop)
+                os.fsync(text.fileno())
+            return count
+    except OSError as e:
+        raise LedgerError(f"cannot write {path}: {e}") from e
+
+
+def _write_jsonl(store: Store, txn: Any, out: TextIO, start: int, stop: int | None) -> int:
+    size = store.head(txn).size
+    end = size if stop is None else min(stop, size)
+    if start >= end:
+        return 0
+    cur = txn.cursor(store.entries)
+    if not cur.set_key(u64(start)):
+        raise LedgerCorruptError(f"entry {start} is missing", start)
+    encode = _JSON_LINE.encode
+    write = out.write
+    expected = start
+    for key, value in cur.iternext(keys=True, values=True):
+        seq = from_u64(key)
+        if seq >= end:
+            break
+        if seq != expected:
+            raise LedgerCorruptError(f"entry {expected} is missing", expected)
+        write(encode(jsonl_record(seq, bytes(value))) + "\n")
+        expected += 1
+    if expected != end:
+        raise LedgerCorruptError(f"entry {expected} is missing", expected)
+    out.flush()
+    return end - start

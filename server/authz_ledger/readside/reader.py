@@ -1,0 +1,531 @@
+"""The ledger's read side, shared by the audit gRPC service and the CLI: entries, checkpoints, proofs, receipts.
+
+Invariants:
+
+* Readers only ever open LMDB *read* transactions, so they never take the writer's lock and never delay a
+  commit. Every transaction is short: ranges are read in chunks of at most ``CHUNK`` entries, each chunk in its
+  own transaction whose bytes are copied out before the caller sees them. A consumer that stops reading (a slow
+  gRPC client, a paused ``tail -f``) therefore holds no snapshot, and LMDB can keep reusing freed pages.
+* Every entry handed out carries its stored bytes exactly as hashed (RFC 9162 §2.1.1 leaf input).
+* Nothing unverified leaves this module: an inclusion or consistency proof is checked against the roots it
+  claims (RFC 9162 §2.1.3.2 / §2.1.4.2) before it is returned, a leaf hash is recomputed from the entry bytes,
+  and a stored checkpoint whose root disagrees with the stored tree is reported as corruption (fail closed).
+* Argument errors are errors of the one tree: InvalidRequestError / ProofError (malformed whatever the ledger
+  holds), OutOfRangeError (beyond what the ledger or its latest checkpoint has reached: may succeed later),
+  NotFoundError (no such entry or checkpoint).
+* A tree size left out (None) means the latest signed checkpoint's size: proofs against it can be checked with
+  a signed root. An explicit size may be anything up to the committed head.
+* lmdb errors are converted here, where this module opens its transactions (as store.py does for its own).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from authz_ledger.errors import (
+    InvalidRequestError,
+    LedgerCorruptError,
+    LedgerError,
+    NoteError,
+    NotFoundError,
+    OutOfRangeError,
+    ProofError,
+)
+from authz_ledger.ledger.store import Head, Store, from_u64, u64
+from authz_ledger.record import entry
+from authz_ledger.tlog import receipt, tree
+from authz_ledger.tlog.checkpoint import Checkpoint
+
+CHUNK = 256
+"""Entries read per read transaction: large enough to amortise the transaction, small enough to be brief."""
+
+WaitForSize = Callable[[int, float], int]
+"""``wait(size, timeout)``: block until the committed tree holds more than ``size`` entries or ``timeout``
+seconds passed; return the committed size (LedgerWriter.wait_for_size, or :func:`poll_store` without one)."""
+
+
+# --- Values handed out ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One entry: its index (sequence number), the stored bytes and the same bytes decoded."""
+
+    index: int
+    raw: bytes
+    message: Any  # authzledger.v1.LedgerEntry
+
+    @property
+    def leaf_hash(self) -> bytes:
+        """RFC 9162 §2.1.1: SHA-256(0x00 || raw)."""
+        return tree.leaf_hash(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    """Conditions an entry must all meet; the zero value of each field matches everything."""
+
+    since_unix_nano: int = 0
+    """Inclusive lower bound on the entry's time; 0 = unbounded."""
+    until_unix_nano: int = 0
+    """Exclusive upper bound on the entry's time; 0 = unbounded."""
+    outcome: int = 0
+    """An authzledger.v1.Outcome; 0 (OUTCOME_UNSPECIFIED) matches every outcome."""
+    path_prefix: str = ""
+    principal: str = ""
+    """Matches the source or the destination principal exactly."""
+
+    def validate(self) -> None:
+        if self.since_unix_nano < 0 or self.until_unix_nano < 0:
+            raise InvalidRequestError("time bounds must be non-negative Unix nanoseconds (0 = unbounded)")
+        if self.since_unix_nano and self.until_unix_nano and self.since_unix_nano >= self.until_unix_nano:
+            raise InvalidRequestError(
+                f"empty time range: since {self.since_unix_nano} is not before until {self.until_unix_nano}"
+            )
+        if self.outcome not in (0, *entry.OUTCOME_NAMES):
+            raise InvalidRequestError(f"unknown outcome {self.outcome}")
+
+    @property
+    def is_empty(self) -> bool:
+        return self == _NO_FILTER
+
+    def matches(self, msg: Any) -> bool:
+        t = msg.time_unix_nano
+        return (
+            (not self.since_unix_nano or t >= self.since_unix_nano)
+            and (not self.until_unix_nano or t < self.until_unix_nano)
+            and (not self.outcome or msg.outcome == self.outcome)
+            and (not self.path_prefix or msg.path.startswith(self.path_prefix))
+            and (not self.principal or self.principal in (msg.source.principal, msg.destination.principal))
+        )
+
+
+_NO_FILTER = EntryFilter()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A stored checkpoint: the signed note exactly as published, and what its text says."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    """PATH(index, D[tree_size]) (RFC 9162 §2.1.3.1), with the entry it proves and the roots it leads to."""
+
+    index: int
+    tree_size: int
+    entry: bytes
+    leaf_hash: bytes
+    root: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: bytes | None
+    """The signed checkpoint published at ``tree_size``, if there is one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    """PROOF(size1, D[size2]) (RFC 9162 §2.1.4.1). Empty when size1 is 0 (C2SP tlog-witness) or size2."""
+
+    size1: int
+    root1: bytes
+    size2: int
+    root2: bytes
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedReceipt:
+    """A C2SP tlog-proof receipt, the entry it is for and the checkpoint it embeds."""
+
+    proof: bytes
+    entry: StoredEntry
+    checkpoint: SignedCheckpoint
+
+
+# --- The reader -------------------------------------------------------------------------------------------
+
+
+class LedgerReader:
+    """Read-only view of one Store; safe from any number of threads, next to the writer or in another process."""
+
+    def __init__(self, store: Store, *, chunk: int = CHUNK) -> None:
+        self.store = store
+        self.chunk = chunk
+
+    @contextmanager
+    def _txn(self) -> Iterator[Any]:
+        """A short read transaction; adopts a map grown by a writer in another process (MDB_MAP_RESIZED)."""
+        try:
+            try:
+                txn = self.store.env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                # The writer doubled the map; LMDB lets a process with no open transaction adopt the new size
+                # with mapsize 0. Readers here never keep a transaction open between calls.
+                self.store.env.set_mapsize(0)
+                txn = self.store.env.begin(buffers=True)
+        except lmdb.Error as e:
+            raise LedgerError(f"cannot read the ledger at {self.store.path}: {e}") from e
+        try:
+            yield txn
+        except lmdb.Error as e:
+            raise LedgerError(f"cannot read the ledger at {self.store.path}: {e}") from e
+        finally:
+            txn.abort()
+
+    def head(self) -> Head:
+        with self._txn() as txn:
+            return self.store.head(txn)
+
+    def size(self) -> int:
+        """The committed tree size (entries 0 .. size-1 exist)."""
+        return self.head().size
+
+    # --- entries ---
+
+    def get_entry(self, *, index: int | None = None, decision_id: str | None = None) -> StoredEntry:
+        """One entry by sequence number or by decision id (exactly one of them)."""
+        if (index is None) == (decision_id is None):
+            raise InvalidRequestError("give exactly one of an index or a decision id")
+        with self._txn() as txn:
+            if decision_id is not None:
+                index = self._seq_of(txn, decision_id)
+            assert index is not None
+            if index < 0:
+                raise InvalidRequestError(f"index must be non-negative, got {index}")
+            raw = txn.get(u64(index), db=self.store.entries)
+            if raw is None:
+                size = self.store.head(txn).size
+                raise NotFoundError(f"no entry {index}: the ledger holds {size} entries (0 .. {size - 1})")
+            data = bytes(raw)
+        return StoredEntry(index, data, entry.decode(data, index))
+
+    def _seq_of(self, txn: Any, decision_id: str) -> int:
+        try:
+            key = uuid.UUID(decision_id).bytes
+        except ValueError:
+            raise InvalidRequestError(f"decision id {decision_id!r} is not a UUID") from None
+        seq = txn.get(key, db=self.store.ids)
+        if seq is None:
+            raise NotFoundError(f"no decision with id {decision_id} in the ledger")
+        return from_u64(seq)
+
+    def index_of(self, decision_id: str) -> int:
+        """The sequence number of a decision; NotFoundError if it was never recorded."""
+        with self._txn() as txn:
+            return self._seq_of(txn, decision_id)
+
+    def list_entries(
+        self,
+        start: int = 0,
+        end: int | None = None,
+        limit: int | None = None,
+        filter: EntryFilter = _NO_FILTER,
+        *,
+        is_active: Callable[[], bool] | None = None,
+    ) -> Iterator[StoredEntry]:
+        """Entries ``start <= index < end`` (end None: the size now) that match ``filter``, at most ``limit``.
+
+        Arguments are checked now, before anything is read; entries are then read lazily, ``chunk`` per read
+        transaction, so any range streams in constant memory. ``is_active`` is polled once per chunk so a
+        cancelled caller stops a long filtered scan promptly.
+        """
+        if start < 0:
+            raise InvalidRequestError(f"start index must be non-negative, got {start}")
+        if end is not None and end < 0:
+            raise InvalidRequestError(f"end index must be non-negative, got {end}")
+        if end is not None and end < start:
+            raise InvalidRequestError(f"end index {end} is before start index {start}")
+        if limit is not None and limit < 0:
+            raise InvalidRequestError(f"limit must be non-negative, got {limit}")
+        filter.validate()
+        size = self.size()
+        if start > size:
+            raise OutOfRangeError(f"start index {start} is beyond the ledger's {size} entries")
+        if end is not None and end > size:
+            raise OutOfRangeError(f"end index {end} is beyond the ledger's {size} entries")
+        return self._scan(start, size if end is None else end, limit, filter, is_active)
+
+    def _scan(
+        self,
+        start: int,
+        end: int,
+        limit: int | None,
+        flt: EntryFilter,
+        is_active: Callable[[], bool] | None,
+    ) -> Iterator[StoredEntry]:
+        pos, sent = start, 0
+        match_all = flt.is_empty
+        if limit == 0:
+            return
+        while pos < end:
+            if is_active is not None and not is_active():
+                return
+            chunk = self._read_chunk(pos, min(end, pos + self.chunk))
+            for index, data in chunk:
+                msg = entry.decode(data, index)
+                if match_all or flt.matches(msg):
+                    yield StoredEntry(index, data, msg)
+                    sent += 1
+                    if limit is not None and sent >= limit:
+                        return
+            pos += len(chunk)
+
+    def _read_chunk(self, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """Entries [start, stop) in one short transaction, copied out; they must all exist (no gaps)."""
+        out: list[tuple[int, bytes]] = []
+        with self._txn() as txn:
+            cur = txn.cursor(db=self.store.entries)
+            if cur.set_key(u64(start)):
+                for k, v in cur:
+                    seq = from_u64(k)
+                    if seq >= stop:
+                        break
+                    if seq != start + len(out):
+                        break
+                    out.append((seq, bytes(v)))
+        if len(out) != stop - start:
+            missing = start + len(out)
+            raise LedgerCorruptError(f"entry {missing} is missing below the committed head", missing)
+        return out
+
+    def follow(
+        self,
+        start: int | None,
+        filter: EntryFilter,
+        wait: WaitForSize,
+        is_active: Callable[[], bool],
+        *,
+        poll_seconds: float = 0.25,
+    ) -> Iterator[StoredEntry]:
+        """Entries from ``start`` (None: from the current end) that match ``filter``, then every new one.
+
+        Waits with ``wait`` (the writer's commit notification, or :func:`poll_store`) between commits and ends
+        when ``is_active()`` turns false, checked at least every ``poll_seconds``.
+        """
+        filter.validate()
+        size = self.size()
+        if start is None:
+            start = size
+        if start < 0:
+            raise InvalidRequestError(f"start index must be non-negative, got {start}")
+        if start > size:
+            raise OutOfRangeError(f"start index {start} is beyond the ledger's {size} entries")
+        return self._follow(start, filter, wait, is_active, poll_seconds)
+
+    def _follow(
+        self,
+        pos: int,
+        flt: EntryFilter,
+        wait: WaitForSize,
+        is_active: Callable[[], bool],
+        poll_seconds: float,
+    ) -> Iterator[StoredEntry]:
+        while is_active():
+            size = self.size()
+            if pos < size:
+                yield from self._scan(pos, size, None, flt, is_active)
+                pos = size
+                continue
+            wait(pos, poll_seconds)
+
+    # --- checkpoints ---
+
+    def checkpoint(self, size: int | None = None, *, cosigned: bool = False) -> SignedCheckpoint:
+        """The checkpoint published at ``size``, or the latest one (None).
+
+        With ``cosigned``, the form carrying witness cosignatures when one is stored: at ``size``, or, for
+        the latest, the largest witnessed checkpoint (witnesses lag the log by up to one submission).
+        Otherwise the plain checkpoint, whose signature lines show what it carries.
+        """
+        if size is not None and size < 0:
+            raise InvalidRequestError(f"tree size must be non-negative, got {size}")
+        with self._txn() as txn:
+            found = None
+            if cosigned:
+                found = _checkpoint_in(txn, self.store.cosigned, size)
+            if found is None:
+                found = _checkpoint_in(txn, self.store.checkpoints, size)
+        if found is None:
+            if size is None:
+                raise NotFoundError("no checkpoint has been published yet")
+            raise NotFoundError(f"no checkpoint was published at tree size {size}")
+        return _parse_checkpoint(*found)
+
+    def _latest_checkpoint_size(self) -> int:
+        with self._txn() as txn:
+            found = _checkpoint_in(txn, self.store.checkpoints, None)
+        if found is None:
+            raise NotFoundError("no checkpoint has been published yet, and no tree size was given")
+        return found[0]
+
+    # --- proofs ---
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> InclusionProof:
+        """PATH(index, D[tree_size]) (RFC 9162 §2.1.3.1); tree_size None = the latest checkpoint's size."""
+        if index < 0:
+            raise ProofError(f"leaf index must be non-negative, got {index}")
+        if tree_size is None:
+            tree_size = self._latest_checkpoint_size()
+            if index >= tree_size:
+                raise OutOfRangeError(
+                    f"entry {index} is not covered by the latest checkpoint (tree size {tree_size}) yet"
+                )
+        elif tree_size < 0:
+            raise ProofError(f"tree size must be non-negative, got {tree_size}")
+        elif index >= tree_size:
+            raise ProofError(f"leaf index {index} is not in a tree of {tree_size} leaves")
+        with self._txn() as txn:
+            head_size = self.store.head(txn).size
+            if tree_size > head_size:
+                raise OutOfRangeError(f"tree size {tree_size} is beyond the ledger's {head_size} entries")
+            read = functools.partial(self.store.read_hashes, txn=txn)
+            hashes = tree.inclusion_proof(index, tree_size, read)
+            root = tree.tree_hash(tree_size, read)
+            stored_leaf = read([tree.stored_hash_index(0, index)])[0]
+            raw = txn.get(u64(index), db=self.store.entries)
+            if raw is None:
+                raise LedgerCorruptError(f"entry {index} is missing below the committed head", index)
+            data = bytes(raw)
+            published = txn.get(u64(tree_size), db=self.store.checkpoints)
+            signed = None if published is None else bytes(published)
+        leaf = tree.leaf_hash(data)
+        if leaf != stored_leaf:
+            raise LedgerCorruptError(f"entry {index} does not hash to its stored leaf hash", index)
+        _verified_inclusion(index, tree_size, leaf, hashes, root)
+        if signed is not None:
+            _check_root(_parse_checkpoint(tree_size, signed), root)
+        return InclusionProof(index, tree_size, data, leaf, root, tuple(hashes), signed)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
+        """PROOF(size1, D[size2]) (RFC 9162 §2.1.4.1); size2 None = the latest checkpoint's size.
+
+        size1 == 0 gives the empty proof and the empty tree's root: every tree extends the empty tree, which
+        is what C2SP tlog-witness sends for an old size of 0.
+        """
+        if size1 < 0:
+            raise ProofError(f"tree size must be non-negative, got size1={size1}")
+        if size2 is None:
+            size2 = self._latest_checkpoint_size()
+            if size1 > size2:
+                raise OutOfRangeError(f"size1 {size1} is beyond the latest checkpoint's tree size {size2}")
+        elif size2 < 0:
+            raise ProofError(f"tree size must be non-negative, got size2={size2}")
+        elif size1 > size2:
+            raise ProofError(f"size1 {size1} is larger than size2 {size2}: a log only grows")
+        with self._txn() as txn:
+            head_size = self.store.head(txn).size
+            if size2 > head_size:
+                raise OutOfRangeError(f"tree size {size2} is beyond the ledger's {head_size} entries")
+            read = functools.partial(self.store.read_hashes, txn=txn)
+            hashes = tree.consistency_proof(size1, size2, read)
+            root1 = tree.tree_hash(size1, read)
+            root2 = tree.tree_hash(size2, read)
+        if 0 < size1 < size2:
+            try:
+                tree.verify_consistency(size1, size2, root1, root2, hashes)
+            except ProofError as e:
+                raise LedgerCorruptError(f"stored tree hashes give a bad consistency proof: {e}") from e
+        return ConsistencyProof(size1, root1, size2, root2, tuple(hashes))
+
+    # --- receipts ---
+
+    def receipt(self, *, index: int | None = None, decision_id: str | None = None) -> IssuedReceipt:
+        """A C2SP tlog-proof receipt for one entry, against the best checkpoint covering it.
+
+        That is the largest witness-cosigned checkpoint covering the entry if there is one, else the latest
+        checkpoint. OutOfRangeError while no checkpoint covers the entry yet (the next one will).
+        """
+        found = self.get_entry(index=index, decision_id=decision_id)
+        with self._txn() as txn:
+            signed = _checkpoint_in(txn, self.store.cosigned, None)
+            if signed is None or signed[0] <= found.index:
+                signed = _checkpoint_in(txn, self.store.checkpoints, None)
+        if signed is None or signed[0] <= found.index:
+            latest = "none yet" if signed is None else f"tree size {signed[0]}"
+            raise OutOfRangeError(
+                f"entry {found.index} is not covered by a signed checkpoint yet (latest: {latest}); "
+                "ask again after the next checkpoint"
+            )
+        cp = _parse_checkpoint(*signed)
+        proof = self.inclusion_proof(found.index, cp.size)
+        _check_root(cp, proof.root)
+        text = receipt.build_receipt(found.index, proof.hashes, cp.note)
+        return IssuedReceipt(text, found, cp)
+
+
+# --- Helpers ----------------------------------------------------------------------------------------------
+
+
+def poll_store(reader: LedgerReader, interval: float = 0.1) -> WaitForSize:
+    """A :data:`WaitForSize` for readers without the writer's notification (another process): poll the head."""
+
+    def wait(size: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = reader.size()
+            remaining = deadline - time.monotonic()
+            if now > size or remaining <= 0:
+                return now
+            time.sleep(min(interval, remaining))
+
+    return wait
+
+
+def _checkpoint_in(txn: Any, db: Any, size: int | None) -> tuple[int, bytes] | None:
+    if size is not None:
+        v = txn.get(u64(size), db=db)
+        return None if v is None else (size, bytes(v))
+    cur = txn.cursor(db=db)
+    if not cur.last():
+        return None
+    return from_u64(cur.key()), bytes(cur.value())
+
+
+def parse_signed_checkpoint(signed: bytes) -> SignedCheckpoint:
+    """What a signed checkpoint note says, its signatures unchecked (the caller holds the trust roots).
+
+    NoteError if it is not a C2SP signed note whose text is a tlog-checkpoint.
+    """
+    split = signed.rfind(b"\n\n")  # C2SP signed-note: the text ends at the last blank line
+    if split < 0:
+        raise NoteError("malformed note: no blank line before the signatures")
+    cp = Checkpoint.parse(signed[: split + 1])
+    return SignedCheckpoint(cp.origin, cp.size, cp.root, signed)
+
+
+def _parse_checkpoint(size: int, signed: bytes) -> SignedCheckpoint:
+    """A checkpoint as stored under ``size``: malformed or mislabelled means corruption (fail closed)."""
+    try:
+        cp = parse_signed_checkpoint(signed)
+    except NoteError as e:
+        raise LedgerCorruptError(f"stored checkpoint for tree size {size} is malformed: {e}", size - 1) from e
+    if cp.size != size:
+        raise LedgerCorruptError(f"checkpoint stored under tree size {size} says {cp.size}", min(size, cp.size) - 1)
+    return cp
+
+
+def _check_root(cp: SignedCheckpoint, root: bytes) -> None:
+    if cp.root != root:
+        raise LedgerCorruptError(
+            f"the signed checkpoint for tree size {cp.size} disagrees with the stored tree", cp.size - 1
+        )
+
+
+def _verified_inclusion(index: int, size: int, leaf: bytes, hashes: Sequence[bytes], root: bytes) -> None:
+    try:
+        tree.verify_inclusion(index, size, leaf, hashes, root)
+    except ProofError as e:
+        raise LedgerCorruptError(f"stored tree hashes give a bad inclusion proof for entry {index}: {e}", index) from e

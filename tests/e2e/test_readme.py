@@ -1,0 +1,54 @@
+"""The README's "Try it" lines, run exactly as written against the service its first command starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, stop_process
+
+README = (ROOT / "README.md").read_text()
+
+
+def try_it_lines() -> list[str]:
+    section = README.split("## Try it", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None, "the Try it section has no sh block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_every_try_it_line_runs_as_written_against_the_default_service(tmp_path: Path) -> None:
+    # The first command's venv is .venv at the repository root; the test command may use another one.
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ, HOME=str(tmp_path))  # ~/.local/share/authz-ledger: a fresh ledger for this test
+    serve = subprocess.Popen(
+        [str(venv_bin / "authz-ledger"), "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "serve.log").open("w"),
+        text=True,
+    )
+    try:
+        first = serve.stdout.readline() if serve.stdout else ""
+        assert "serving ext_authz v3" in first, (tmp_path / "serve.log").read_text()[-2000:]
+        codes = []
+        outputs = []
+        for line in try_it_lines():
+            command = line.replace(".venv/bin/", f"{venv_bin}/")
+            proc = subprocess.run(
+                ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+            )
+            codes.append(proc.returncode)
+            outputs.append(proc.stdout + proc.stderr)
+    finally:
+        assert stop_process(serve) == 0
+    # alice is allowed, bob may not DELETE orders (exit 1 = denied), then health, log and verify succeed.
+    assert codes == [0, 1, 0, 0, 0], list(zip(try_it_lines(), codes, outputs, strict=True))
+    assert outputs[0].startswith("allowed (HTTP 200)")
+    assert re.search(r"ledger index: \d+", outputs[0]), outputs[0]
+    assert outputs[1].startswith("denied (HTTP 403)")
+    assert '"decision_id"' in outputs[3]

@@ -57,7 +57,7 @@ import grpc  # noqa: E402
 from _workload import CHECK_PATH, check_request, grpc_frame, loadavg  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
 
-from authz_ledger.check import input_document  # noqa: E402
+from authz_ledger.check import input as input_document  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
 from authz_ledger.ledger.store import Store  # noqa: E402
 from authz_ledger.record import entry as ledger_entry  # noqa: E402

@@ -29,9 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "server"))
 
+from authz_ledger.ledger.queue import Pending  # noqa: E402
 from authz_ledger.ledger.store import Store  # noqa: E402
-from authz_ledger.ledger.writer import Durability, LedgerWriter, Pending, WriterOptions  # noqa: E402
-from authz_ledger.readside.export import export_jsonl, export_tiles  # noqa: E402
+from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
+from authz_ledger.readside.export_jsonl import export_jsonl  # noqa: E402
+from authz_ledger.readside.export_tiles import export_tiles  # noqa: E402
 from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
 from authz_ledger.record.ids import new_decision_id  # noqa: E402
 from authz_ledger.tlog import note  # noqa: E402

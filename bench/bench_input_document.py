@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _workload import check_request  # noqa: E402
 
-from authz_ledger.check import input_document  # noqa: E402
+from authz_ledger.check import input as input_document  # noqa: E402
 from authz_ledger.check.handler import _compact_json  # noqa: E402
 
 JSON_BODY = json.dumps(

@@ -42,12 +42,13 @@ sys.path.insert(0, str(REPO / "bench"))
 import lmdb  # noqa: E402
 from _workload import EXAMPLE_RESULT, check_request, loadavg  # noqa: E402
 
-from authz_ledger.check import input_document  # noqa: E402
+from authz_ledger.check import input as input_document  # noqa: E402
 from authz_ledger.check.handler import _compact_json, _describe_request  # noqa: E402
+from authz_ledger.ledger.queue import Pending  # noqa: E402
 from authz_ledger.ledger.store import Store, u64  # noqa: E402
 from authz_ledger.ledger.verify import verify_store  # noqa: E402
-from authz_ledger.ledger.writer import Durability, LedgerWriter, Pending, WriterOptions, _sequence_prefix  # noqa: E402
-from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord  # noqa: E402
+from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402
+from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord, sequence_prefix  # noqa: E402
 from authz_ledger.record.ids import new_decision_id  # noqa: E402
 from authz_ledger.record.redact import RedactionRules, Redactor  # noqa: E402
 from authz_ledger.server import SWITCH_INTERVAL_S  # noqa: E402
@@ -126,7 +127,7 @@ def fsync_us(directory: Path, n: int = 200) -> float:
 
 def raw_lmdb(directory: Path, bodies: list[bytes], n: int, batch: int) -> tuple[float, float]:
     """entries/s and CPU µs/entry of durable MDB_APPEND of the same bytes, one txn per batch."""
-    entries = [_sequence_prefix(i) + bodies[i % len(bodies)] for i in range(n)]
+    entries = [sequence_prefix(i) + bodies[i % len(bodies)] for i in range(n)]
     keys = [u64(i) for i in range(n)]
     env = lmdb.open(str(directory), map_size=MAP_SIZE, max_dbs=2, sync=True, metasync=True)
     db = env.open_db(b"entries")
@@ -271,7 +272,7 @@ def main() -> int:
         signer = note.generate_signer(ORIGIN)
         redactor = Redactor(RedactionRules(), b"r" * 32)
         bodies = entry_bodies(redactor, DISTINCT_BODIES)
-        size = sum(len(b) for b in bodies) / len(bodies) + len(_sequence_prefix(n // 2))
+        size = sum(len(b) for b in bodies) / len(bodies) + len(sequence_prefix(n // 2))
         print(f"# entry size: {size:.0f} B on average")
         fs = fsync_us(work)
         print(f"fsync (4 KiB write + fsync): {fs:.0f} µs -- host-cached disk; production disks take 0.1-10 ms")

@@ -19,7 +19,7 @@ Usage (from the repository root)::
    check, no answered Check is missing.
 4. **export** (``--trials // 3``): ``authz-ledger export --tiles`` (and ``--jsonl``) of a 60,000-entry ledger,
    killed at a random moment during the run; then the same export again into the same target; the tiles
-   directory is verified by the spec reader of tests/test_export.py (independent of our code), the JSON Lines
+   directory is verified by the spec reader of tests/support/spec_tiles.py (independent of our code), the JSON Lines
    file must hold each entry exactly once, in order.
 
 Prints one line per trial and a summary line per campaign; exit 1 if anything was lost or did not verify.
@@ -56,7 +56,8 @@ from authz_ledger.ledger.verify import verify_store  # noqa: E402
 from authz_ledger.tlog import checkpoint, note  # noqa: E402
 from tests.conftest import TEST_DEFAULTS, free_port, stop_process  # noqa: E402
 from tests.faults.test_crash import CLIENTS, _load, _request, _start  # noqa: E402
-from tests.readside.test_export import SpecReader, append  # noqa: E402
+from tests.support.exports import append  # noqa: E402
+from tests.support.spec_tiles import SpecReader  # noqa: E402
 
 ORIGIN = "authz-ledger.test/crash"
 ENV = dict(os.environ, PYTHONPATH=str(REPO / "server"))

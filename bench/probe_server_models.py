@@ -59,7 +59,7 @@ from bench_check import (  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
 from google.rpc import status_pb2  # noqa: E402
 
-from authz_ledger.check import input_document  # noqa: E402
+from authz_ledger.check import input as input_document  # noqa: E402
 from authz_ledger.check.handler import _compact_json  # noqa: E402
 
 MODELS = ("threads", "aio", "aio-aiohttp")

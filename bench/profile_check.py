@@ -43,7 +43,8 @@ from _workload import EXAMPLE_RESULT, StubEngine, check_request  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from google.rpc import status_pb2  # noqa: E402
 
-from authz_ledger.check import input_document, result  # noqa: E402
+from authz_ledger.check import input as input_document  # noqa: E402
+from authz_ledger.check import result  # noqa: E402
 from authz_ledger.check.handler import CheckOptions, CheckService, _compact_json, _describe_request  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
 from authz_ledger.ledger.store import Store  # noqa: E402

@@ -39,7 +39,7 @@ from _workload import StubEngine
 
 from authz_ledger import server
 from authz_ledger.check import handler as check
-from authz_ledger.check import input_document
+from authz_ledger.check import input as input_document
 from authz_ledger.cli import main as cli
 from authz_ledger.config import Config
 from authz_ledger.policy import PolicyEngine

@@ -51,7 +51,7 @@ class ServerConfig:
 @dataclass
 class EmbeddedConfig:
     workers: int = 2
-    """Evaluator processes (OPA's Go engine runs outside the server process; see policy/embedded.py)."""
+    """Evaluator processes (OPA's Go engine runs outside the server process; see policy/embedded/)."""
     memory_limit_mb: int = 3072
     """Address-space limit (RLIMIT_AS) of each evaluator process; 0 = none. A loaded one maps ~1.7 GB."""
     watch: bool = True

@@ -1,7 +1,7 @@
 """One error tree for the whole service.
 
 Library errors (lmdb, OPA's Go engine, urllib3, protobuf, cryptography) are converted to these at the module
-boundary that calls the library, so that the rest of the code -- and exactly one place, ``grpc_status`` -- only
+boundary that calls the library, so that the rest of the code -- and exactly one place, ``rpc.status`` -- only
 ever sees these.
 """
 

@@ -27,18 +27,20 @@ from grpc_reflection.v1alpha import reflection
 
 from authz_ledger import __version__
 from authz_ledger.check import handler as check
-from authz_ledger.check import input_document
+from authz_ledger.check import input as input_document
 from authz_ledger.check.handler import CheckOptions, CheckService
-from authz_ledger.config import Config
+from authz_ledger.config import Config, WitnessConfig
 from authz_ledger.errors import ConfigError, PolicyError
 from authz_ledger.ledger.opening import OpenLedger, open_for_serving
+from authz_ledger.ledger.rollback import WITNESSED_FILE, check_witnessed_file
 from authz_ledger.logs import setup_logging
 from authz_ledger.metrics import Metrics, MetricsServer, serve_metrics
 from authz_ledger.policy import PolicyEngine
 from authz_ledger.readside.audit import AuditServer, start_audit_server
 from authz_ledger.record.redact import RedactionRules, Redactor
 from authz_ledger.rpc.serving import MethodAwarePool, grpc_address
-from authz_ledger.witness import publisher as witness
+from authz_ledger.witness.endpoint import WitnessEndpoint
+from authz_ledger.witness.publisher import WitnessPublisher
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,38 @@ def build_engine(cfg: Config) -> PolicyEngine:
     )
 
 
+def attach_witnesses(cfg: WitnessConfig, ledger: OpenLedger) -> WitnessPublisher | None:
+    """Rollback checks against witnesses, then hook a started publisher to the (not yet started) writer.
+
+    Without configured endpoints only the ``witnessed`` file left by an earlier configuration is checked (with
+    the log's keys) and None is returned. Raises RollbackError or ConfigError; nothing is left running then.
+    """
+    witnessed_file = ledger.paths.data_dir / WITNESSED_FILE
+    origin = ledger.writer.origin
+    if not cfg.endpoints:
+        check_witnessed_file(witnessed_file, ledger.store, origin, [s.verifier() for s in ledger.signers], [])
+        return None
+    if not cfg.timeout_ms > 0 or not cfg.interval_ms > 0:
+        raise ConfigError("witness.timeout_ms and witness.interval_ms must be positive")
+    publisher = WitnessPublisher(
+        ledger.store,
+        ledger.signers,
+        origin,
+        [WitnessEndpoint.parse(s) for s in cfg.endpoints],
+        timeout=cfg.timeout_ms / 1000,
+        retry_interval=cfg.interval_ms / 1000,
+        witnessed_file=witnessed_file,
+    )
+    try:
+        publisher.check_witnesses()
+    except BaseException:
+        publisher.close(0)
+        raise
+    ledger.writer.on_checkpoint = publisher.submit
+    publisher.start()
+    return publisher
+
+
 @dataclass
 class Running:
     """A started service; ``stop()`` performs the SIGTERM sequence."""
@@ -117,7 +151,7 @@ class Running:
     _stopped: threading.Event
     metrics: Metrics
     metrics_server: MetricsServer | None = None
-    publisher: witness.WitnessPublisher | None = None
+    publisher: WitnessPublisher | None = None
     audit: AuditServer | None = None
 
     def stop(self) -> None:
@@ -156,7 +190,7 @@ def start(cfg: Config) -> Running:
     ledger: OpenLedger | None = None
     metrics = Metrics()
     metrics_server: MetricsServer | None = None
-    publisher: witness.WitnessPublisher | None = None
+    publisher: WitnessPublisher | None = None
     audit_server: AuditServer | None = None
     try:
         pool = input_document.load_descriptor_set(cfg.policy.proto_descriptor) if cfg.policy.proto_descriptor else None
@@ -164,7 +198,7 @@ def start(cfg: Config) -> Running:
             opened = open_for_serving(cfg.ledger)
             try:
                 # Rollback check against the witnessed file and the witnesses; hooks writer.on_checkpoint.
-                publisher = witness.attach(cfg.witness, opened)
+                publisher = attach_witnesses(cfg.witness, opened)
             except BaseException:
                 opened.close()  # sign nothing on a ledger that failed the rollback check
                 raise

@@ -15,8 +15,8 @@ import pytest
 from authz_ledger.cli import main as cli
 from authz_ledger.keys import load_or_create_signing_key
 from authz_ledger.ledger.opening import LedgerPaths
+from authz_ledger.ledger.queue import Pending
 from authz_ledger.ledger.store import Store, u64
-from authz_ledger.ledger.writer import Pending
 from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord
 from authz_ledger.record.ids import new_decision_id
 from authz_ledger.tlog import checkpoint, note, tree

@@ -216,7 +216,7 @@ def test_no_plaintext_secret_in_the_data_dir_the_exports_or_the_logs(tmp_path: P
 def test_query_secrets_in_the_path_pseudo_header_are_digested_too() -> None:
     """Envoy puts ``:path`` (with the query string) in the CheckRequest's header map; the redactor digests the
     sensitive query parameters of ``http.path``, ``query`` and ``parsed_query`` but not of ``headers[":path"]``."""
-    from authz_ledger.check import input_document
+    from authz_ledger.check import input as input_document
     from authz_ledger.record.redact import RedactionRules, Redactor
 
     token = _secret("access-token")

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz_ledger.errors import LedgerCorruptError
+from authz_ledger.ledger.queue import Pending
 from authz_ledger.ledger.store import Store, u64
 from authz_ledger.ledger.verify import verify_store
-from authz_ledger.ledger.writer import Pending
 from authz_ledger.record.ids import new_decision_id
 from authz_ledger.tlog import checkpoint, note, tree
 from tests.conftest import ORIGIN, make_writer

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerWriteError
+from authz_ledger.ledger.queue import Pending
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.verify import verify_store
-from authz_ledger.ledger.writer import Durability, LedgerWriter, Pending, _sequence_prefix
+from authz_ledger.ledger.writer import Durability, LedgerWriter
 from authz_ledger.record import entry
 from authz_ledger.record.entry import DecisionRecord
 from authz_ledger.record.ids import new_decision_id
@@ -27,21 +28,6 @@ from tests.conftest import ORIGIN, make_writer
 
 def _entries(n: int) -> list[bytes]:
     return [b"\x12\x04body" + i.to_bytes(4, "big") for i in range(n)]
-
-
-@pytest.mark.parametrize(
-    ("seq", "expected"),
-    [
-        pytest.param(0, b"\x08\x00", id="sequence 0 is still written, so every entry starts with field 1"),
-        pytest.param(1, b"\x08\x01", id="one byte varint"),
-        pytest.param(300, b"\x08\xac\x02", id="two byte varint as protobuf encodes 300"),
-        pytest.param(2**21, b"\x08\x80\x80\x80\x01", id="the first four byte varint"),
-        pytest.param(2**28 - 1, b"\x08\xff\xff\xff\x7f", id="the last four byte varint"),
-        pytest.param(2**40, b"\x08\x80\x80\x80\x80\x80\x20", id="large sequence numbers"),
-    ],
-)
-def test_sequence_prefix_is_the_protobuf_encoding_of_field_1(seq: int, expected: bytes) -> None:
-    assert _sequence_prefix(seq) == expected
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,7 +1,7 @@
 """The differential suite's cases: Rego policies, data and Envoy-shaped inputs, written for authz-ledger.
 
 Each case is one policy module (package ``diff.cases.<id>``, decision ``result``), optional data under
-``data.diff.data.<id>``, and one input document built by :func:`authz_ledger.check.input_document.build_input` from a
+``data.diff.data.<id>``, and one input document built by :func:`authz_ledger.check.input.build_input` from a
 real CheckRequest -- the shape opa-envoy-plugin gives a policy. Families: JWT decode and verify, CIDR, regex,
 time, glob, strings, sets and objects, ``every``, ``some ... in``, comprehensions, ``with``, JSON / YAML /
 base64 / URL builtins, numbers as written, undefined decisions, conflicts and builtin errors.
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_ledger.check.input_document import build_input
+from authz_ledger.check.input import build_input
 from authz_ledger.record import gojson
 
 

@@ -2,7 +2,7 @@
 
 Every case of ``differential_cases.py`` is loaded into both as one package, behind one dispatcher rule, and
 evaluated with the same input document. The embedded engine must give what the server gives with
-``strict-builtin-errors`` (both are strict: see policy/go_engine.py): the same value, the same undefined, an
+``strict-builtin-errors`` (both are strict: see policy/embedded/go_engine.py): the same value, the same undefined, an
 error where the server errs. Differences due to the version gap are listed in ``VERSION_GAP``, each with its
 reason, and asserted to still differ, so the list cannot go stale. The server is asked without strict builtin
 errors too (opa-envoy-plugin's default): ``LENIENT_ONLY`` lists exactly the cases where that changes the

@@ -48,7 +48,7 @@ def test_example_policy_decisions(example_engine, method, path, user, want):
 
 
 # Each policy below must end in an error -- never an allow, never a silent undefined. The engine evaluates with
-# strict builtin errors (see policy/go_engine.py): OPA's own default would make the failing builtin undefined.
+# strict builtin errors (see policy/embedded/go_engine.py): OPA's own default would make the failing builtin undefined.
 FAILING_POLICIES = [
     pytest.param(
         "import rego.v1\ndeny if time.parse_rfc3339_ns(input.t) > 0\nallow if not deny\n",

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_ledger.check.input_document import build_input
+from authz_ledger.check.input import build_input
 from authz_ledger.errors import (
     PolicyEvaluationError,
     PolicyTimeoutError,
@@ -25,15 +25,10 @@ from authz_ledger.errors import (
 )
 from authz_ledger.policy.opa import OpaEngine, version_from_provenance
 from authz_ledger.record import gojson
-from tests.check.test_input_document import (
-    NUMBER_CASES,
-    http_request,
-    request_from_json,
-    with_number_text,
-    without_number_text,
-)
+from tests.check.input.support import http_request, request_from_json
+from tests.check.input.test_golden import NUMBER_CASES, with_number_text, without_number_text
 from tests.conftest import free_port, opa_binary, pause_process, wait_for_opa
-from tests.record.test_gojson import documents
+from tests.record.gojson.test_read import documents
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
 

@@ -26,7 +26,8 @@ from authz_ledger.errors import (
 )
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
-from authz_ledger.readside.reader import EntryFilter, LedgerReader
+from authz_ledger.readside.reader import LedgerReader
+from authz_ledger.readside.values import EntryFilter
 from authz_ledger.record.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR
 from authz_ledger.tlog import checkpoint, receipt, tree
 from tests.conftest import ROOT

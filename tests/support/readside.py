@@ -8,8 +8,9 @@ from pathlib import Path
 
 from authz_ledger.keys import load_or_create_signing_key
 from authz_ledger.ledger.opening import LedgerPaths
+from authz_ledger.ledger.queue import Pending
 from authz_ledger.ledger.store import Store
-from authz_ledger.ledger.writer import LedgerWriter, Pending
+from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.record.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR, DecisionRecord
 from authz_ledger.record.ids import new_decision_id
 from authz_ledger.tlog import note

@@ -1,6 +1,6 @@
 """Publishing to C2SP witnesses over real HTTP, against a witness written from the spec (tests/spec_witness.py).
 
-Each ledger here is wired exactly as the server wires it: ``open_for_serving``, then ``witness.attach`` (rollback
+Each ledger here is wired exactly as the server wires it: ``open_for_serving``, then ``attach_witnesses`` (rollback
 checks, ``on_checkpoint`` hook), then the writer starts; shutdown closes the writer (final checkpoint), then the
 publisher, then the store.
 """
@@ -19,14 +19,17 @@ import pytest
 
 from authz_ledger import keys
 from authz_ledger.config import LedgerConfig, WitnessConfig
-from authz_ledger.errors import ConfigError, RollbackError
+from authz_ledger.errors import RollbackError
 from authz_ledger.ledger.opening import LedgerPaths, OpenLedger, open_for_serving
+from authz_ledger.ledger.rollback import WITNESSED_FILE
 from authz_ledger.ledger.store import Store
 from authz_ledger.record.ids import new_decision_id
+from authz_ledger.server import attach_witnesses
 from authz_ledger.tlog import checkpoint, note, tree
 from authz_ledger.tlog.cosignature import CosignatureVerifier, Cosigner, verify_cosignature
-from authz_ledger.witness import publisher as witness
-from authz_ledger.witness.publisher import WITNESSED_FILE, WitnessEndpoint, WitnessPublisher
+from authz_ledger.tlog.proof import consistency_proof
+from authz_ledger.witness.endpoint import WitnessEndpoint
+from authz_ledger.witness.publisher import WitnessPublisher
 from tests.conftest import ORIGIN, free_port
 from tests.support.spec_witness import SpecWitness, rfc9162_verify_consistency
 
@@ -36,7 +39,7 @@ from tests.support.spec_witness import SpecWitness, rfc9162_verify_consistency
 @dataclass
 class Served:
     opened: OpenLedger
-    publisher: witness.WitnessPublisher | None
+    publisher: WitnessPublisher | None
 
     @property
     def store(self) -> Store:
@@ -87,7 +90,7 @@ def serve(
     )
     opened = open_for_serving(cfg)
     try:
-        publisher = witness.attach(
+        publisher = attach_witnesses(
             WitnessConfig(endpoints=list(endpoints), timeout_ms=timeout_ms, interval_ms=interval_ms), opened
         )
     except BaseException:
@@ -150,7 +153,7 @@ def test_the_spec_witness_verifies_the_rfc6962_reference_consistency_proofs() ->
     frontier = tree.Frontier()
     stored = [h for leaf in hashes for h in frontier.append(leaf)]
     for m, n in ((3, 7), (4, 8), (1, 8), (6, 8), (7, 8)):
-        proof = tree.consistency_proof(m, n, lambda indexes: [stored[i] for i in indexes])
+        proof = consistency_proof(m, n, lambda indexes: [stored[i] for i in indexes])
         root1, root2 = tree.root_from_leaf_hashes(hashes[:m]), tree.root_from_leaf_hashes(hashes[:n])
         assert rfc9162_verify_consistency(m, n, root1, root2, proof)
         assert not rfc9162_verify_consistency(m, n, root2, root1, proof)
@@ -180,7 +183,7 @@ def test_the_spec_witness_answers_each_status_the_spec_names(
     conflict = w.add_checkpoint(body(3))
     assert (conflict.status, conflict.content_type, conflict.body) == (409, "text/x.tlog.size", b"%d\n" % size)
     w.latest[ORIGIN] = (3, tree.tree_hash(3, store.read_hashes))
-    good = tree.consistency_proof(3, size, store.read_hashes)
+    good = consistency_proof(3, size, store.read_hashes)
     bad = [good[0], bytes(32), *good[2:]]
     assert w.add_checkpoint(body(3, bad)).status == 422
     assert w.add_checkpoint(body(3, good)).status == 200
@@ -450,25 +453,3 @@ def test_an_emptied_ledger_with_the_same_key_is_refused_by_a_witness_that_saw_en
     shutil.rmtree(data_dir)  # the whole data dir is gone; the key was kept elsewhere
     with pytest.raises(RollbackError, match=r"size 2 .* latest checkpoint is size 0"):
         serve(data_dir, w.endpoint, signing_keys=(str(key),))
-
-
-# --- Configuration ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("case", "spec", "message"),
-    [
-        ("a URL without a key", "http://w.example/", "want '<witness vkey> <URL prefix>'"),
-        ("a plain 0x01 note key", "Log+2271c621+AemuH5ooBpEPcr+W8onrjA1NfuzBVHdezakU81Ekarvs http://w/", "0x04"),
-        ("a non-HTTP URL", "{vkey} ftp://w.example/", "http:// or https://"),
-    ],
-)
-def test_malformed_witness_endpoints_are_configuration_errors(case: str, spec: str, message: str) -> None:
-    spec = spec.format(vkey=make_cosigner_vkey("witness.test/w"))
-    with pytest.raises(ConfigError, match=message):
-        WitnessEndpoint.parse(spec)
-
-
-def test_an_endpoint_prefix_gets_add_checkpoint_appended_once() -> None:
-    vkey = make_cosigner_vkey("witness.test/w")
-    assert WitnessEndpoint.parse(f"{vkey} https://w.example/sub/").url == "https://w.example/sub/add-checkpoint"

@@ -32,7 +32,8 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message import DecodeError
 
-from authz_ledger.check import input_document, result
+from authz_ledger.check import input as input_document
+from authz_ledger.check import result
 from authz_ledger.errors import LedgerError, PolicyError, RequestParseError
 from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.metrics import Metrics

@@ -77,7 +77,7 @@ def build_request(args: argparse.Namespace) -> external_auth_pb2.CheckRequest:
 def _ledger_index(audit_addr: str, decision_id: str, deadline: float) -> int | None:
     """The entry's index through the audit API; None if it cannot be reached or the entry never shows up
     (``async`` durability writes it just after the answer: a few short retries)."""
-    from authz_ledger.cli.read import RemoteSource
+    from authz_ledger.readside.client import RemoteSource
 
     source = RemoteSource(audit_addr, None, None, None)
     try:

@@ -1,4 +1,5 @@
-"""``authz-ledger export``: a static C2SP tlog-tiles directory or JSON Lines, from a local data dir (see export.py).
+"""``authz-ledger export``: a static C2SP tlog-tiles directory or JSON Lines, from a local data dir (see
+readside/export_tiles.py and readside/export_jsonl.py).
 
 Read-only on the ledger and safe while the server runs. Like cli.py, this module prints and lets the error tree
 propagate to ``cli.main``, the one place that catches it. The ``--json`` summary is a contract: field names never
@@ -16,7 +17,8 @@ from typing import Any, TextIO
 
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
-from authz_ledger.readside.export import export_jsonl, export_tiles
+from authz_ledger.readside.export_jsonl import export_jsonl
+from authz_ledger.readside.export_tiles import export_tiles
 
 _HELP = "export to a static tlog-tiles directory (incremental) or to JSON Lines"
 _DESCRIPTION = """\

@@ -6,10 +6,8 @@ Machine-readable output (``--json``) is a contract: field names never change mea
 from __future__ import annotations
 
 import argparse
-import base64
 import itertools
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from authz_ledger.cli import check as cli_check
 from authz_ledger.cli import evaluate as cli_eval
 from authz_ledger.cli import export as cli_export
 from authz_ledger.cli import read as cli_read
+from authz_ledger.cli.common import b64, load_verifiers
 from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
@@ -36,10 +35,6 @@ every decision in an append-only ledger with an RFC 6962 Merkle tree and Ed25519
   authz-ledger eval --policy ./policy --input in.json   the decision serve would make for one input
   authz-ledger verify --data-dir DIR --vkey VKEY   prove offline that the ledger is complete and unaltered
 """
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
 
 
 # --- serve -----------------------------------------------------------------------------------------------
@@ -83,18 +78,6 @@ def _open_store(data_dir: str) -> Store:
     return Store(LedgerPaths(Path(data_dir)).store, readonly=True)
 
 
-def _verifiers(vkeys: Sequence[str]) -> list[note.Verifier]:
-    out = []
-    for v in vkeys:
-        text = Path(v).read_text(encoding="utf-8").strip() if os.path.isfile(v) else v.strip()
-        for line in text.splitlines():
-            if line.strip():
-                out.append(note.Verifier.from_vkey(line.strip()))
-    if not out:
-        raise NoteError("no verifier key given")
-    return out
-
-
 class _ProgressBar:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -112,7 +95,7 @@ class _ProgressBar:
 
 
 def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
-    verifiers = _verifiers(args.vkey)
+    verifiers = load_verifiers(args.vkey)
     store = _open_store(args.data_dir)
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
     try:
@@ -134,7 +117,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         doc = {
             "ok": True,
             "size": report.size,
-            "root": _b64(report.root),
+            "root": b64(report.root),
             "entries": report.entries,
             "batches": report.batches,
             "checkpoints": report.checkpoints,
@@ -147,7 +130,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print(
             f"OK: {args.data_dir}: {report.size} entries, {report.batches} batches, "
-            f"{report.checkpoints} signed checkpoints verified; root {_b64(report.root)}"
+            f"{report.checkpoints} signed checkpoints verified; root {b64(report.root)}"
             + (
                 f"; {report.size - (report.latest_checkpoint or 0)} entries after the latest checkpoint"
                 if report.size != (report.latest_checkpoint or 0)
@@ -211,7 +194,7 @@ def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
         for seq, data in itertools.islice(store.iter_entries(args.from_), args.limit):
             msg = entry.decode(data, seq)
             if args.json:
-                doc = {"index": seq, "decision_id": msg.decision_id, "entry_b64": _b64(data)}
+                doc = {"index": seq, "decision_id": msg.decision_id, "entry_b64": b64(data)}
                 doc.update(entry.to_json_fields(msg))
                 print(json.dumps(doc, ensure_ascii=False), file=out)
             else:

@@ -2,8 +2,8 @@
 
 Every command but ``verify-receipt`` (which is offline) reads either a local data directory (``--data-dir``:
 read-only LMDB transactions, safe while the server runs) or a running server's audit API (``--server ADDR``,
-with ``--ca``/``--cert``/``--key`` for TLS and mutual TLS). Both paths return the same values, so the output
-is the same whichever is used.
+with ``--ca``/``--cert``/``--key`` for TLS and mutual TLS), through the sources of readside/client.py. Both
+return the same values, so the output is the same whichever is used.
 
 Contracts (``--json``; field names and meanings never change):
 
@@ -20,7 +20,6 @@ error tree; ``cli.main`` is the one place that catches it.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import datetime
 import json
@@ -29,238 +28,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-import grpc
 import orjson
 
-from authz_ledger._proto.authzledger.v1 import audit_pb2 as _pb
-from authz_ledger._proto.authzledger.v1 import audit_pb2_grpc as _pb_grpc
-from authz_ledger.errors import ConfigError, InvalidRequestError, NotFoundError, ProofError
-from authz_ledger.ledger.opening import LedgerPaths
-from authz_ledger.ledger.store import Store
-from authz_ledger.readside.reader import (
-    ConsistencyProof,
-    EntryFilter,
-    InclusionProof,
-    IssuedReceipt,
-    LedgerReader,
-    SignedCheckpoint,
-    StoredEntry,
-    parse_signed_checkpoint,
-    poll_store,
-)
+from authz_ledger.cli.common import b64, load_verifiers
+from authz_ledger.errors import ConfigError, InvalidRequestError
+from authz_ledger.readside.client import LocalSource, RemoteSource, Source, read_flag_file
+from authz_ledger.readside.values import EntryFilter, StoredEntry
 from authz_ledger.record import entry
-from authz_ledger.rpc import status as grpc_status
-from authz_ledger.tlog import receipt, tree
+from authz_ledger.tlog import receipt
 
 _OUTCOMES = {name: value for value, name in entry.OUTCOME_NAMES.items()}
-_RPC_TIMEOUT = 30.0
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
 
 
 # --- Where the ledger is read from ----------------------------------------------------------------------
-
-
-class Source(Protocol):
-    """A ledger to read: a local data directory or a server's audit API."""
-
-    def entry(self, index: int | None, decision_id: str | None) -> StoredEntry: ...
-    def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]: ...
-    def tail_start(self, n: int) -> int: ...
-    def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]: ...
-    def checkpoint(self, size: int | None) -> SignedCheckpoint: ...
-    def inclusion(self, index: int, tree_size: int | None) -> InclusionProof: ...
-    def consistency(self, size1: int, size2: int | None) -> ConsistencyProof: ...
-    def receipt(self, index: int | None, decision_id: str | None) -> IssuedReceipt: ...
-    def close(self) -> None: ...
-
-
-class LocalSource:
-    """A data directory opened read-only (LMDB readers never block the writer of a running server)."""
-
-    def __init__(self, data_dir: str) -> None:
-        self._store = Store(LedgerPaths(Path(data_dir)).store, readonly=True)
-        self._reader = LedgerReader(self._store)
-
-    def entry(self, index: int | None, decision_id: str | None) -> StoredEntry:
-        return self._reader.get_entry(index=index, decision_id=decision_id)
-
-    def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]:
-        return self._reader.list_entries(start, end, limit, flt)
-
-    def tail_start(self, n: int) -> int:
-        return max(0, self._reader.size() - n)
-
-    def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]:
-        # Another process writes: poll the committed head (cheap: one read transaction per poll).
-        return self._reader.follow(start, flt, poll_store(self._reader), lambda: not stop.is_set())
-
-    def checkpoint(self, size: int | None) -> SignedCheckpoint:
-        return self._reader.checkpoint(size)
-
-    def inclusion(self, index: int, tree_size: int | None) -> InclusionProof:
-        return self._reader.inclusion_proof(index, tree_size)
-
-    def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
-        return self._reader.consistency_proof(size1, size2)
-
-    def receipt(self, index: int | None, decision_id: str | None) -> IssuedReceipt:
-        return self._reader.receipt(index=index, decision_id=decision_id)
-
-    def close(self) -> None:
-        self._store.close()
-
-
-def _stored_entry(msg: Any) -> StoredEntry:
-    """An Entry from the API, trusting only its raw bytes: decoded and hashed here."""
-    raw = bytes(msg.raw)
-    found = StoredEntry(msg.index, raw, entry.decode(raw, msg.index))
-    if msg.leaf_hash and msg.leaf_hash != found.leaf_hash:
-        raise ProofError(f"the server's leaf hash for entry {msg.index} is not the hash of the bytes it sent")
-    return found
-
-
-def _signed_checkpoint(msg: Any) -> SignedCheckpoint:
-    return SignedCheckpoint(msg.origin, msg.tree_size, bytes(msg.root_hash), bytes(msg.note))
-
-
-class RemoteSource:
-    """A server's ``authzledger.v1.Ledger`` API; gRPC failures become errors of the tree (grpc_status)."""
-
-    def __init__(self, address: str, ca: str | None, cert: str | None, key: str | None) -> None:
-        self._address = address
-        if bool(cert) != bool(key):
-            raise ConfigError("--cert and --key go together (a client certificate and its private key)")
-        if ca or cert:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(ca, "--ca") if ca else None,
-                private_key=_read(key, "--key") if key else None,
-                certificate_chain=_read(cert, "--cert") if cert else None,
-            )
-            self._channel = grpc.secure_channel(address, creds)
-        else:
-            self._channel = grpc.insecure_channel(address)
-        self._stub = _pb_grpc.LedgerStub(self._channel)
-
-    def _call(self, method: str, request: Any) -> Any:
-        try:
-            return getattr(self._stub, method)(request, timeout=_RPC_TIMEOUT)
-        except grpc.RpcError as e:
-            raise self._error(e) from None
-
-    def _stream(self, method: str, request: Any, stop: threading.Event | None = None) -> Iterator[StoredEntry]:
-        call = getattr(self._stub, method)(request)
-        if stop is not None:
-            # Cancel from the side: the call's iterator blocks until a message or the end of the stream.
-            threading.Thread(target=lambda: stop.wait() and call.cancel(), daemon=True).start()
-        try:
-            for msg in call:
-                yield _stored_entry(msg)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                raise self._error(e) from None
-        finally:
-            call.cancel()
-
-    def _error(self, e: grpc.RpcError) -> Exception:
-        code, details = e.code(), e.details()
-        return grpc_status.error_from_status(code, details or "", f"audit server {self._address}")
-
-    def entry(self, index: int | None, decision_id: str | None) -> StoredEntry:
-        req = _pb.GetEntryRequest(index=index) if index is not None else _pb.GetEntryRequest(decision_id=decision_id)
-        return _stored_entry(self._call("GetEntry", req))
-
-    def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]:
-        # 0 means "the default" in the API, so a real 0 cannot be sent: an empty range or limit asks nothing.
-        if end == 0 and start > 0:
-            raise InvalidRequestError(f"end index 0 is before start index {start}")
-        if end == 0 or limit == 0:
-            return iter(())
-        req = _pb.ListEntriesRequest(start_index=start, end_index=end or 0, limit=limit or 0, filter=_filter_pb(flt))
-        return self._stream("ListEntries", req)
-
-    def tail_start(self, n: int) -> int:
-        # The API tells the latest checkpoint's size, not the head's: start there; the caller keeps the last n.
-        try:
-            size = self.checkpoint(None).size
-        except NotFoundError:
-            return 0
-        return max(0, size - n)
-
-    def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]:
-        return self._stream("Tail", _pb.TailRequest(start_index=start, filter=_filter_pb(flt)), stop)
-
-    def checkpoint(self, size: int | None) -> SignedCheckpoint:
-        if size == 0:
-            raise NotFoundError("no checkpoint is ever published at tree size 0")
-        return _signed_checkpoint(self._call("GetCheckpoint", _pb.GetCheckpointRequest(tree_size=size or 0)))
-
-    def inclusion(self, index: int, tree_size: int | None) -> InclusionProof:
-        if tree_size == 0:
-            raise ProofError(f"leaf index {index} is not in a tree of 0 leaves")
-        msg = self._call("GetInclusionProof", _pb.GetInclusionProofRequest(index=index, tree_size=tree_size or 0))
-        found = self.entry(index, None)
-        hashes = tuple(bytes(h) for h in msg.hashes)
-        root = bytes(msg.root_hash)
-        # Fail closed: check what the server sent before printing it as a proof.
-        if bytes(msg.leaf_hash) != found.leaf_hash:
-            raise ProofError(f"the server's leaf hash for entry {index} is not the hash of the entry it serves")
-        tree.verify_inclusion(msg.index, msg.tree_size, found.leaf_hash, hashes, root)
-        return InclusionProof(
-            msg.index, msg.tree_size, found.raw, found.leaf_hash, root, hashes, bytes(msg.checkpoint) or None
-        )
-
-    def consistency(self, size1: int, size2: int | None) -> ConsistencyProof:
-        if size2 == 0:
-            if size1 != 0:
-                raise ProofError(f"size1 {size1} is larger than size2 0: a log only grows")
-            return ConsistencyProof(0, tree.EMPTY_ROOT, 0, tree.EMPTY_ROOT, ())
-        msg = self._call("GetConsistencyProof", _pb.GetConsistencyProofRequest(size1=size1, size2=size2 or 0))
-        p = ConsistencyProof(
-            msg.size1, bytes(msg.root1), msg.size2, bytes(msg.root2), tuple(bytes(h) for h in msg.hashes)
-        )
-        if p.size1 == 0 and (p.hashes or p.root1 != tree.EMPTY_ROOT):
-            raise ProofError("the server sent a non-empty proof or a wrong root for the empty tree")
-        if p.size1 > 0:
-            tree.verify_consistency(p.size1, p.size2, p.root1, p.root2, p.hashes)
-        return p
-
-    def receipt(self, index: int | None, decision_id: str | None) -> IssuedReceipt:
-        if index is not None:
-            req = _pb.GetReceiptRequest(index=index)
-        else:
-            req = _pb.GetReceiptRequest(decision_id=decision_id)
-        msg = self._call("GetReceipt", req)
-        found = _stored_entry(msg.entry)
-        proof = bytes(msg.proof)
-        parsed = receipt.parse_receipt(proof)
-        if parsed.index != found.index:
-            raise ProofError(f"the server's receipt is for entry {parsed.index}, not {found.index}")
-        return IssuedReceipt(proof, found, parse_signed_checkpoint(parsed.checkpoint))
-
-    def close(self) -> None:
-        self._channel.close()
-
-
-def _filter_pb(flt: EntryFilter) -> Any:
-    return _pb.EntryFilter(
-        since_unix_nano=flt.since_unix_nano,
-        until_unix_nano=flt.until_unix_nano,
-        outcome=flt.outcome,  # type: ignore[arg-type]
-        path_prefix=flt.path_prefix,
-        principal=flt.principal,
-    )
-
-
-def _read(path: str, flag: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{flag}: cannot read {path}: {e.strerror}") from e
 
 
 def open_source(args: argparse.Namespace) -> Source:
@@ -278,7 +60,7 @@ def open_source(args: argparse.Namespace) -> Source:
 
 def entry_doc(e: StoredEntry) -> dict[str, Any]:
     """The ``log --json`` object for one entry: index, decision id, the stored bytes, the decoded fields."""
-    doc: dict[str, Any] = {"index": e.index, "decision_id": e.message.decision_id, "entry_b64": _b64(e.raw)}
+    doc: dict[str, Any] = {"index": e.index, "decision_id": e.message.decision_id, "entry_b64": b64(e.raw)}
     doc.update(entry.to_json_fields(e.message))
     return doc
 
@@ -474,18 +256,16 @@ def cmd_receipt(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_verify_receipt(args: argparse.Namespace, out: TextIO) -> int:
-    from authz_ledger.cli.main import _verifiers  # the CLI's one way of reading --vkey (a key or a file of keys)
-
-    proof = _read(args.receipt, "--receipt")
-    data = _read(args.entry, "--entry")
-    cp = receipt.verify_receipt(proof, data, _verifiers(args.vkey), args.origin)
+    proof = read_flag_file(args.receipt, "--receipt")
+    data = read_flag_file(args.entry, "--entry")
+    cp = receipt.verify_receipt(proof, data, load_verifiers(args.vkey), args.origin)
     index = receipt.parse_receipt(proof).index
     if args.json:
-        doc = {"ok": True, "index": index, "origin": cp.origin, "tree_size": cp.size, "root": _b64(cp.root)}
+        doc = {"ok": True, "index": index, "origin": cp.origin, "tree_size": cp.size, "root": b64(cp.root)}
         print(json.dumps(doc), file=out)
     else:
         print(
-            f"OK: {args.receipt}: entry {index} is in {cp.origin} at tree size {cp.size} (root {_b64(cp.root)})",
+            f"OK: {args.receipt}: entry {index} is in {cp.origin} at tree size {cp.size} (root {b64(cp.root)})",
             file=out,
         )
     return 0
@@ -501,16 +281,16 @@ def cmd_proof_inclusion(args: argparse.Namespace, out: TextIO) -> int:
         doc = {
             "index": p.index,
             "tree_size": p.tree_size,
-            "leaf_b64": _b64(p.entry),
-            "root": _b64(p.root),
-            "proof": [_b64(h) for h in p.hashes],
+            "leaf_b64": b64(p.entry),
+            "root": b64(p.root),
+            "proof": [b64(h) for h in p.hashes],
         }
         print(json.dumps(doc), file=out)
     else:
-        print(f"entry {p.index} in the tree of size {p.tree_size}, root {_b64(p.root)}", file=out)
-        print(f"leaf hash {_b64(p.leaf_hash)}", file=out)
+        print(f"entry {p.index} in the tree of size {p.tree_size}, root {b64(p.root)}", file=out)
+        print(f"leaf hash {b64(p.leaf_hash)}", file=out)
         for h in p.hashes:
-            print(_b64(h), file=out)
+            print(b64(h), file=out)
     return 0
 
 
@@ -523,16 +303,16 @@ def cmd_proof_consistency(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         doc = {
             "size1": p.size1,
-            "root1": _b64(p.root1),
+            "root1": b64(p.root1),
             "size2": p.size2,
-            "root2": _b64(p.root2),
-            "proof": [_b64(h) for h in p.hashes],
+            "root2": b64(p.root2),
+            "proof": [b64(h) for h in p.hashes],
         }
         print(json.dumps(doc), file=out)
     else:
-        print(f"tree {p.size1} (root {_b64(p.root1)}) -> tree {p.size2} (root {_b64(p.root2)})", file=out)
+        print(f"tree {p.size1} (root {b64(p.root1)}) -> tree {p.size2} (root {b64(p.root2)})", file=out)
         for h in p.hashes:
-            print(_b64(h), file=out)
+            print(b64(h), file=out)
     return 0
 
 

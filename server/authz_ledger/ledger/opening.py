@@ -22,7 +22,8 @@ from pathlib import Path
 from authz_ledger import keys
 from authz_ledger.config import LedgerConfig
 from authz_ledger.errors import LedgerError, NoteError, RollbackError
-from authz_ledger.ledger.store import Store, write_file_atomically
+from authz_ledger.ledger.files import write_file_atomically
+from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.verify import VerifyReport, verify_store
 from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions
 from authz_ledger.record.redact import RedactionRules, Redactor

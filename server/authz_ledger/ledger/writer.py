@@ -21,24 +21,22 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import lmdb
 
 from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerError, LedgerWriteError
-from authz_ledger.ledger.store import BatchRecord, Head, Store, leaves_digest, write_file_atomically
-from authz_ledger.record.entry import OUTCOME_ERROR, DecisionRecord
-from authz_ledger.record.ids import new_decision_id
+from authz_ledger.ledger.files import write_file_atomically
+from authz_ledger.ledger.queue import NUDGE, STOP, BatchQueue, Pending
+from authz_ledger.ledger.refusals import Refusals
+from authz_ledger.ledger.store import BatchRecord, Head, Store, leaves_digest
+from authz_ledger.record.entry import sequence_prefix
 from authz_ledger.tlog import checkpoint, note, tree
 
 log = logging.getLogger(__name__)
@@ -63,103 +61,6 @@ class WriterOptions:
     """The LMDB map doubles on 'map full' up to this size; beyond it writes fail closed."""
     overload_http_status: int = 503
     """The status Checks refused by backpressure were denied with (recorded in the summary entry)."""
-
-
-def _sequence_prefix(seq: int) -> bytes:
-    """Protobuf encoding of LedgerEntry field 1 (``sequence``, varint), written first in every entry.
-
-    Handlers encode everything else before a sequence number exists; protobuf lets fields appear in any
-    order and concatenated encodings merge, so the writer only prepends this. The field is written even for 0
-    so that every entry starts with it. Unrolled for the sizes a ledger reaches: this runs once per entry.
-    """
-    if seq < 1 << 7:
-        return bytes((8, seq))
-    if seq < 1 << 14:
-        return bytes((8, seq & 0x7F | 0x80, seq >> 7))
-    if seq < 1 << 21:
-        return bytes((8, seq & 0x7F | 0x80, seq >> 7 & 0x7F | 0x80, seq >> 14))
-    if seq < 1 << 28:
-        return bytes((8, seq & 0x7F | 0x80, seq >> 7 & 0x7F | 0x80, seq >> 14 & 0x7F | 0x80, seq >> 21))
-    out = bytearray(b"\x08")
-    while seq >= 0x80:
-        out.append(seq & 0x7F | 0x80)
-        seq >>= 7
-    out.append(seq)
-    return bytes(out)
-
-
-class Pending:
-    """One decision on its way into the ledger."""
-
-    __slots__ = ("body", "decision_id", "done", "error", "seq", "taken")
-
-    def __init__(self, body: bytes, decision_id: bytes, wait: bool) -> None:
-        self.body = body
-        self.decision_id = decision_id
-        self.done: threading.Event | None = threading.Event() if wait else None
-        self.seq = -1
-        self.error: LedgerError | None = None
-        self.taken = False
-        """Set (under the queue's lock) when the writer takes it off the queue."""
-
-
-_STOP = Pending(b"", b"", wait=False)
-_NUDGE = Pending(b"", b"", wait=False)
-"""Wakes the writer for work that is not in the queue (a correction entry)."""
-
-
-class BatchQueue:
-    """A bounded FIFO whose consumer takes everything queued at once (group commit).
-
-    ``queue.Queue`` costs a lock round trip per item on the consumer side; here the writer takes up to a whole
-    batch under one lock acquisition, which matters at 100k+ entries/s in one Python thread.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: deque[Pending] = deque()
-        self._lock = threading.Lock()
-        self._not_empty = threading.Condition(self._lock)
-        self._not_full = threading.Condition(self._lock)
-
-    def put(self, item: Pending, timeout: float, *, force: bool = False) -> bool:
-        """Append ``item``; wait at most ``timeout`` s for space. False if still full (``force`` never waits)."""
-        with self._lock:
-            if not force and len(self._items) >= self.maxsize:
-                deadline = time.monotonic() + timeout
-                while len(self._items) >= self.maxsize:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._not_full.wait(remaining)
-            self._items.append(item)
-            self._not_empty.notify()
-            return True
-
-    def take(self, max_items: int, timeout: float | None) -> list[Pending]:
-        """Everything queued (at most ``max_items``); waits up to ``timeout`` for a first item."""
-        with self._lock:
-            if not self._items:
-                self._not_empty.wait(timeout)
-            items = self._items
-            n = min(len(items), max_items)
-            batch = [items.popleft() for _ in range(n)]
-            for item in batch:
-                item.taken = True
-            if n:
-                self._not_full.notify_all()
-            return batch
-
-    def replace_body(self, item: Pending, body: bytes) -> bool:
-        """Give a still-queued ``item`` a new body; False if the writer has taken it already."""
-        with self._lock:
-            if item.taken:
-                return False
-            item.body = body
-            return True
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass(slots=True)
@@ -205,14 +106,8 @@ class LedgerWriter:
         self._committed = threading.Condition()
         self._halted: str | None = None
         """Set when the writer must not write again (its view of the store is wrong): every batch fails."""
-        self._refused_lock = threading.Lock()
-        self._refused_count = 0
-        self._refused_first_ns = 0
-        self._refused_last_ns = 0
-        self._own: list[Pending] = []
-        """Entries the writer added itself (corrections, backpressure summaries) whose commit has not succeeded
-        yet: added to every batch until one commits (under _refused_lock)."""
-        self._sync_waiters = 0
+        self._refusals = Refusals(self._queue, self.stats, options)
+        """Checks refused (backpressure, commit timeouts) and the entries the writer adds itself to say so."""
         self.head: Head = store.head()
         self._frontier = tree.Frontier.from_stored(self.head.size, store.read_hashes)
         latest = store.checkpoint()
@@ -237,9 +132,8 @@ class LedgerWriter:
         """
         wait = self.options.durability is Durability.SYNC
         if wait:
-            with self._refused_lock:
-                # Counted before the closed check: shutdown keeps writing until every waiter is done.
-                self._sync_waiters += 1
+            # Counted before the closed check: shutdown keeps writing until every waiter is done.
+            self._refusals.sync_waiter_arrives()
         try:
             if self._closed:
                 raise LedgerClosedError("the ledger is shutting down")
@@ -271,38 +165,12 @@ class LedgerWriter:
             return pending.seq
         finally:
             if wait:
-                with self._refused_lock:
-                    self._sync_waiters -= 1
+                self._refusals.sync_waiter_leaves()
 
     def _correct(self, pending: Pending, refused: bytes) -> None:
         """Make the ledger say that ``pending``'s Check was refused after its commit timed out."""
-        decision = str(uuid.UUID(bytes=pending.decision_id))
-        if self._halted is not None or not self._thread.is_alive():
-            log.critical(
-                "decision %s was denied after its commit timed out, but the ledger writer has stopped: its entry "
-                "may say otherwise and nothing more can be written",
-                decision,
-            )
-            return
-        if self._queue.replace_body(pending, refused):
-            log.warning("decision %s refused: commit timeout; its queued entry now records the refusal", decision)
-            return
-        if pending.done is not None and pending.done.is_set() and pending.error is not None:
-            return  # its commit failed meanwhile: nothing in the ledger contradicts the refusal
-        # The writer holds it in the commit under way (or has just committed it): that entry records the policy's
-        # answer, so a correction entry follows it. The writer keeps it until a commit holding it succeeds.
-        correction = self._own_entry(
-            time.time_ns(),
-            f"LedgerWriteError: decision {decision} was denied with HTTP {self.options.overload_http_status}: "
-            f"its commit did not finish within {self.options.commit_timeout_s} s; the entry recorded for it "
-            "(if that commit succeeded) holds the policy's answer, not what Envoy was told",
-            {"refused_decision_id": decision},
-        )
-        correction_id = uuid.UUID(bytes=correction.decision_id)
-        with self._refused_lock:
-            self._own.append(correction)
-        log.warning("decision %s refused: commit timeout; correction entry %s queued", decision, correction_id)
-        self._queue.put(_NUDGE, 0, force=True)
+        stopped = self._halted is not None or not self._thread.is_alive()
+        self._refusals.correct(pending, refused, writer_stopped=stopped)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking entries, commit everything queued, publish a final checkpoint, join the thread."""
@@ -312,7 +180,7 @@ class LedgerWriter:
             self._closed = True
         if self._thread.is_alive():
             # The sentinel must get in even if the queue is full: the writer is draining it.
-            self._queue.put(_STOP, 0, force=True)
+            self._queue.put(STOP, 0, force=True)
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.error("ledger writer did not stop within %.0f s", timeout)
@@ -331,42 +199,7 @@ class LedgerWriter:
 
     def note_refused(self) -> None:
         """Count one Check denied without an entry of its own (it goes into the next summary entry)."""
-        now = time.time_ns()
-        with self._refused_lock:
-            self.stats.rejected_backpressure += 1
-            if self._refused_count == 0:
-                self._refused_first_ns = now
-            self._refused_count += 1
-            self._refused_last_ns = now
-
-    def _refusal_summary(self) -> Pending | None:
-        """One entry standing for every Check denied by backpressure since the last summary."""
-        with self._refused_lock:
-            count, first, last = self._refused_count, self._refused_first_ns, self._refused_last_ns
-            self._refused_count = 0
-        if count == 0:
-            return None
-        return self._own_entry(
-            last,
-            f"BackpressureError: {count} Checks denied with HTTP {self.options.overload_http_status} "
-            f"because the ledger queue was full, first at {first} ns, last at {last} ns (Unix time)",
-            {"refused": count, "first_unix_nano": first, "last_unix_nano": last},
-        )
-
-    def _own_entry(self, time_unix_nano: int, error: str, result: dict[str, Any]) -> Pending:
-        """An entry the writer adds itself (a backpressure summary, a correction): Checks refused, as Envoy saw
-        them (UNAVAILABLE, HTTP ``overload_http_status``), under a decision id of its own."""
-        decision_id = new_decision_id()
-        record = DecisionRecord(
-            time_unix_nano=time_unix_nano,
-            decision_id=str(decision_id),
-            outcome=OUTCOME_ERROR,
-            http_status=self.options.overload_http_status,
-            grpc_code=14,
-            error=error,
-            result_json=json.dumps(result).encode(),
-        )
-        return Pending(record.encode(), decision_id.bytes, wait=False)
+        self._refusals.note_refused()
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -381,9 +214,9 @@ class LedgerWriter:
         max_batch = self.options.batch_max_entries
         while True:
             batch = self._queue.take(max_batch, self._until_checkpoint())
-            stop = any(p is _STOP for p in batch)
-            batch = [p for p in batch if p is not _STOP and p is not _NUDGE]
-            extra = self._extra_entries()
+            stop = any(p is STOP for p in batch)
+            batch = [p for p in batch if p is not STOP and p is not NUDGE]
+            extra = self._refusals.extra_entries(halted=self._halted is not None)
             if not batch and not extra:
                 self._publish_checkpoint()
                 if stop:
@@ -394,54 +227,40 @@ class LedgerWriter:
                 break
             if self._checkpoint_due():
                 self._publish_checkpoint()
-        # Nothing but stragglers and the writer's own entries can follow _STOP (record() refuses new entries once
+        # Nothing but stragglers and the writer's own entries can follow STOP (record() refuses new entries once
         # closed); a sync Check still waiting may time out and add a correction, so write until none waits.
         # One batch at a time, as above: an entry still queued can then be rewritten in place, and a correction
         # never overtakes the entry it corrects.
         deadline = time.monotonic() + self.options.commit_timeout_s + 1.0
         while True:
-            chunk = [p for p in self._queue.take(max_batch, 0) if p is not _STOP and p is not _NUDGE]
-            extra = self._extra_entries()
+            chunk = [p for p in self._queue.take(max_batch, 0) if p is not STOP and p is not NUDGE]
+            extra = self._refusals.extra_entries(halted=self._halted is not None)
             if chunk or extra:
                 if not self._commit_with(chunk, extra):
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0.5)  # the disk is failing: retry the writer's own entries calmly
                 continue
-            with self._refused_lock:
-                unwritten = len(self._own) if self._halted is None else 0  # halted: none can be
-                settled = self._sync_waiters == 0 and not unwritten
+            settled = self._refusals.settled(halted=self._halted is not None)
             if (settled and not len(self._queue)) or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
-        if self._own:
+        if self._refusals.unwritten:
             log.critical(
                 "ledger writer stopped with %d of its own entries unwritten (corrections of decisions denied after "
                 "a commit timeout, backpressure summaries): see the warnings naming those decisions above",
-                len(self._own),
+                len(self._refusals.unwritten),
             )
         self._publish_checkpoint(force=True)
-
-    def _extra_entries(self) -> list[Pending]:
-        """What the writer adds to a batch itself: its entries not yet committed (corrections, summaries whose
-        commit failed) and a summary of the Checks refused since the last one."""
-        summary = self._refusal_summary()
-        with self._refused_lock:
-            extra = list(self._own) if self._halted is None else []
-        return [*extra, summary] if summary is not None else extra
 
     def _commit_with(self, batch: list[Pending], extra: list[Pending]) -> bool:
         """Commit ``batch`` and the writer's own ``extra``; those stay pending until a commit holds them."""
         ok = self._commit(batch + extra)
-        with self._refused_lock:
-            if ok:
-                self._own = [e for e in self._own if e not in extra]
-            else:
-                self._own += [e for e in extra if e not in self._own]
+        self._refusals.settle(extra, committed=ok)
         return ok
 
     def _until_checkpoint(self) -> float | None:
-        if self._own and self._halted is None:
+        if self._refusals.unwritten and self._halted is None:
             return 1.0  # a correction whose commit failed: try again soon, not only when a Check arrives
         if self.head.size == self._checkpoint_size:
             return None  # nothing new to sign: sleep until an entry arrives
@@ -509,7 +328,7 @@ class LedgerWriter:
         seq = old.size
         sha256 = hashlib.sha256
         for p in batch:
-            entry = _sequence_prefix(seq) + p.body
+            entry = sequence_prefix(seq) + p.body
             leaf = sha256(b"\x00" + entry).digest()  # RFC 6962 §2.1 leaf hash
             new_hashes.extend(frontier.append(leaf))
             entries.append(entry)

@@ -14,6 +14,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from authz_ledger.errors import ConfigError
+
+DEFAULT_DECISION_PATH = "envoy/authz/allow"
+
 _LONG_DIGITS = re.compile(rb"\d{19}")
 
 
@@ -72,3 +76,12 @@ class PolicyEngine(Protocol):
     def close(self) -> None:
         """Release processes, connections and watchers. Idempotent."""
         ...
+
+
+def normalise_decision_path(path: str) -> str:
+    parts = [part for part in path.strip().strip("/").split("/") if part]
+    if parts and parts[0] == "data":
+        parts = parts[1:]  # "data/envoy/authz/allow" and "envoy/authz/allow" name the same document
+    if not parts:
+        raise ConfigError(f"decision path {path!r} names no document")
+    return "/".join(parts)

@@ -47,8 +47,7 @@ from authz_ledger.errors import (
     PolicyUnavailableError,
     PolicyUndefinedError,
 )
-from authz_ledger.policy import Evaluation, decode_answer
-from authz_ledger.policy.embedded import DEFAULT_DECISION_PATH, normalise_decision_path
+from authz_ledger.policy import DEFAULT_DECISION_PATH, Evaluation, decode_answer, normalise_decision_path
 
 _UNKNOWN_VERSION = "opa/unknown"
 

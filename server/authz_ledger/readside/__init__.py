@@ -1,2 +1,2 @@
-"""Reading what the ledger holds, without ever writing it: entries and proofs, the audit gRPC API, and the
-tlog-tiles / JSON Lines exports."""
+"""Reading what the ledger holds, without ever writing it: entries and proofs, the audit gRPC API and a client of
+it, and the tlog-tiles / JSON Lines exports."""

@@ -38,7 +38,8 @@ from authz_ledger.config import AuditConfig
 from authz_ledger.errors import AuthzLedgerError, ConfigError, InvalidRequestError
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.writer import LedgerWriter
-from authz_ledger.readside.reader import EntryFilter, LedgerReader, StoredEntry, WaitForSize, poll_store
+from authz_ledger.readside.reader import LedgerReader, poll_store
+from authz_ledger.readside.values import EntryFilter, StoredEntry, WaitForSize
 from authz_ledger.rpc import status as grpc_status
 from authz_ledger.rpc.serving import MethodAwarePool, grpc_address
 

@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import lmdb
@@ -34,128 +33,28 @@ from authz_ledger.errors import (
     InvalidRequestError,
     LedgerCorruptError,
     LedgerError,
-    NoteError,
     NotFoundError,
     OutOfRangeError,
     ProofError,
 )
 from authz_ledger.ledger.store import Head, Store, from_u64, u64
+from authz_ledger.readside.values import (
+    NO_FILTER,
+    ConsistencyProof,
+    EntryFilter,
+    InclusionProof,
+    IssuedReceipt,
+    SignedCheckpoint,
+    StoredEntry,
+    WaitForSize,
+    check_checkpoint_root,
+    parse_stored_checkpoint,
+)
 from authz_ledger.record import entry
-from authz_ledger.tlog import receipt, tree
-from authz_ledger.tlog.checkpoint import Checkpoint
+from authz_ledger.tlog import proof, receipt, tree
 
 CHUNK = 256
 """Entries read per read transaction: large enough to amortise the transaction, small enough to be brief."""
-
-WaitForSize = Callable[[int, float], int]
-"""``wait(size, timeout)``: block until the committed tree holds more than ``size`` entries or ``timeout``
-seconds passed; return the committed size (LedgerWriter.wait_for_size, or :func:`poll_store` without one)."""
-
-
-# --- Values handed out ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    """One entry: its index (sequence number), the stored bytes and the same bytes decoded."""
-
-    index: int
-    raw: bytes
-    message: Any  # authzledger.v1.LedgerEntry
-
-    @property
-    def leaf_hash(self) -> bytes:
-        """RFC 9162 §2.1.1: SHA-256(0x00 || raw)."""
-        return tree.leaf_hash(self.raw)
-
-
-@dataclass(frozen=True, slots=True)
-class EntryFilter:
-    """Conditions an entry must all meet; the zero value of each field matches everything."""
-
-    since_unix_nano: int = 0
-    """Inclusive lower bound on the entry's time; 0 = unbounded."""
-    until_unix_nano: int = 0
-    """Exclusive upper bound on the entry's time; 0 = unbounded."""
-    outcome: int = 0
-    """An authzledger.v1.Outcome; 0 (OUTCOME_UNSPECIFIED) matches every outcome."""
-    path_prefix: str = ""
-    principal: str = ""
-    """Matches the source or the destination principal exactly."""
-
-    def validate(self) -> None:
-        if self.since_unix_nano < 0 or self.until_unix_nano < 0:
-            raise InvalidRequestError("time bounds must be non-negative Unix nanoseconds (0 = unbounded)")
-        if self.since_unix_nano and self.until_unix_nano and self.since_unix_nano >= self.until_unix_nano:
-            raise InvalidRequestError(
-                f"empty time range: since {self.since_unix_nano} is not before until {self.until_unix_nano}"
-            )
-        if self.outcome not in (0, *entry.OUTCOME_NAMES):
-            raise InvalidRequestError(f"unknown outcome {self.outcome}")
-
-    @property
-    def is_empty(self) -> bool:
-        return self == _NO_FILTER
-
-    def matches(self, msg: Any) -> bool:
-        t = msg.time_unix_nano
-        return (
-            (not self.since_unix_nano or t >= self.since_unix_nano)
-            and (not self.until_unix_nano or t < self.until_unix_nano)
-            and (not self.outcome or msg.outcome == self.outcome)
-            and (not self.path_prefix or msg.path.startswith(self.path_prefix))
-            and (not self.principal or self.principal in (msg.source.principal, msg.destination.principal))
-        )
-
-
-_NO_FILTER = EntryFilter()
-
-
-@dataclass(frozen=True, slots=True)
-class SignedCheckpoint:
-    """A stored checkpoint: the signed note exactly as published, and what its text says."""
-
-    origin: str
-    size: int
-    root: bytes
-    note: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class InclusionProof:
-    """PATH(index, D[tree_size]) (RFC 9162 §2.1.3.1), with the entry it proves and the roots it leads to."""
-
-    index: int
-    tree_size: int
-    entry: bytes
-    leaf_hash: bytes
-    root: bytes
-    hashes: tuple[bytes, ...]
-    checkpoint: bytes | None
-    """The signed checkpoint published at ``tree_size``, if there is one."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsistencyProof:
-    """PROOF(size1, D[size2]) (RFC 9162 §2.1.4.1). Empty when size1 is 0 (C2SP tlog-witness) or size2."""
-
-    size1: int
-    root1: bytes
-    size2: int
-    root2: bytes
-    hashes: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedReceipt:
-    """A C2SP tlog-proof receipt, the entry it is for and the checkpoint it embeds."""
-
-    proof: bytes
-    entry: StoredEntry
-    checkpoint: SignedCheckpoint
-
-
-# --- The reader -------------------------------------------------------------------------------------------
 
 
 class LedgerReader:
@@ -232,7 +131,7 @@ class LedgerReader:
         start: int = 0,
         end: int | None = None,
         limit: int | None = None,
-        filter: EntryFilter = _NO_FILTER,
+        filter: EntryFilter = NO_FILTER,
         *,
         is_active: Callable[[], bool] | None = None,
     ) -> Iterator[StoredEntry]:
@@ -362,7 +261,7 @@ class LedgerReader:
             if size is None:
                 raise NotFoundError("no checkpoint has been published yet")
             raise NotFoundError(f"no checkpoint was published at tree size {size}")
-        return _parse_checkpoint(*found)
+        return parse_stored_checkpoint(*found)
 
     def _latest_checkpoint_size(self) -> int:
         with self._txn() as txn:
@@ -392,7 +291,7 @@ class LedgerReader:
             if tree_size > head_size:
                 raise OutOfRangeError(f"tree size {tree_size} is beyond the ledger's {head_size} entries")
             read = functools.partial(self.store.read_hashes, txn=txn)
-            hashes = tree.inclusion_proof(index, tree_size, read)
+            hashes = proof.inclusion_proof(index, tree_size, read)
             root = tree.tree_hash(tree_size, read)
             stored_leaf = read([tree.stored_hash_index(0, index)])[0]
             raw = txn.get(u64(index), db=self.store.entries)
@@ -406,7 +305,7 @@ class LedgerReader:
             raise LedgerCorruptError(f"entry {index} does not hash to its stored leaf hash", index)
         _verified_inclusion(index, tree_size, leaf, hashes, root)
         if signed is not None:
-            _check_root(_parse_checkpoint(tree_size, signed), root)
+            check_checkpoint_root(parse_stored_checkpoint(tree_size, signed), root)
         return InclusionProof(index, tree_size, data, leaf, root, tuple(hashes), signed)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
@@ -430,12 +329,12 @@ class LedgerReader:
             if size2 > head_size:
                 raise OutOfRangeError(f"tree size {size2} is beyond the ledger's {head_size} entries")
             read = functools.partial(self.store.read_hashes, txn=txn)
-            hashes = tree.consistency_proof(size1, size2, read)
+            hashes = proof.consistency_proof(size1, size2, read)
             root1 = tree.tree_hash(size1, read)
             root2 = tree.tree_hash(size2, read)
         if 0 < size1 < size2:
             try:
-                tree.verify_consistency(size1, size2, root1, root2, hashes)
+                proof.verify_consistency(size1, size2, root1, root2, hashes)
             except ProofError as e:
                 raise LedgerCorruptError(f"stored tree hashes give a bad consistency proof: {e}") from e
         return ConsistencyProof(size1, root1, size2, root2, tuple(hashes))
@@ -459,9 +358,9 @@ class LedgerReader:
                 f"entry {found.index} is not covered by a signed checkpoint yet (latest: {latest}); "
                 "ask again after the next checkpoint"
             )
-        cp = _parse_checkpoint(*signed)
+        cp = parse_stored_checkpoint(*signed)
         proof = self.inclusion_proof(found.index, cp.size)
-        _check_root(cp, proof.root)
+        check_checkpoint_root(cp, proof.root)
         text = receipt.build_receipt(found.index, proof.hashes, cp.note)
         return IssuedReceipt(text, found, cp)
 
@@ -494,38 +393,8 @@ def _checkpoint_in(txn: Any, db: Any, size: int | None) -> tuple[int, bytes] | N
     return from_u64(cur.key()), bytes(cur.value())
 
 
-def parse_signed_checkpoint(signed: bytes) -> SignedCheckpoint:
-    """What a signed checkpoint note says, its signatures unchecked (the caller holds the trust roots).
-
-    NoteError if it is not a C2SP signed note whose text is a tlog-checkpoint.
-    """
-    split = signed.rfind(b"\n\n")  # C2SP signed-note: the text ends at the last blank line
-    if split < 0:
-        raise NoteError("malformed note: no blank line before the signatures")
-    cp = Checkpoint.parse(signed[: split + 1])
-    return SignedCheckpoint(cp.origin, cp.size, cp.root, signed)
-
-
-def _parse_checkpoint(size: int, signed: bytes) -> SignedCheckpoint:
-    """A checkpoint as stored under ``size``: malformed or mislabelled means corruption (fail closed)."""
-    try:
-        cp = parse_signed_checkpoint(signed)
-    except NoteError as e:
-        raise LedgerCorruptError(f"stored checkpoint for tree size {size} is malformed: {e}", size - 1) from e
-    if cp.size != size:
-        raise LedgerCorruptError(f"checkpoint stored under tree size {size} says {cp.size}", min(size, cp.size) - 1)
-    return cp
-
-
-def _check_root(cp: SignedCheckpoint, root: bytes) -> None:
-    if cp.root != root:
-        raise LedgerCorruptError(
-            f"the signed checkpoint for tree size {cp.size} disagrees with the stored tree", cp.size - 1
-        )
-
-
 def _verified_inclusion(index: int, size: int, leaf: bytes, hashes: Sequence[bytes], root: bytes) -> None:
     try:
-        tree.verify_inclusion(index, size, leaf, hashes, root)
+        proof.verify_inclusion(index, size, leaf, hashes, root)
     except ProofError as e:
         raise LedgerCorruptError(f"stored tree hashes give a bad inclusion proof for entry {index}: {e}", index) from e

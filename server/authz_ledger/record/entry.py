@@ -1,6 +1,6 @@
 """The ledger entry: one ``authzledger.v1.LedgerEntry`` per Check, encoded once, stored and hashed as is.
 
-Handlers encode every field except ``sequence``; the writer prepends that (see writer._sequence_prefix). What
+Handlers encode every field except ``sequence``; the writer prepends that (:func:`sequence_prefix`). What
 is stored is exactly what is hashed (RFC 6962 §2.1: leaf = SHA-256(0x00 || bytes)), so verification never
 re-serialises anything. Readers decode with ``decode``; unknown (newer) fields survive decoding untouched.
 """
@@ -29,7 +29,7 @@ _STRING_FIELDS = (
     "destination_principal", "method", "host", "path", "engine", "decision_path", "policy_version", "error",
     "traceparent", "tracestate", "b3",
 )  # fmt: skip
-_SEQUENCE_PREFIX_MAX = 11  # tag byte + a 10-byte varint: what the writer prepends
+_SEQUENCE_PREFIX_MAX = 11  # tag byte + a 10-byte varint: the longest sequence_prefix
 
 LedgerEntry = _pb.LedgerEntry
 Outcome = _pb.Outcome
@@ -129,6 +129,29 @@ class DecisionRecord:
 def _too_large(document: bytes) -> bytes:
     digest = hashlib.sha256(document).hexdigest()
     return json.dumps({"too_large_to_record": {"bytes": len(document), "sha256": digest}}).encode()
+
+
+def sequence_prefix(seq: int) -> bytes:
+    """Protobuf encoding of LedgerEntry field 1 (``sequence``, varint), written first in every entry.
+
+    Handlers encode everything else before a sequence number exists; protobuf lets fields appear in any
+    order and concatenated encodings merge, so the writer only prepends this. The field is written even for 0
+    so that every entry starts with it. Unrolled for the sizes a ledger reaches: this runs once per entry.
+    """
+    if seq < 1 << 7:
+        return bytes((8, seq))
+    if seq < 1 << 14:
+        return bytes((8, seq & 0x7F | 0x80, seq >> 7))
+    if seq < 1 << 21:
+        return bytes((8, seq & 0x7F | 0x80, seq >> 7 & 0x7F | 0x80, seq >> 14))
+    if seq < 1 << 28:
+        return bytes((8, seq & 0x7F | 0x80, seq >> 7 & 0x7F | 0x80, seq >> 14 & 0x7F | 0x80, seq >> 21))
+    out = bytearray(b"\x08")
+    while seq >= 0x80:
+        out.append(seq & 0x7F | 0x80)
+        seq >>= 7
+    out.append(seq)
+    return bytes(out)
 
 
 def decode(data: bytes, seq: int | None = None) -> Any:

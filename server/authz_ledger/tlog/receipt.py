@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from authz_ledger.errors import ProofError
-from authz_ledger.tlog import tree
+from authz_ledger.tlog import proof, tree
 from authz_ledger.tlog.checkpoint import Checkpoint, open_checkpoint
 from authz_ledger.tlog.note import Verifier
 
@@ -138,5 +138,5 @@ def verify_receipt(
     parsed = parse_receipt(receipt)
     cp, _ = open_checkpoint(parsed.checkpoint, verifiers, origin)
     # RFC 9162 §2.1.3.2: recompute the root from the leaf hash of the bytes we were given and the path.
-    tree.verify_inclusion(parsed.index, cp.size, tree.leaf_hash(entry), parsed.proof, cp.root)
+    proof.verify_inclusion(parsed.index, cp.size, tree.leaf_hash(entry), parsed.proof, cp.root)
     return cp

@@ -18,7 +18,7 @@ Invariants:
 * 409 (Content-Type ``text/x.tlog.size``, body ``<size>\\n``): retry once from the witness's size, if it is not
   larger than ours. A witness that cosigned a larger tree, or a different tree at our size, holds evidence of a
   rollback or a fork: logged as an error, never "fixed". 404 / 403 / 400 / 422 and transport errors are logged
-  failures (see ``_STATUS_MEANING``); every attempt ends counted as ``published`` or ``failed``.
+  failures (see ``protocol.STATUS_MEANING``); every attempt ends counted as ``published`` or ``failed``.
 * Fail closed on the answer: a 200 body must be note signature lines only; the cosignature by the configured key
   must verify (tlog-cosignature v1, key type 0x04) or nothing is stored; lines by other keys are ignored (the spec
   says MUST). The stored note is re-opened with the log's keys and every witness key before it is written, and
@@ -27,24 +27,12 @@ Invariants:
   ``close`` gives the final checkpoint one bounded attempt per witness and joins the threads within its timeout;
   after ``close`` returns no thread touches the store again.
 
-Rollback defence (a ledger that restarts smaller than what was published or witnessed refuses to start):
-
-a. the ``checkpoint`` file beside the store (``ledger._check_rollback``);
-b. the ``witnessed`` file beside it: the latest cosigned checkpoint, replaced atomically after each success
-   (:func:`check_witnessed_file`);
-c. the witnesses themselves: at start the current checkpoint is submitted with ``old`` = its own size; a witness
-   that cosigned a larger tree answers 409 with that size, and the ledger refuses to start naming it
-   (:meth:`WitnessPublisher.check_witnesses`).
-
-Restoring the whole data directory (store, ``checkpoint`` and ``witnessed`` files together) defeats (a) and (b),
-which live on the same disk; it does not defeat (c), which lives on other machines -- as long as one witness that
-saw the larger tree is reachable at start. A witness that cannot be reached at start is logged and skipped: the
-authorization service does not depend on witness availability.
+Rollback defence: the publisher keeps the ``witnessed`` file (source (b)) and asks the witnesses at start (source
+(c), :meth:`WitnessPublisher.check_witnesses`); ``ledger/rollback.py`` describes the three sources and checks (b).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -52,65 +40,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import urllib3
 from urllib3.exceptions import HTTPError
 
 from authz_ledger.errors import AuthzLedgerError, ConfigError, NoteError, RollbackError, WitnessError
-from authz_ledger.ledger.store import Store, write_file_atomically
+from authz_ledger.ledger.files import write_file_atomically
+from authz_ledger.ledger.rollback import check_witnessed_file
+from authz_ledger.ledger.store import Store
 from authz_ledger.tlog import checkpoint, note, tree
-from authz_ledger.tlog.cosignature import CosignatureVerifier, add_cosignatures
-
-if TYPE_CHECKING:
-    from authz_ledger.config import WitnessConfig
-    from authz_ledger.ledger.opening import OpenLedger
+from authz_ledger.tlog.cosignature import add_cosignatures
+from authz_ledger.tlog.proof import consistency_proof
+from authz_ledger.witness.endpoint import WitnessEndpoint
+from authz_ledger.witness.protocol import MAX_RESPONSE_BYTES, STATUS_MEANING, Answer, add_checkpoint_body, parse_size
 
 log = logging.getLogger(__name__)
-
-WITNESSED_FILE = "witnessed"
-"""File name, in the data directory, of the latest cosigned checkpoint (rollback source (b))."""
-
-SIZE_CONTENT_TYPE = "text/x.tlog.size"
-"""Content-Type of a 409 answer, whose body is the witness's latest cosigned size (tlog-witness)."""
-
-MAX_RESPONSE_BYTES = 64 * 1024
-MAX_PROOF_LINES = 63  # tlog-witness: "The client MUST NOT send more than 63 consistency proof lines."
-
-_STATUS_MEANING = {
-    400: "rejected the request as malformed (old size larger than the checkpoint's?)",
-    403: "does not trust any key that signed the checkpoint: add the log's verifier key(s) to the witness",
-    404: "does not know this log's origin: configure the log on the witness",
-    422: "rejected the consistency proof: it holds a different tree at the old size (fork?)",
-}
-
-
-@dataclass(frozen=True)
-class WitnessEndpoint:
-    """One configured witness: its cosigner key and its ``add-checkpoint`` URL."""
-
-    verifier: CosignatureVerifier
-    url: str
-
-    @property
-    def name(self) -> str:
-        return self.verifier.name
-
-    @classmethod
-    def parse(cls, spec: str) -> WitnessEndpoint:
-        """``<witness vkey> <submission URL prefix>`` (config ``witness.endpoints``); ConfigError if malformed."""
-        parts = spec.split()
-        if len(parts) != 2:
-            raise ConfigError(f"witness endpoint {spec!r}: want '<witness vkey> <URL prefix>'")
-        vkey, prefix = parts
-        try:
-            verifier = CosignatureVerifier.from_vkey(vkey)
-        except NoteError as e:
-            raise ConfigError(f"witness endpoint {spec!r}: {e}") from e
-        scheme = prefix.partition("://")[0].lower()
-        if scheme not in ("http", "https") or "://" not in prefix:
-            raise ConfigError(f"witness endpoint {spec!r}: the URL prefix must be http:// or https://")
-        return cls(verifier, prefix.rstrip("/") + "/add-checkpoint")
 
 
 @dataclass
@@ -131,13 +75,6 @@ class WitnessStats:
 
 class _EvidenceError(WitnessError):
     """The witness's answer shows another history (fork) or a larger tree (rollback): logged at ERROR."""
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    body: bytes
-    content_type: str
 
 
 @dataclass
@@ -187,22 +124,6 @@ class WitnessPublisher:
         self._detached = False
         self._started = False
         self._seed_from_store()
-
-    @classmethod
-    def from_config(
-        cls, cfg: WitnessConfig, store: Store, signers: Sequence[note.Signer], origin: str, data_dir: Path
-    ) -> WitnessPublisher:
-        if not cfg.timeout_ms > 0 or not cfg.interval_ms > 0:
-            raise ConfigError("witness.timeout_ms and witness.interval_ms must be positive")
-        return cls(
-            store,
-            signers,
-            origin,
-            [WitnessEndpoint.parse(s) for s in cfg.endpoints],
-            timeout=cfg.timeout_ms / 1000,
-            retry_interval=cfg.interval_ms / 1000,
-            witnessed_file=data_dir / WITNESSED_FILE,
-        )
 
     # --- public API ---
 
@@ -351,7 +272,7 @@ class WitnessPublisher:
                     refusal = self._refusal(w, answer.status, old, size)
                     raise _EvidenceError(refusal) if answer.status == 422 else WitnessError(refusal)
                 w.stats.conflicts += 1
-                theirs = _parse_size(answer)
+                theirs = parse_size(answer)
                 if theirs > size:
                     raise _EvidenceError(
                         f"witness {name} has cosigned size {theirs}, a larger tree than checkpoint {size}: "
@@ -385,7 +306,7 @@ class WitnessPublisher:
             if answer.status != 409:
                 raise WitnessError(self._refusal(w, answer.status, size, size))
             w.stats.conflicts += 1
-            theirs = _parse_size(answer)
+            theirs = parse_size(answer)
         except AuthzLedgerError as e:
             self._failed(w, f"start-up check skipped: {e}")
             return None
@@ -415,13 +336,10 @@ class WitnessPublisher:
         with self._store_lock:
             if self._detached:
                 raise WitnessError("the publisher is closed")
-            proof = tree.consistency_proof(old, size, self.store.read_hashes, stored_size=self.store.head().size)
-        if len(proof) > MAX_PROOF_LINES:
-            raise WitnessError(f"consistency proof {old} -> {size} has {len(proof)} hashes, more than 63")
-        lines = [f"old {old}\n", *(base64.b64encode(h).decode("ascii") + "\n" for h in proof), "\n"]
-        return "".join(lines).encode("ascii") + signed
+            proof = consistency_proof(old, size, self.store.read_hashes, stored_size=self.store.head().size)
+        return add_checkpoint_body(old, size, proof, signed)
 
-    def _post(self, w: _Worker, body: bytes, deadline: float) -> _Answer:
+    def _post(self, w: _Worker, body: bytes, deadline: float) -> Answer:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WitnessError(f"witness {w.endpoint.name}: no time left for the request")
@@ -444,10 +362,10 @@ class WitnessPublisher:
             raise WitnessError(f"witness {w.endpoint.name} ({w.endpoint.url}) unreachable: {e}") from e
         if len(data) > MAX_RESPONSE_BYTES:
             raise WitnessError(f"witness {w.endpoint.name}: answer larger than {MAX_RESPONSE_BYTES} bytes")
-        return _Answer(resp.status, data, resp.headers.get("Content-Type", ""))
+        return Answer(resp.status, data, resp.headers.get("Content-Type", ""))
 
     def _refusal(self, w: _Worker, status: int, old: int, size: int) -> str:
-        meaning = _STATUS_MEANING.get(status, "unexpected answer")
+        meaning = STATUS_MEANING.get(status, "unexpected answer")
         return f"witness {w.endpoint.name} answered HTTP {status} for old {old} -> size {size}: {meaning}"
 
     def _accept(self, w: _Worker, size: int, signed: bytes, text: bytes, body: bytes) -> None:
@@ -513,89 +431,3 @@ class WitnessPublisher:
                 continue
             if any(w.endpoint.verifier.matches(s) for s in opened.verified):
                 w.stats.cosigned_size = size
-
-
-def _parse_size(answer: _Answer) -> int:
-    """The 409 body: the witness's latest cosigned size in decimal, then a newline (tlog-witness)."""
-    if answer.content_type.split(";")[0].strip().lower() != SIZE_CONTENT_TYPE:
-        raise WitnessError(f"409 answer has Content-Type {answer.content_type!r}, want {SIZE_CONTENT_TYPE}")
-    text = answer.body.decode("ascii", errors="replace")
-    digits = text[:-1]
-    if not text.endswith("\n") or not digits.isascii() or not digits.isdigit() or digits != str(int(digits)):
-        raise WitnessError(f"409 answer body {text[:40]!r} is not a decimal size and a newline")
-    return int(digits)
-
-
-def check_witnessed_file(
-    path: Path | None,
-    store: Store,
-    origin: str,
-    log_verifiers: Sequence[note.Verifier],
-    witness_verifiers: Sequence[CosignatureVerifier],
-) -> None:
-    """Rollback source (b): the ``witnessed`` file must not show a larger tree than the store holds.
-
-    The file counts as authentic when a signature by the log's keys or a cosignature by a configured witness
-    verifies (after a key rotation the log key that signed it may be retired; the witness keys are stable). An
-    authentic file disagreeing with our tree at its size, or any file showing a larger size, refuses the start
-    (fail closed: remove the file only when you know why it disagrees). An unverifiable file that claims no
-    more than the store holds is ignored with a warning.
-    """
-    if path is None:
-        return
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise RollbackError(f"cannot read {path}: {e}; refusing to start") from e
-    try:
-        opened = note.open_note(data, [*log_verifiers, *witness_verifiers])
-        text, authentic = opened.text, True
-    except NoteError:
-        split = data.rfind(b"\n\n")
-        text, authentic = (data[: split + 1] if split >= 0 else data), False
-    try:
-        cp = checkpoint.Checkpoint.parse(text)
-    except NoteError as e:
-        raise RollbackError(f"{path} is not a checkpoint ({e}); refusing to start") from e
-    if cp.origin != origin:
-        raise RollbackError(f"{path} is a checkpoint of {cp.origin!r}, not of {origin!r}; refusing to start")
-    head = store.head()
-    if cp.size > head.size:
-        raise RollbackError(
-            f"{path} shows a witnessed tree of size {cp.size} but the ledger holds only {head.size} entries"
-            + ("" if authentic else " (the file's signatures could not be verified with the configured keys)")
-            + ": an older copy of the ledger was restored or entries were lost; refusing to start"
-        )
-    if not authentic:
-        log.warning("ignoring %s: no signature by a configured log or witness key verifies", path)
-        return
-    if cp.size > 0 and tree.tree_hash(cp.size, store.read_hashes) != cp.root:
-        raise RollbackError(
-            f"{path} (size {cp.size}) was witnessed but disagrees with the ledger's tree at that size: the ledger "
-            "was replaced by a different history; refusing to start"
-        )
-
-
-def attach(cfg: WitnessConfig, ledger: OpenLedger) -> WitnessPublisher | None:
-    """Rollback checks against witnesses, then hook a started publisher to the (not yet started) writer.
-
-    Without configured endpoints only the ``witnessed`` file left by an earlier configuration is checked (with
-    the log's keys) and None is returned. Raises RollbackError or ConfigError; nothing is left running then.
-    """
-    data_dir = ledger.paths.data_dir
-    if not cfg.endpoints:
-        check_witnessed_file(
-            data_dir / WITNESSED_FILE, ledger.store, ledger.writer.origin, [s.verifier() for s in ledger.signers], []
-        )
-        return None
-    publisher = WitnessPublisher.from_config(cfg, ledger.store, ledger.signers, ledger.writer.origin, data_dir)
-    try:
-        publisher.check_witnesses()
-    except BaseException:
-        publisher.close(0)
-        raise
-    ledger.writer.on_checkpoint = publisher.submit
-    publisher.start()
-    return publisher

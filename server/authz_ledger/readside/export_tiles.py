@@ -1,17 +1,9 @@
-"""Export the ledger as a static C2SP tlog-tiles directory (https://c2sp.org/tlog-tiles) and as JSON Lines.
+"""Export the ledger as a static C2SP tlog-tiles directory (https://c2sp.org/tlog-tiles).
 
-A tiles export is a directory any static web server or object store can serve as a tlog-tiles *prefix*::
-
-    checkpoint                    the signed checkpoint note byte for byte as stored, in its witness-cosigned
-                                  form when there is one ("Checkpoints")
-    tile/<L>/<N>[.p/<W>]          hash tiles: 256 hashes of 32 bytes, or W < 256 when partial ("Merkle Tree",
-                                  "Partial Tiles"); level 0 holds leaf hashes, level L the MTH of the full
-                                  level L-1 tiles
-    tile/entries/<N>[.p/<W>]      entry bundles: each entry as u16 big-endian length || entry bytes ("Log entries")
-
-``<N>`` is written in zero-padded 3-digit path elements, all but the last prefixed with ``x`` (1234067 ->
-``x001/x234/067``), so files never collide with directories. Dot files (``.export.lock``, ``.<name>.tmp``) are
-the exporter's own and are not part of the log.
+A tiles export is a directory any static web server or object store can serve as a tlog-tiles *prefix*: the
+signed checkpoint note byte for byte as stored (in its witness-cosigned form when there is one), the hash tiles
+and the entry bundles, at the paths of :mod:`authz_ledger.tlog.tiles`. Dot files (``.export.lock``,
+``.<name>.tmp``) are the exporter's own and are not part of the log.
 
 Invariants:
 
@@ -29,36 +21,26 @@ Invariants:
   (``.p/<W>``); older partial tiles are kept, as the spec allows (a client holding an older checkpoint may still
   fetch them). So a cron job re-running the export writes only new files.
 * Ordering: every new file is written to a temporary name, fsynced and renamed into place, and the directories
-  that gained entries are fsynced; only then is ``checkpoint`` replaced (atomically, by rename). A reader never
-  sees a checkpoint whose tiles are missing or half written, even across a crash.
+  that gained entries are fsynced (ledger/files.py); only then is ``checkpoint`` replaced (atomically, by
+  rename). A reader never sees a checkpoint whose tiles are missing or half written, even across a crash.
 * Entries over 65,535 bytes cannot exist: entry bundles frame each entry with a u16 length, so the ledger caps
   every entry at ``entry.MAX_ENTRY_BYTES`` when it is written (oversized recorded input/result documents are
   replaced by their size and SHA-256). Finding a larger one here means the store is corrupt.
 * One export at a time per directory (an advisory lock); a second concurrent run fails at once instead of
   interleaving with the first.
-
-JSON Lines: one object per entry, the same as ``authz-ledger log --json`` (``index``, ``decision_id``,
-``entry_b64`` and the decoded fields). Appending to an existing file resumes after its last complete line, after
-checking that line is this ledger's entry; a torn last line (crash while writing) is cut off first.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import errno
 import fcntl
-import json
 import os
 import struct
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from authz_ledger.errors import (
     ConfigError,
@@ -69,82 +51,28 @@ from authz_ledger.errors import (
     NotFoundError,
     ProofError,
 )
-from authz_ledger.ledger.store import Store, from_u64, u64, write_file_atomically
-from authz_ledger.record import entry
+from authz_ledger.ledger.files import FileBatchWriter, write_file_atomically
+from authz_ledger.ledger.store import Store, from_u64, u64
 from authz_ledger.tlog import tree
 from authz_ledger.tlog.checkpoint import Checkpoint
-
-TILE_HEIGHT = 8
-"""tlog-tiles tiles are subtrees of height 8."""
-TILE_WIDTH = 1 << TILE_HEIGHT
-"""Hashes in a full tile; entries in a full bundle."""
-MAX_BUNDLED_ENTRY = 0xFFFF
-"""An entry bundle frames entries with a u16 length (tlog-tiles "Log entries")."""
+from authz_ledger.tlog.tiles import (
+    MAX_BUNDLED_ENTRY,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    entry_bundle_path,
+    tile_path,
+    tiles_for_size,
+)
 
 CHECKPOINT_FILE = "checkpoint"
 _LOCK_FILE = ".export.lock"
-_JSON_LINE = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) builds per call
 _U16 = struct.Struct(">H")
 _FILE_MODE = 0o644  # exported files are public by design: a web server must be able to read them
 _DIR_MODE = 0o755
-_FSYNC_WORKERS = 8  # concurrent fsyncs let the filesystem share journal commits
-_MAX_PENDING_FSYNCS = 256
 
 # Within a level-0 tile starting at leaf a = 256 * N, leaf a + j's stored hash index minus leaf a's is
 # 2j - popcount(j) (tree.stored_hash_index: no carries below bit 8), the same for every tile.
 _LEAF_OFFSETS = [2 * j - j.bit_count() for j in range(TILE_WIDTH)]
-
-
-# --- Paths (tlog-tiles "Merkle Tree") ------------------------------------------------------------------------
-
-
-def _index_path(n: int) -> str:
-    """``n`` as zero-padded 3-digit path elements, all but the last prefixed with ``x``: 1234067 -> x001/x234/067."""
-    if n < 0:
-        raise ValueError(f"tile index must be non-negative, got {n}")
-    parts = [f"{n % 1000:03d}"]
-    n //= 1000
-    while n:
-        parts.append(f"x{n % 1000:03d}")
-        n //= 1000
-    return "/".join(reversed(parts))
-
-
-def _width_suffix(width: int) -> str:
-    if not 1 <= width <= TILE_WIDTH:
-        raise ValueError(f"tile width must be 1..{TILE_WIDTH}, got {width}")
-    return "" if width == TILE_WIDTH else f".p/{width}"
-
-
-def tile_path(level: int, n: int, width: int = TILE_WIDTH) -> str:
-    """Relative path of hash tile ``n`` at ``level`` (``width`` < 256 for a partial tile): ``tile/L/N[.p/W]``."""
-    if not 0 <= level <= 63:
-        raise ValueError(f"tile level must be 0..63, got {level}")
-    return f"tile/{level}/{_index_path(n)}{_width_suffix(width)}"
-
-
-def entry_bundle_path(n: int, width: int = TILE_WIDTH) -> str:
-    """Relative path of entry bundle ``n`` (``width`` < 256 for a partial bundle): ``tile/entries/N[.p/W]``."""
-    return f"tile/entries/{_index_path(n)}{_width_suffix(width)}"
-
-
-def tiles_for_size(size: int) -> Iterator[tuple[int, int, int]]:
-    """``(level, index, width)`` of every hash tile of the tree of ``size`` leaves, level 0 first.
-
-    tlog-tiles "Partial Tiles": level L holds ``floor(size / 256**L)`` hashes: that many // 256 full tiles, then
-    one partial tile of the remainder when it is not 0 (empty tiles do not exist). Entry bundles follow level 0.
-    """
-    if size < 0:
-        raise ValueError(f"tree size must be non-negative, got {size}")
-    level, count = 0, size
-    while count:
-        full, partial = divmod(count, TILE_WIDTH)
-        for n in range(full):
-            yield level, n, TILE_WIDTH
-        if partial:
-            yield level, full, partial
-        level += 1
-        count >>= TILE_HEIGHT
 
 
 # --- Report -----------------------------------------------------------------------------------------------
@@ -284,94 +212,7 @@ def _checkpoint_of(note_bytes: bytes, where: str) -> Checkpoint:
     return Checkpoint.parse(note_bytes[: split + 1])
 
 
-# --- Writing files ----------------------------------------------------------------------------------------
-
-
-class _Output:
-    """New immutable files: temp name, fsync, rename; then the directories that changed are fsynced."""
-
-    def __init__(self, root: Path, *, durable: bool) -> None:
-        self.root = str(root)
-        self.durable = durable
-        self.bytes = 0
-        self._dirs_known: set[str] = set()
-        self._dirty_dirs: set[str] = set()
-        self._pool = ThreadPoolExecutor(_FSYNC_WORKERS, "export-fsync") if durable else None
-        self._pending: deque[Future[None]] = deque()
-
-    def exists(self, rel: str) -> bool:
-        # A file, not merely a name: a directory in its place must make the write fail, not be skipped.
-        return os.path.isfile(os.path.join(self.root, rel))
-
-    def write(self, rel: str, data: bytes) -> None:
-        path = os.path.join(self.root, rel)
-        parent = os.path.dirname(path)
-        if parent not in self._dirs_known:
-            self._make_dirs(parent)
-        # One export at a time holds the lock, so a fixed temp name is safe, and a crash's leftover is reused.
-        tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            os.close(fd)
-            raise
-        self.bytes += len(data)
-        self._dirty_dirs.add(parent)
-        if self._pool is None:
-            os.close(fd)
-            os.replace(tmp, path)
-            return
-        while len(self._pending) >= _MAX_PENDING_FSYNCS:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(_fsync_and_rename, fd, tmp, path))
-
-    def _make_dirs(self, directory: str) -> None:
-        missing = []
-        d = directory
-        while not os.path.isdir(d):
-            missing.append(d)
-            d = os.path.dirname(d)
-        for d in reversed(missing):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d, _DIR_MODE)
-            self._dirty_dirs.add(os.path.dirname(d))  # the new directory's own name must become durable
-        self._dirs_known.add(directory)
-
-    def finish(self) -> None:
-        """Wait until every new file and directory entry is durable (a no-op wait when not ``durable``)."""
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            self.close()
-        if self.durable:
-            for d in sorted(self._dirty_dirs, key=len, reverse=True):
-                _fsync_dir(d)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            # Let queued fsyncs run (each owns an open descriptor); after an error their result no longer matters.
-            self._pool.shutdown(wait=True)
-            self._pending.clear()
-
-
-def _fsync_and_rename(fd: int, tmp: str, path: str) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# --- One export at a time per directory -------------------------------------------------------------------
 
 
 class _Lock:
@@ -464,7 +305,9 @@ def _export_locked(
         raise LedgerCorruptError(f"stored checkpoint at size {size} does not match the stored tree")
     replace_checkpoint = _check_existing_checkpoint(out, cp, signed, snap)
 
-    output = _Output(out, durable=durable)
+    output = FileBatchWriter(
+        out, durable=durable, file_mode=_FILE_MODE, dir_mode=_DIR_MODE, thread_name_prefix="export-fsync"
+    )
     tiles = bundles = existing = entries = 0
     try:
         for level, n, width in tiles_for_size(size):
@@ -501,120 +344,3 @@ def _export_locked(
         bytes_written=written,
         seconds=time.perf_counter() - started,
     )
-
-
-# --- JSON Lines -------------------------------------------------------------------------------------------
-
-
-def jsonl_record(seq: int, data: bytes) -> dict[str, Any]:
-    """The JSON object for one entry, as ``authz-ledger log --json`` prints it."""
-    msg = entry.decode(data, seq)
-    doc: dict[str, Any] = {
-        "index": seq,
-        "decision_id": msg.decision_id,
-        "entry_b64": base64.b64encode(data).decode("ascii"),
-    }
-    doc.update(entry.to_json_fields(msg))
-    return doc
-
-
-def _last_line(f: Any) -> tuple[bytes | None, int]:
-    """(last complete line without its newline, or None; length of the file's complete lines)."""
-    end = f.seek(0, os.SEEK_END)
-    pos, tail = end, b""
-    chunk = 1 << 16
-    while pos > 0:
-        step = min(chunk, pos)
-        pos -= step
-        f.seek(pos)
-        tail = f.read(step) + tail
-        last_nl = tail.rfind(b"\n")
-        if last_nl < 0:
-            continue
-        prev_nl = tail.rfind(b"\n", 0, last_nl)
-        if prev_nl >= 0 or pos == 0:
-            return tail[prev_nl + 1 : last_nl], pos + last_nl + 1
-    return None, 0
-
-
-def _resume_point(f: Any, path: Path, snap_entry: Any) -> int | None:
-    """Where an existing JSONL file continues: the index after its last complete line (None: empty file).
-
-    A torn last line is cut off. The last line must be this ledger's entry at its index (ConfigError otherwise),
-    so a file is never continued with another ledger's entries.
-    """
-    line, complete = _last_line(f)
-    f.truncate(complete)
-    if line is None:
-        return None
-    try:
-        doc = json.loads(line)
-        index = int(doc["index"])
-        stored = snap_entry(index)
-        matches = stored is not None and base64.b64encode(stored).decode("ascii") == doc["entry_b64"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: last line is not an exported ledger entry ({e})") from e
-    if not matches:
-        raise ConfigError(f"{path}: last line (index {doc['index']}) is not this ledger's entry; use a new file")
-    return index + 1
-
-
-def export_jsonl(
-    store: Store, path_or_stream: str | os.PathLike[str] | TextIO, start: int = 0, *, stop: int | None = None
-) -> int:
-    """Write entries ``start`` .. ``stop`` (default: all committed) as JSON Lines; return how many were written.
-
-    A path is appended to: an existing file resumes after its last complete line (``start`` only applies to a
-    new or empty file), and is fsynced at the end. A text stream gets entries from ``start`` and is not closed.
-    All entries come from one read transaction.
-    """
-    if start < 0 or (stop is not None and stop < start):
-        raise InvalidRequestError(f"bad entry range: start {start}, stop {stop}")
-    if not isinstance(path_or_stream, str | os.PathLike):
-        with store.env.begin(buffers=True) as txn:
-            return _write_jsonl(store, txn, path_or_stream, start, stop)
-    path = Path(path_or_stream)
-    try:
-        with store.env.begin(buffers=True) as txn:
-
-            def stored_entry(i: int) -> bytes | None:
-                v = txn.get(u64(i), db=store.entries)
-                return None if v is None else bytes(v)
-
-            with path.open("a+b") as f:
-                resume = _resume_point(f, path, stored_entry)
-            if resume is not None:
-                start = resume
-            if stop is not None and stop <= start:
-                return 0
-            with path.open("a", encoding="utf-8") as text:
-                count = _write_jsonl(store, txn, text, start, stop)
-                os.fsync(text.fileno())
-            return count
-    except OSError as e:
-        raise LedgerError(f"cannot write {path}: {e}") from e
-
-
-def _write_jsonl(store: Store, txn: Any, out: TextIO, start: int, stop: int | None) -> int:
-    size = store.head(txn).size
-    end = size if stop is None else min(stop, size)
-    if start >= end:
-        return 0
-    cur = txn.cursor(store.entries)
-    if not cur.set_key(u64(start)):
-        raise LedgerCorruptError(f"entry {start} is missing", start)
-    encode = _JSON_LINE.encode
-    write = out.write
-    expected = start
-    for key, value in cur.iternext(keys=True, values=True):
-        seq = from_u64(key)
-        if seq >= end:
-            break
-        if seq != expected:
-            raise LedgerCorruptError(f"entry {expected} is missing", expected)
-        write(encode(jsonl_record(seq, bytes(value))) + "\n")
-        expected += 1
-    if expected != end:
-        raise LedgerCorruptError(f"entry {expected} is missing", expected)
-    out.flush()
-    return end - start

@@ -34,7 +34,8 @@ import orjson
 from authz_ledger.errors import PolicyLoadError
 from authz_ledger.policy import decode_answer
 
-logger = logging.getLogger(__name__)
+# The name its print() log lines carried before the module moved into embedded/: log filters keep matching.
+logger = logging.getLogger("authz_ledger.policy.go_engine")
 
 PACKAGE = "opa-golib-python-bindings"
 VERSION = "0.4.4"

@@ -54,6 +54,7 @@ sys.path.insert(0, str(REPO / "server"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import grpc  # noqa: E402
+from _harness import free_port  # noqa: E402
 from _workload import CHECK_PATH, check_request, grpc_frame, loadavg  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc  # noqa: E402
 
@@ -140,12 +141,6 @@ def opa_binary() -> str:
         ["bash", str(REPO / "tests/tools/build-opa.sh")], check=True, capture_output=True, text=True
     ).stdout
     return out.strip().splitlines()[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stat(proc_dir: Path) -> tuple[str, list[str]] | None:

@@ -4,8 +4,8 @@ Usage (from the repository root)::
 
     python bench/faults_crash.py [--trials 50] [--only load|rotation|checkpoint|export]
 
-1. **load** (``--trials``, default 50): tests/test_crash.py's approach, reused (its load clients and start
-   settings): ``authz-ledger serve`` in ``sync`` mode, 6 client threads, SIGKILL at a random moment 0.2-1.2 s in;
+1. **load** (``--trials``, default 50): tests/faults/test_crash.py's trial, many more times:
+   ``authz-ledger serve`` in ``sync`` mode, 6 client threads, SIGKILL at a random moment 0.2-1.2 s in;
    after each kill every Check whose answer reached a client is in the ledger (by decision id) and the whole
    ledger verifies offline; the next trial's start re-verifies it.
 2. **rotation** (``--trials // 3``): ``serve --key old --key new`` (the overlap of a key rotation), killed at a
@@ -18,9 +18,10 @@ Usage (from the repository root)::
    complete signed note that verifies, its size is no larger than the ledger's, the restart passes the rollback
    check, no answered Check is missing.
 4. **export** (``--trials // 3``): ``authz-ledger export --tiles`` (and ``--jsonl``) of a 60,000-entry ledger,
-   killed at a random moment during the run; then the same export again into the same target; the tiles
-   directory is verified by the spec reader of tests/support/spec_tiles.py (independent of our code), the JSON Lines
-   file must hold each entry exactly once, in order.
+   killed at a random moment during the run; then the same export again into the same target, which must then
+   hold, byte for byte, what an export that was never interrupted wrote (whose JSON Lines hold each entry once,
+   in order, and whose checkpoint verifies; that the tiles follow C2SP tlog-tiles is what
+   tests/readside/test_export_tiles.py checks, with a reader written from the spec alone).
 
 Prints one line per trial and a summary line per campaign; exit 1 if anything was lost or did not verify.
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import signal
@@ -39,28 +39,31 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "server"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-import grpc  # noqa: E402
-from envoy.service.auth.v3 import external_auth_pb2_grpc  # noqa: E402
+from _harness import (  # noqa: E402
+    SERVE_ENV,
+    SERVING,
+    check_allowed,
+    drive_load,
+    free_port,
+    spawn_serve,
+    start_serve,
+    stop_process,
+)
+from bench_export import DISTINCT_BODIES, build, entry_bodies  # noqa: E402
 
 from authz_ledger import keys  # noqa: E402
 from authz_ledger.ledger.opening import LedgerPaths  # noqa: E402
 from authz_ledger.ledger.store import Store  # noqa: E402
 from authz_ledger.ledger.verify import verify_store  # noqa: E402
 from authz_ledger.tlog import checkpoint, note  # noqa: E402
-from tests.conftest import TEST_DEFAULTS, free_port, stop_process  # noqa: E402
-from tests.faults.test_crash import CLIENTS, _load, _request, _start  # noqa: E402
-from tests.support.exports import append  # noqa: E402
-from tests.support.spec_tiles import SpecReader  # noqa: E402
 
 ORIGIN = "authz-ledger.test/crash"
-ENV = dict(os.environ, PYTHONPATH=str(REPO / "server"))
 
 
 class Campaign:
@@ -99,13 +102,6 @@ def _check_ledger(data: Path, answered: list[str], vkeys: list[str], camp: Campa
         store.close()
 
 
-def _drive(port: int, answered: list[str], lock: threading.Lock, stop: threading.Event) -> list[threading.Thread]:
-    clients = [threading.Thread(target=_load, args=(port, stop, answered, lock)) for _ in range(CLIENTS)]
-    for c in clients:
-        c.start()
-    return clients
-
-
 def _vkey_of_data_dir(data: Path) -> str:
     return keys.load_signing_key(LedgerPaths(data).signing_key).verifier_key()
 
@@ -116,13 +112,14 @@ def _vkey_of_data_dir(data: Path) -> str:
 def campaign_load(trials: int, work: Path, rng: random.Random) -> Campaign:
     camp = Campaign("kill -9 under sync load")
     data = work / "load"
+    sets, log = ("ledger.durability=sync", "ledger.checkpoint_interval_ms=200"), work / "load.log"
     for trial in range(trials):
         port = free_port()
-        proc = _start(data, port)
+        proc = start_serve(data, port, *sets, log=log)
         answered: list[str] = []
         lock, stop = threading.Lock(), threading.Event()
-        clients = _drive(port, answered, lock, stop)
-        time.sleep(rng.uniform(0.2, 1.2))
+        clients = drive_load(port, answered, lock, stop)
+        time.sleep(rng.uniform(0.2, 1.2))  # the kill's random moment, under load
         stop_process(proc, signal.SIGKILL, timeout=10)
         stop.set()
         for c in clients:
@@ -131,8 +128,7 @@ def campaign_load(trials: int, work: Path, rng: random.Random) -> Campaign:
         camp.trials += 1
         camp.answered += len(answered)
         print(f"load trial {trial}: answered {len(answered)}, ledger size {size}", flush=True)
-    port = free_port()
-    stop_process(_start(data, port))  # the last restart re-verifies
+    stop_process(start_serve(data, free_port(), *sets, log=log))  # the last restart re-verifies
     return camp
 
 
@@ -140,13 +136,7 @@ def campaign_load(trials: int, work: Path, rng: random.Random) -> Campaign:
 
 
 def _spawn(data: Path, port: int, key_files: list[Path], *sets: str, log: Path) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "authz_ledger.cli", "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", str(data)]
-    for k in key_files:
-        argv += ["--key", str(k)]
-    for item in (*TEST_DEFAULTS, f"ledger.origin={ORIGIN}", "ledger.durability=sync", *sets):
-        argv += ["--set", item]
-    with log.open("a") as err:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
+    return spawn_serve(data, port, f"ledger.origin={ORIGIN}", "ledger.durability=sync", *sets, keys=key_files, log=log)
 
 
 def _serve_until_killed(
@@ -164,7 +154,7 @@ def _serve_until_killed(
 
     def wait_serving() -> None:
         line = proc.stdout.readline() if proc.stdout else ""
-        if "serving ext_authz v3" in line:
+        if SERVING in line:
             serving.set()
 
     waiter = threading.Thread(target=wait_serving, daemon=True)
@@ -173,7 +163,7 @@ def _serve_until_killed(
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline:
         if serving.is_set() and not clients:
-            clients = _drive(port, answered, lock, stop)
+            clients = drive_load(port, answered, lock, stop)
         if proc.poll() is not None:
             break
         time.sleep(0.01)
@@ -192,11 +182,10 @@ def _serve_cleanly(data: Path, key_files: list[Path], log: Path, *sets: str) -> 
     port = free_port()
     proc = _spawn(data, port, key_files, *sets, log=log)
     line = proc.stdout.readline() if proc.stdout else ""
-    if "serving ext_authz v3" not in line:
+    if SERVING not in line:
         proc.wait(30)
         return f"did not start: {log.read_text()[-500:]}"
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        allowed = external_auth_pb2_grpc.AuthorizationStub(channel).Check(_request(), timeout=10).status.code == 0
+    allowed = check_allowed(port)
     code = stop_process(proc)
     if not allowed:
         return "the Check after the restart was not allowed"
@@ -298,16 +287,45 @@ def campaign_checkpoint(trials: int, work: Path, rng: random.Random) -> Campaign
 
 def _export(data: Path, target: list[str]) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "authz_ledger.cli", "export", "--data-dir", str(data), *target]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=SERVE_ENV)
 
 
-def _timed(fn: Callable[[], subprocess.Popen[str]]) -> float:
+def _timed_export(data: Path, target: list[str]) -> float:
     started = time.monotonic()
-    proc = fn()
+    proc = _export(data, target)
     _, err = proc.communicate(timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(err)
     return time.monotonic() - started
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (or ``root`` itself, a file) by its path below ``root``."""
+    if root.is_file():
+        return {"": root.read_bytes()}
+    return {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+
+
+def _compare(got: dict[str, bytes], want: dict[str, bytes]) -> tuple[list[str], int]:
+    """How an export differs from the uninterrupted one, and how many of its own temporary files (``.<name>.tmp``,
+    not part of the log) a kill left behind."""
+    leftovers = {name for name in set(got) - set(want) if Path(name).name.startswith(".")}
+    differences = [f"{name or 'the file'} {'differs' if name in got else 'is missing'}" for name in sorted(want)
+                   if got.get(name) != want[name]]  # fmt: skip
+    return differences + [f"{name} is extra" for name in sorted(set(got) - set(want) - leftovers)], len(leftovers)
+
+
+def _reference(data: Path, base: Path, vkey: str, size: int) -> dict[str, tuple[float, dict[str, bytes]]]:
+    """Each kind's uninterrupted export: how long it took and its files, checked to hold the ledger."""
+    out: dict[str, tuple[float, dict[str, bytes]]] = {}
+    for kind in ("tiles", "jsonl"):
+        target = base / f"reference-{kind}"
+        out[kind] = _timed_export(data, [f"--{kind}", str(target)]), _files(target)
+    cp, _ = checkpoint.open_checkpoint(out["tiles"][1]["checkpoint"], [note.Verifier.from_vkey(vkey)])
+    lines = out["jsonl"][1][""].decode().splitlines()
+    if cp.size != size or [json.loads(line)["index"] for line in lines] != list(range(size)):
+        raise RuntimeError(f"the uninterrupted exports do not hold the {size} entries of the ledger")
+    return out
 
 
 def campaign_export(trials: int, work: Path, rng: random.Random) -> Campaign:
@@ -318,18 +336,16 @@ def campaign_export(trials: int, work: Path, rng: random.Random) -> Campaign:
     signer = note.generate_signer(ORIGIN)
     LedgerPaths(data).keys.mkdir(parents=True)
     store = Store(LedgerPaths(data).store, map_size=1 << 30)
-    append(store, signer, 60_000)
+    build(store, signer, entry_bodies(DISTINCT_BODIES), 60_000)
     size = store.head().size
     store.close()
-    vkey = signer.verifier_key()
-    tiles_time = _timed(lambda: _export(data, ["--tiles", str(base / "probe-tiles")]))
-    jsonl_time = _timed(lambda: _export(data, ["--jsonl", str(base / "probe.jsonl")]))
-    camp.note("full_tiles_export_ms", round(tiles_time * 1000))
-    camp.note("full_jsonl_export_ms", round(jsonl_time * 1000))
+    reference = _reference(data, base, signer.verifier_key(), size)
+    for kind, (seconds, _) in reference.items():
+        camp.note(f"full_{kind}_export_ms", round(seconds * 1000))
     for trial in range(trials):
-        for kind, full in (("tiles", tiles_time), ("jsonl", jsonl_time)):
+        for kind, (full, want) in reference.items():
             out = base / f"out-{trial}-{kind}"
-            target = ["--tiles", str(out)] if kind == "tiles" else ["--jsonl", str(out)]
+            target = [f"--{kind}", str(out)]
             proc = _export(data, target)
             delay = rng.uniform(0.2, full)  # the first ~0.3 s is the interpreter starting
             time.sleep(delay)
@@ -348,18 +364,11 @@ def campaign_export(trials: int, work: Path, rng: random.Random) -> Campaign:
             if again.returncode != 0:
                 camp.problems.append(f"trial {trial} {kind}: the export after the kill failed: {err[-400:]}")
                 continue
-            try:
-                if kind == "tiles":
-                    got, entries = SpecReader(out, vkey).verify()
-                    ok = got == size and len(entries) == size
-                else:
-                    lines = out.read_text().splitlines()
-                    ok = [json.loads(line)["index"] for line in lines] == list(range(size))
-            except Exception as e:
-                ok = False
-                camp.problems.append(f"trial {trial} {kind}: {e}")
-            if not ok:
-                camp.problems.append(f"trial {trial} {kind}: the re-exported {kind} does not hold the ledger")
+            differences, leftovers = _compare(_files(out), want)
+            camp.note(f"{kind}_tmp_files_left_behind", leftovers)
+            ok = not differences
+            if differences:
+                camp.problems.append(f"trial {trial} {kind}: not what an uninterrupted export wrote: {differences[:5]}")
             camp.trials += 1
             print(
                 f"export trial {trial} {kind}: killed at {delay:.2f} s (mid-way: {not finished}), ok={ok}", flush=True

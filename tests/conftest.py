@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from authz_ledger import config, server
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions
 from authz_ledger.tlog import note
+from tests.support.waits import wait_until
 
 # CI runs the property tests on a fixed sequence of examples, so that a landing does not depend on the luck of the
 # draw; developers' runs draw new examples every time (that is how they find new bugs).
@@ -91,21 +91,20 @@ def opa_binary() -> str:
 
 def wait_for_opa(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30) -> None:
     """Return once the OPA server at ``url`` answers /health; fail loudly (with its log) if it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.kill()
-            proc.wait(10)
-            pytest.fail(f"OPA did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.05)
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"OPA exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+            return bool(response.status == 200)
+
+    try:
+        wait_until(answers, timeout=timeout, interval=0.05, message="OPA did not start", ignoring=OSError)
+    except AssertionError as still_starting:
+        os.kill(proc.pid, signal.SIGCONT)  # a stopped process ignores SIGKILL until it runs again
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"{still_starting}: {log.read_text()[-2000:]}")
 
 
 def pause_process(pid: int, timeout: float = 5) -> None:
@@ -115,8 +114,8 @@ def pause_process(pid: int, timeout: float = 5) -> None:
     by a thread that has not stopped yet, which is not the "server paused" case a test means to exercise.
     """
     os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def thread_states() -> list[str]:
         states = []
         for task in Path(f"/proc/{pid}/task").iterdir():
             try:
@@ -124,11 +123,15 @@ def pause_process(pid: int, timeout: float = 5) -> None:
             except OSError:
                 continue  # a thread that exited meanwhile
             states.append(stat[stat.rindex(")") + 2])
-        if states and all(state in "tT" for state in states):
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"process {pid} did not stop within {timeout} s (thread states {states})")
-        time.sleep(0.001)
+        return states
+
+    wait_until(
+        thread_states,
+        lambda states: bool(states) and all(state in "tT" for state in states),
+        timeout=timeout,
+        interval=0.001,
+        message=f"process {pid} did not stop (thread states)",
+    )
 
 
 StartService = Callable[..., server.Running]

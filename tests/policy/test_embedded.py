@@ -23,6 +23,7 @@ from authz_ledger.errors import (
     PolicyUndefinedError,
 )
 from authz_ledger.policy.embedded import EmbeddedEngine
+from tests.support.waits import cpu_seconds, has_exited, threads_running, wait_until
 
 from .conftest import EXAMPLE_POLICY, decision_cases, encode, request_input, write_policy
 
@@ -142,7 +143,8 @@ def test_an_idle_worker_that_dies_is_replaced_without_failing_a_decision(tmp_pat
     with EmbeddedEngine(tmp_path, workers=1) as engine:
         (pid,) = engine.worker_pids()
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
+        wait_until(lambda: has_exited(pid), message=f"worker {pid} outlived SIGKILL")
+        time.sleep(0.1)  # the kernel's teardown of the dead worker's socket: then the next send sees EPIPE
         assert engine.evaluate(b'{"v": 1}').result == 1
         assert engine.worker_pids() != [pid]
 
@@ -159,9 +161,11 @@ def test_a_worker_that_dies_mid_decision_fails_that_call_and_is_replaced(tmp_pat
             except BaseException as exc:
                 errors.append(exc)
 
+        idle_cpu = cpu_seconds(pid)
         caller = threading.Thread(target=slow_call)
         caller.start()
-        time.sleep(0.5)
+        # Killed once it is computing the decision (the CPU it burns shows it took the input), not before.
+        wait_until(lambda: cpu_seconds(pid) - idle_cpu, lambda busy: busy >= 0.1, message="the worker never started")
         os.kill(pid, signal.SIGKILL)
         caller.join(10)
         assert len(errors) == 1
@@ -178,15 +182,9 @@ def test_timeout_kills_the_worker_and_the_next_call_succeeds(tmp_path):
             engine.evaluate(b'{"n": 5000}')
         elapsed = time.monotonic() - started
         assert 0.5 <= elapsed < 1.0
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the replacement starts in the background
-            try:
-                assert engine.evaluate(b'{"n": 2}').result == 4
-                break
-            except PolicyError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("no replacement worker")
+        # The replacement starts in the background; until it is ready a decision may be refused.
+        evaluation = wait_until(lambda: engine.evaluate(b'{"n": 2}'), ignoring=PolicyError, message="no replacement")
+        assert evaluation.result == 4
         assert pid not in engine.worker_pids()
 
 
@@ -245,12 +243,21 @@ def test_bundle_tarball_with_manifest_revision(tmp_path):
 def test_watcher_reloads_changed_files(tmp_path):
     write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "before"\n')
     with EmbeddedEngine(tmp_path, workers=1, watch=True, watch_interval=0.2) as engine:
-        time.sleep(0.3)
+        before = engine.policy_version()
+        # A change is a difference from the files as the watcher first saw them: edit only once it has looked.
+        wait_until(
+            lambda: threads_running(threading.Event.wait, thread_prefix="authz-ledger-policy-watch"),
+            message="the policy watcher never started",
+        )
         write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "after"\n')
-        deadline = time.monotonic() + 15
-        while engine.evaluate(b"{}").result != "after":
-            assert time.monotonic() < deadline, "the watcher did not reload"
-            time.sleep(0.1)
+        wait_until(
+            lambda: engine.evaluate(b"{}").result,
+            lambda result: result == "after",
+            timeout=15,
+            interval=0.1,
+            message="the watcher did not reload",
+        )
+        assert engine.policy_version() != before  # the reload replaced the policy, not only its answer
 
 
 def _rate(engine: EmbeddedEngine, body: bytes, callers: int, seconds: float) -> tuple[float, float]:
@@ -267,7 +274,7 @@ def _rate(engine: EmbeddedEngine, body: bytes, callers: int, seconds: float) -> 
     cpu, wall = time.process_time(), time.perf_counter()
     for t in threads:
         t.start()
-    time.sleep(seconds)
+    time.sleep(seconds)  # the measurement's duration, not a wait for anything
     stop.set()
     for t in threads:
         t.join()
@@ -372,7 +379,7 @@ def _fast_decisions_keep_coming(engine: EmbeddedEngine, stop: threading.Event, a
             assert engine.evaluate(b'{"mode": "fast"}').result is True
             answered.append(time.monotonic())
         except PolicyError:
-            time.sleep(0.05)  # the one worker was being replaced
+            time.sleep(0.05)  # load, not a wait: the one worker is being replaced, ask again a little later
 
 
 def test_a_policy_that_computes_for_minutes_is_stopped_at_the_timeout_and_others_are_answered(tmp_path):
@@ -387,14 +394,15 @@ def test_a_policy_that_computes_for_minutes_is_stopped_at_the_timeout_and_others
                 engine.evaluate(b'{"mode": "compute"}')
             assert time.monotonic() - started < 3.0  # stopped at the 1 s timeout, not after minutes
             during = len(answered)
-            deadline = time.monotonic() + 10
-            while len(answered) < during + 20 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            assert during > 0, "the other worker answered nothing while one computed"
+            wait_until(
+                lambda: len(answered),
+                lambda count: count >= during + 20,
+                message="decisions stopped after the runaway one was killed",
+            )
         finally:
             stop.set()
             helper.join(10)
-        assert during > 0, "the other worker answered nothing while one computed"
-        assert len(answered) >= during + 20, "decisions stopped after the runaway one was killed"
 
 
 def test_a_policy_that_allocates_without_end_is_stopped_by_the_memory_limit(tmp_path):
@@ -405,18 +413,21 @@ def test_a_policy_that_allocates_without_end_is_stopped_by_the_memory_limit(tmp_
         with pytest.raises(PolicyUnavailableError, match="exited during the decision"):
             engine.evaluate(b'{"mode": "allocate"}')
         assert time.monotonic() - started < 30.0  # the limit, not the 60 s timeout, ended it
-        gone = time.monotonic() + 10
-        while pathlib.Path(f"/proc/{pid}").exists():  # reaped: its memory went back with it
-            assert time.monotonic() < gone, "the worker that ran out of memory was never reaped"
-            time.sleep(0.05)
-        deadline = time.monotonic() + 20
-        while True:  # a replacement starts in the background
-            try:
-                assert engine.evaluate(b'{"mode": "fast"}').result is True
-                break
-            except PolicyError:
-                assert time.monotonic() < deadline, "no replacement worker"
-                time.sleep(0.1)
+        # Reaped, not only dead: its memory went back with it.
+        wait_until(
+            lambda: pathlib.Path(f"/proc/{pid}").exists(),
+            lambda exists: not exists,
+            message="the worker that ran out of memory was never reaped",
+        )
+        # A replacement starts in the background; until it is ready a decision may be refused.
+        evaluation = wait_until(
+            lambda: engine.evaluate(b'{"mode": "fast"}'),
+            ignoring=PolicyError,
+            timeout=20,
+            interval=0.1,
+            message="no replacement worker",
+        )
+        assert evaluation.result is True
         (replacement,) = engine.worker_pids()
         assert replacement != pid
         assert _rss_kb(replacement) < 200_000

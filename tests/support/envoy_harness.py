@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from tests.conftest import ROOT, free_port, tool
+from tests.support.waits import wait_until
 
 ENVOY_DIR = ROOT / "envoy"
 ENVOY_YAML = ENVOY_DIR / "envoy.yaml"
@@ -123,30 +123,31 @@ class Envoy:
             conn.close()
 
     def access_log(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Wait for ``count`` access log lines (flushed every 50 ms, see start_envoy)."""
-        lines: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lines = [ln for ln in self.stdout.read_text().splitlines() if ln.startswith("{")]
-            if len(lines) >= count:
-                break
-            time.sleep(0.1)
+        """Wait for ``count`` access log lines (flushed every 50 ms, see start_envoy); fail on more."""
+        lines = wait_until(
+            lambda: [ln for ln in self.stdout.read_text().splitlines() if ln.startswith("{")],
+            lambda seen: len(seen) >= count,
+            timeout=timeout,
+            interval=0.05,
+            message=f"expected {count} access log lines",
+        )
         assert len(lines) == count, f"expected {count} access log lines, got {len(lines)}"
         return [json.loads(ln) for ln in lines]
 
 
 def _wait_for(envoy: Envoy, what: str, ok: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def observe() -> bool:
         if envoy.proc.poll() is not None:
             pytest.fail(f"envoy exited with {envoy.proc.returncode} while waiting for {what}:\n{envoy.logs()}")
-        try:
-            if ok():
-                return
-        except OSError:
-            pass  # admin not listening yet
-        time.sleep(0.05)
-    pytest.fail(f"envoy: no {what} after {STARTUP_TIMEOUT_S} s:\n{envoy.logs()}")
+        return ok()
+
+    wait_until(
+        observe,
+        timeout=STARTUP_TIMEOUT_S,
+        interval=0.05,
+        message=lambda: f"envoy: no {what}:\n{envoy.logs()}",
+        ignoring=OSError,  # admin not listening yet
+    )
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for hostile CheckRequests, shared by the fuzz test and bench/faults_fuzz.py."""
+"""Hypothesis strategies for hostile CheckRequests (tests/faults/test_fuzz.py)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def build(store: Store, signer: note.Signer, bodies: list[bytes], n: int) -> flo
     writer = LedgerWriter(
         store,
         [signer],
-        ORIGIN,
+        signer.name,  # the checkpoint's origin line: the key's name, as C2SP tlog-checkpoint readers expect
         WriterOptions(durability=Durability.ASYNC, queue_size=n + 1, checkpoint_interval_s=3600),
     )
     for i in range(n):

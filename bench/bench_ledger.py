@@ -342,7 +342,10 @@ def main() -> int:
         verifier = note.Verifier.from_vkey(signer.verifier_key())
         with Other() as noise:
             c0, t0 = time.process_time(), time.perf_counter()
-            report = verify_store(store, [verifier], origin=ORIGIN)
+            # The writer benchmark repeats a few bodies under fresh ids, so the decision-id index cannot match
+            # them: this is the tree/chain/checkpoint sweep alone (bench_startup_verify.py measures it with the
+            # index check, on real entries).
+            report = verify_store(store, [verifier], origin=ORIGIN, check_ids=False)
             t1, c1 = time.perf_counter(), time.process_time()
         store.close()
         v_rate = report.entries / (t1 - t0)

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from authz_ledger.ledger.verify import verify_store
 from authz_ledger.record import entry
 from authz_ledger.tlog import note
 from tests.conftest import TEST_DEFAULTS, free_port, serve_process, stop_process
+from tests.support.waits import wait_until
 
 RBAC_ALICE = {"method": "GET", "path": "/api/items", "headers": {"x-user": "alice"}}
 
@@ -282,16 +282,21 @@ def test_sighup_reloads_the_policy_and_a_broken_one_keeps_the_old_serving(tmp_pa
         assert s.Check(check_request(RBAC_ALICE)).status.code == 0
         (pol / "p.rego").write_text("package envoy.authz\nimport rego.v1\nallow := false\n")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while s.Check(check_request(RBAC_ALICE)).status.code == 0:
-            assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
-            time.sleep(0.1)
+        wait_until(
+            lambda: s.Check(check_request(RBAC_ALICE)).status.code,
+            lambda code: code != 0,
+            timeout=20,
+            interval=0.1,
+            message="SIGHUP did not reload the policy",
+        )
         (pol / "p.rego").write_text("package envoy.authz\nimport rego.v1\nallow := {{{ broken\n")
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while "policy reload failed, the previous policy keeps serving" not in log.read_text():
-            assert time.monotonic() < deadline, "the broken policy was not reported"
-            time.sleep(0.1)
+        wait_until(
+            lambda: "policy reload failed, the previous policy keeps serving" in log.read_text(),
+            timeout=20,
+            interval=0.1,
+            message="the broken policy was not reported",
+        )
         assert s.Check(check_request(RBAC_ALICE)).status.code == 7  # the previous policy still serves
     finally:
         assert stop_process(proc) == 0

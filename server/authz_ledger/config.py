@@ -105,6 +105,15 @@ class LedgerConfig:
     alone names its log), else ``DEFAULT_ORIGIN``. Resolved by ``validate``."""
     signing_keys: list[str] = field(default_factory=list)
     """Key files; empty means ``<data_dir>/keys/signing.key``, created on first start. Every key signs."""
+    verifier_keys: list[str] = field(default_factory=list)
+    """Verifier keys (``name+id+base64``, or files of them) of retired signing keys: the older checkpoints they
+    signed still verify at start. A checkpoint no configured key verifies makes the service refuse to start."""
+    unsafe_allow_unsigned: bool = False
+    """Serve a non-empty ledger that has no signed checkpoint (it crashed before its first one). Unsafe: nothing
+    then vouches that its entries are the ones recorded (``verify --allow-unsigned`` is the same choice)."""
+    unsafe_verify_tail_only: bool = False
+    """At start, verify only the entries after the latest checkpoint instead of the whole ledger. Unsafe: an
+    entry changed under that checkpoint is not noticed, and the service extends and signs the altered history."""
     queue_size: int = 8192
     enqueue_timeout_ms: float = 50.0
     commit_timeout_ms: float = 5000.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from authz_ledger.errors import NoteError, SigningKeyError
@@ -79,3 +80,20 @@ def load_or_create_redaction_key(path: Path) -> bytes:
     if len(key) < 32:
         raise SigningKeyError(f"redaction key {path} is shorter than 32 bytes")
     return key
+
+
+def load_verifiers(vkeys: Sequence[str]) -> list[note.Verifier]:
+    """The verifiers of ``--vkey`` values, each a verifier key or a file of them (one per line, blank lines skipped).
+
+    The one way of reading verifier keys (``--vkey``, ``ledger.verifier_keys``): several keys let a ledger
+    signed by rotated keys verify.
+    """
+    out = []
+    for v in vkeys:
+        text = Path(v).read_text(encoding="utf-8").strip() if os.path.isfile(v) else v.strip()
+        for line in text.splitlines():
+            if line.strip():
+                out.append(note.Verifier.from_vkey(line.strip()))
+    if not out:
+        raise NoteError("no verifier key given")
+    return out

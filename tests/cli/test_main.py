@@ -37,9 +37,10 @@ def data_dir(tmp_path: Path) -> tuple[Path, note.Signer]:
     w = make_writer(s, signer)
     w.checkpoint_file = paths.checkpoint
     for i in range(3):
+        decision_id = new_decision_id()
         rec = DecisionRecord(
             time_unix_nano=1,
-            decision_id=str(new_decision_id()),
+            decision_id=str(decision_id),
             method="GET",
             path=f"/p{i}",
             outcome=OUTCOME_ALLOW,
@@ -48,7 +49,7 @@ def data_dir(tmp_path: Path) -> tuple[Path, note.Signer]:
             input_json=b'{"a":1}',
             result_json=b"true",
         )
-        w._commit([Pending(rec.encode(), new_decision_id().bytes, False)])
+        w._commit([Pending(rec.encode(), decision_id.bytes, False)])
     w._publish_checkpoint(force=True)
     s.close()
     return paths.data_dir, signer

@@ -32,6 +32,7 @@ from tests.conftest import ROOT, free_port, make_writer, serve_process, stop_pro
 from tests.readside.test_audit import Pki, make_pki
 from tests.support import rfc9162
 from tests.support.readside import Ledger, build_ledger, open_ledger, record
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -154,10 +155,29 @@ def test_a_data_dir_and_its_server_print_the_same_proofs(remote: tuple[list[str]
 def test_show_by_index_and_by_decision_id(source: tuple[list[str], Ledger, list[bytes]]) -> None:
     where, led, raw = source
     by_index = json.loads(run_ok("show", *where, "--index", "12", "--json"))
-    by_id = json.loads(run_ok("show", *where, "--decision-id", led.decision_ids[12]))
+    by_id = json.loads(run_ok("show", *where, "--decision-id", led.decision_ids[12], "--json"))
     assert by_index == by_id
     assert by_index["index"] == 12 and b64(by_index["entry_b64"]) == raw[12]
     assert by_index["decision_id"] == led.decision_ids[12] and by_index["path"] == "/svc0/item12"
+
+
+def test_show_prints_aligned_key_value_lines_for_people(source: tuple[list[str], Ledger, list[bytes]]) -> None:
+    where, led, raw = source
+    doc = json.loads(run_ok("show", *where, "--index", "12", "--json"))
+    text = run_ok("show", *where, "--index", "12")
+    head, _, rest = text.partition("\ninput:")
+    fields = dict(line.split(":", 1) for line in head.splitlines())
+    assert fields["index"].strip() == "12" and fields["decision id"].strip() == led.decision_ids[12]
+    assert fields["path"].strip() == "/svc0/item12" and fields["entry"].strip() == f"{len(raw[12])} bytes"
+    assert fields["time"].strip().endswith("Z") and len(fields["time"].strip()) == len("2023-11-14T22:13:20.123456789Z")
+    assert fields["outcome"].strip() == doc["outcome"] and fields["method"].strip() == doc["method"]
+    # Aligned: every value starts in the same column.
+    columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in head.splitlines()}
+    assert len(columns) == 1, head
+    # The input and result follow as indented JSON, the same documents --json holds.
+    input_text, _, result_text = rest.partition("\nresult:")
+    assert json.loads(input_text) == doc["input"]
+    assert result_text.strip() == "-" if doc["result"] is None else json.loads(result_text) == doc["result"]
 
 
 def test_list_with_filters(source: tuple[list[str], Ledger, list[bytes]]) -> None:
@@ -262,7 +282,8 @@ def test_a_receipt_and_its_entry_verify_offline_with_the_vkey(
     assert rfile.read_bytes().startswith(b"c2sp.org/tlog-proof@v1\nindex 21\n")
     vkey = led.signer.verifier_key()
     out = run_ok("verify-receipt", "--receipt", str(rfile), "--entry", str(efile), "--vkey", vkey)
-    assert out.startswith(f"OK: {rfile}: entry 21 is in {led.signer.name} at tree size 77")
+    decision = led.decision_ids[21]
+    assert out.startswith(f"OK: {rfile}: entry 21 (decision {decision}) is in {led.signer.name} at tree size 77")
     doc = json.loads(run_ok("verify-receipt", "--receipt", str(rfile), "--entry", str(efile), "--vkey", vkey, "--json"))
     assert doc == {
         "ok": True,
@@ -270,6 +291,7 @@ def test_a_receipt_and_its_entry_verify_offline_with_the_vkey(
         "origin": led.signer.name,
         "tree_size": 77,
         "root": base64.b64encode(rfc9162.mth(raw[:77])).decode(),
+        "decision_id": decision,
     }
 
 
@@ -369,6 +391,15 @@ def test_mutual_tls_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 # --- next to a running server ------------------------------------------------------------------------------
 
 
+def _published_size(data_dir: Path) -> int | None:
+    """The tree size of the checkpoint ``serve`` last published in ``data_dir`` (its second line, C2SP
+    tlog-checkpoint), or None before the first; the store holds it by then (it is stored first)."""
+    try:
+        return int((data_dir / "checkpoint").read_text().split("\n")[1])
+    except FileNotFoundError:
+        return None
+
+
 def test_a_data_dir_is_read_safely_while_authz_ledger_serve_writes_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = free_port()
@@ -384,7 +415,9 @@ def test_a_data_dir_is_read_safely_while_authz_ledger_serve_writes_it(tmp_path: 
             if i == 9:
                 listed = run_ok("list", "--data-dir", str(data), "--json")
                 assert [json.loads(x)["path"] for x in listed.splitlines()] == [f"/api/items/{j}" for j in range(10)]
-        time.sleep(0.5)  # one checkpoint interval
+        wait_until(
+            lambda: _published_size(data), lambda size: size == 20, message="no checkpoint covered all 20 entries"
+        )
         doc = json.loads(run_ok("proof", "inclusion", "--data-dir", str(data), "--index", "15", "--json"))
         assert doc["tree_size"] == 20
         assert rfc9162.verify_inclusion(
@@ -452,11 +485,10 @@ class Reader:
     def lines(self) -> int:
         return self.out.read_text().count("\n")
 
-    def wait_for_lines(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.lines() < count and time.monotonic() < deadline and self.proc.poll() is None:
-            time.sleep(0.01)
-        return self.lines() >= count
+    def wait_for_lines(self, count: int, timeout: float, message: str) -> None:
+        """Until it has printed ``count`` lines; fail with ``message`` if it exits first or ``timeout`` passes."""
+        wait_until(lambda: self.lines() >= count or self.proc.poll() is not None, timeout=timeout, message=message)
+        assert self.lines() >= count, f"{message}: it exited with {self.proc.returncode}"
 
 
 def _start(argvs: list[list[str]], cpus: str, out_dir: Path) -> list[Reader]:
@@ -467,7 +499,7 @@ def _start(argvs: list[list[str]], cpus: str, out_dir: Path) -> list[Reader]:
         with out.open("w") as f:
             readers.append(Reader(subprocess.Popen(["taskset", "-c", cpus, *argv], stdout=f, env=ENV), out))
     for argv, r in zip(argvs, readers, strict=True):
-        assert r.wait_for_lines(1, 60), f"{argv} did not start"
+        r.wait_for_lines(1, 60, f"{argv} did not start")
     return readers
 
 
@@ -515,9 +547,8 @@ def test_reading_and_tailing_in_other_processes_costs_the_writer_under_10_percen
                     if mode == "read":
                         # tail -f polls every 0.1 s and shares its CPU with the list loop: give it the time to
                         # show the new entries (flushed per entry) before it is stopped.
-                        assert all(r.wait_for_lines(b + 1, 10) for r, b in zip(running, before, strict=True)), (
-                            "the readers kept reading"
-                        )
+                        for reader, lines in zip(running, before, strict=True):
+                            reader.wait_for_lines(lines + 1, 10, "the readers kept reading")
                 finally:
                     _stop(running)
     finally:

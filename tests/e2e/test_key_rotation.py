@@ -4,7 +4,8 @@ The flow an operator follows (README "Key rotation"):
 
 1. ``authz-ledger keygen --origin O --out new.key`` -- the new key is named after the same origin;
 2. ``authz-ledger serve --key old.key --key new.key`` -- every checkpoint carries both signatures;
-3. ``authz-ledger serve --key new.key`` -- the old key is retired;
+3. ``authz-ledger serve --key new.key --verifier-key OLD`` -- the old key is retired; its vkey stays trusted, for
+   the checkpoints it alone signed (start-up verifies every one of them);
 4. ``authz-ledger verify --vkey OLD --vkey NEW`` verifies every checkpoint; one key alone does not.
 """
 
@@ -55,7 +56,7 @@ def check(port: int, n: int) -> None:
         stub.Check(external_auth_pb2.CheckRequest())
 
 
-def serve_in_process(data_dir: Path, *key_files: Path, checks: int) -> None:
+def serve_in_process(data_dir: Path, *key_files: Path, checks: int, verifier_keys: tuple[str, ...] = ()) -> None:
     """``serve --key ...`` in this process (cmd_serve's overrides), ``checks`` Checks, then the SIGTERM sequence."""
     cfg = config.load(
         sets=[*TEST_DEFAULTS, *ONE_CHECKPOINT_PER_SESSION],
@@ -65,6 +66,7 @@ def serve_in_process(data_dir: Path, *key_files: Path, checks: int) -> None:
             "ledger.data_dir": str(data_dir),
             "ledger.origin": ORIGIN,
             "ledger.signing_keys": [str(k) for k in key_files],
+            "ledger.verifier_keys": list(verifier_keys),
         },
     )
     running = server.start(cfg)
@@ -127,7 +129,7 @@ def rotated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     serve_in_process(data, old_key, checks=1)
     serve_in_process(data, old_key, checks=1)
     serve_with_key_flags(data, old_key, new_key, checks=3, log=tmp_path / "overlap.log")
-    serve_in_process(data, new_key, checks=4)  # start-up recovery with the old key retired
+    serve_in_process(data, new_key, checks=4, verifier_keys=(old_vkey,))  # the old key retired, its vkey trusted
     return data, old_vkey, new_vkey
 
 
@@ -177,8 +179,17 @@ def test_after_retirement_the_ledger_keeps_restarting_on_the_new_key_alone(
     tmp_path: Path, rotated: tuple[Path, str, str]
 ) -> None:
     data, old_vkey, new_vkey = copy_of(rotated, tmp_path)
-    serve_in_process(data, data.parent / "new.key", checks=1)
+    serve_in_process(data, data.parent / "new.key", checks=1, verifier_keys=(old_vkey,))
     assert signers_by_size(data, old_vkey, new_vkey)[10] == {"new"}
+
+
+def test_a_retired_key_whose_vkey_is_not_trusted_any_more_refuses_the_start(
+    tmp_path: Path, rotated: tuple[Path, str, str]
+) -> None:
+    # Start-up verifies every checkpoint: the one the old key alone signed needs its vkey, and the refusal says so.
+    data, _, _ = copy_of(rotated, tmp_path)
+    with pytest.raises(LedgerCorruptError, match=r"checkpoint for size 1 does not verify.*--verifier-key"):
+        serve_in_process(data, data.parent / "new.key", checks=0)
 
 
 def test_the_old_key_alone_can_no_longer_serve_after_retirement(tmp_path: Path, rotated: tuple[Path, str, str]) -> None:
@@ -192,11 +203,12 @@ def test_the_old_key_alone_can_no_longer_serve_after_retirement(tmp_path: Path, 
 def test_retiring_the_old_key_after_an_overlap_without_new_entries_still_starts(tmp_path: Path) -> None:
     data = tmp_path / "data"
     old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
-    keygen(old_key)
+    old_vkey = keygen(old_key)
     keygen(new_key)
     serve_in_process(data, old_key, checks=2)
     serve_in_process(data, old_key, new_key, checks=0)  # overlap with no traffic: nothing new is signed
-    serve_in_process(data, new_key, checks=1)
+    # The latest checkpoint got the new key's signature at the overlap's start; the older ones keep the old key's.
+    serve_in_process(data, new_key, checks=1, verifier_keys=(old_vkey,))
 
 
 def test_serve_with_a_key_alone_takes_the_log_origin_from_the_key(tmp_path: Path) -> None:

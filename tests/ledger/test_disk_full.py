@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.verify import verify_store
 from authz_ledger.tlog import note
 from tests.conftest import StartService
+from tests.support.waits import wait_until
 
 UNAVAILABLE = 14
 
@@ -86,19 +86,29 @@ def test_disk_full_fails_closed_without_corruption_and_recovers(small_fs: Path, 
         if refused >= 5:
             break
     assert refused >= 5, "the full disk never made the ledger refuse a Check"
-    time.sleep(1.2)
-    assert _health(running) == health_pb2.HealthCheckResponse.NOT_SERVING
+    wait_until(
+        lambda: _health(running),
+        lambda status: status == health_pb2.HealthCheckResponse.NOT_SERVING,
+        interval=0.1,
+        message="the health check did not report the full disk",
+    )
     filler.unlink()
-    deadline = time.monotonic() + 10
-    while stub.Check(_request()).status.code != 0:
-        assert time.monotonic() < deadline, "the ledger did not recover after space came back"
-        time.sleep(0.1)
+    wait_until(
+        lambda: stub.Check(_request()).status.code,
+        lambda code: code == 0,
+        interval=0.1,
+        message="the ledger did not recover after space came back",
+    )
     recorded += 1
     for _ in range(10):
         assert stub.Check(_request()).status.code == 0
         recorded += 1
-    time.sleep(1.2)
-    assert _health(running) == health_pb2.HealthCheckResponse.SERVING
+    wait_until(
+        lambda: _health(running),
+        lambda status: status == health_pb2.HealthCheckResponse.SERVING,
+        interval=0.1,
+        message="the health check did not report the recovery",
+    )
     running.stop()
     paths = LedgerPaths(data)
     store = Store(paths.store, readonly=True)

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz_ledger.errors import LedgerCorruptError
-from authz_ledger.ledger.queue import Pending
 from authz_ledger.ledger.store import Store, u64
 from authz_ledger.ledger.verify import verify_store
-from authz_ledger.record.ids import new_decision_id
 from authz_ledger.tlog import checkpoint, note, tree
 from tests.conftest import ORIGIN, make_writer
+from tests.support.entries import entry, pending
+from tests.support.waits import wait_until
 
 N = 100
 BATCH = 10
@@ -26,12 +26,7 @@ def build_ledger(path: Path, signer: note.Signer, n: int = N, batch: int = BATCH
     s = Store(path, map_size=64 << 20)
     w = make_writer(s, signer)
     for start in range(0, n, batch):
-        w._commit(
-            [
-                Pending(b"\x22\x03e" + i.to_bytes(2, "big"), new_decision_id().bytes, False)
-                for i in range(start, min(n, start + batch))
-            ]
-        )
+        w._commit([pending(f"e{i}") for i in range(start, min(n, start + batch))])
         w._publish_checkpoint(force=True)
     return s
 
@@ -119,7 +114,7 @@ CASES = [
     ),
     pytest.param(
         replace_checkpoint(50, other_key=False),
-        49,
+        40,  # the tree since the previous checkpoint (40) is what the forged signature disputes
         "disagrees",
         id="a validly signed checkpoint with a forged root disagrees with the tree",
     ),
@@ -152,7 +147,7 @@ def test_verify_detects_tampering_and_names_the_sequence_number(
 def test_verify_from_the_latest_checkpoint_checks_only_the_tail(tmp_path: Path, signer: note.Signer) -> None:
     s = build_ledger(tmp_path / "l", signer)
     w = make_writer(s, signer)
-    w._commit([Pending(b"tail", new_decision_id().bytes, False) for _ in range(5)])
+    w._commit([pending("tail") for _ in range(5)])
     report = verify_store(s, [signer.verifier()], from_latest_checkpoint=True)
     assert (report.start, report.entries, report.size) == (N, 5, N + 5)
     flip_byte(N + 2)(s, signer)
@@ -172,10 +167,10 @@ def test_verify_accepts_every_old_checkpoint_after_key_rotation(tmp_path: Path, 
     new = note.generate_signer(ORIGIN)
     w = make_writer(s, signer)
     w.signers = [signer, new]  # overlap period: both keys sign
-    w._commit([Pending(b"x", new_decision_id().bytes, False)])
+    w._commit([pending("x")])
     w._publish_checkpoint(force=True)
     w.signers = [new]  # old key retired
-    w._commit([Pending(b"y", new_decision_id().bytes, False)])
+    w._commit([pending("y")])
     w._publish_checkpoint(force=True)
     report = verify_store(s, [signer.verifier(), new.verifier()])
     assert report.checkpoints == 4
@@ -221,16 +216,13 @@ def test_verify_while_the_writer_commits_reads_one_consistent_snapshot(tmp_path:
     def load() -> None:
         while not stop.is_set():
             with contextlib.suppress(BackpressureError):
-                w.record(b"\x22\x01x", new_decision_id().bytes)
-            time.sleep(0.0002)  # leave the writer and the verifier their share of the interpreter
+                w.record(*entry("x"))
+            time.sleep(0.0002)  # load, not a wait: leave the writer and the verifier their share of the interpreter
 
     t = threading.Thread(target=load)
     t.start()
     try:
-        deadline = time.monotonic() + 10
-        while s.head().size == 0:
-            assert time.monotonic() < deadline, "the writer committed nothing"
-            time.sleep(0.01)
+        wait_until(lambda: s.head().size, message="the writer committed nothing")
         sizes = [verify_store(s, [signer.verifier()]).size for _ in range(30)]
     finally:
         stop.set()

@@ -24,10 +24,13 @@ from authz_ledger.record.entry import DecisionRecord
 from authz_ledger.record.ids import new_decision_id
 from authz_ledger.tlog import checkpoint, note, tree
 from tests.conftest import ORIGIN, make_writer
+from tests.support.entries import entry as entry_of
+from tests.support.waits import wait_until
 
 
-def _entries(n: int) -> list[bytes]:
-    return [b"\x12\x04body" + i.to_bytes(4, "big") for i in range(n)]
+def _entries(n: int) -> list[tuple[bytes, bytes]]:
+    """(entry body, decision id) pairs: real entries, indexed under their own ids."""
+    return [entry_of(f"body{i}") for i in range(n)]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -41,7 +44,7 @@ def test_stored_tree_equals_a_from_scratch_rfc6962_computation_for_any_batch_spl
     bodies = _entries(sum(splits))
     i = 0
     for n in splits:
-        w._commit([Pending(b, new_decision_id().bytes, False) for b in bodies[i : i + n]])
+        w._commit([Pending(b, d, False) for b, d in bodies[i : i + n]])
         i += n
     stored = [s.entry(k) for k in range(len(bodies))]
     assert all(e is not None for e in stored)
@@ -73,8 +76,8 @@ def test_sync_record_returns_only_after_the_entry_is_committed(store: Store, sig
 
 def test_group_commit_takes_everything_queued_in_one_batch(store: Store, signer: note.Signer) -> None:
     w = make_writer(store, signer, durability=Durability.ASYNC)
-    for b in _entries(300):
-        w.record(b, new_decision_id().bytes)
+    for b, d in _entries(300):
+        w.record(b, d)
     assert w.queue_depth == 300  # the thread is not started yet: nothing is taken
     w.start()
     w.close()
@@ -84,8 +87,8 @@ def test_group_commit_takes_everything_queued_in_one_batch(store: Store, signer:
 
 def test_batch_size_is_capped(store: Store, signer: note.Signer) -> None:
     w = make_writer(store, signer, durability=Durability.ASYNC, batch_max_entries=64)
-    for b in _entries(200):
-        w.record(b, new_decision_id().bytes)
+    for b, d in _entries(200):
+        w.record(b, d)
     w.start()
     w.close()
     assert [r.count for r, _ in store.iter_batches()] == [64, 64, 64, 8]
@@ -93,8 +96,8 @@ def test_batch_size_is_capped(store: Store, signer: note.Signer) -> None:
 
 def test_full_queue_denies_after_a_bounded_wait_and_never_drops(store: Store, signer: note.Signer) -> None:
     w = make_writer(store, signer, durability=Durability.ASYNC, queue_size=10, enqueue_timeout_s=0.05)
-    for b in _entries(10):
-        w.record(b, new_decision_id().bytes)
+    for b, d in _entries(10):
+        w.record(b, d)
     started = time.monotonic()
     with pytest.raises(BackpressureError, match="queue full"):
         w.record(b"late", new_decision_id().bytes)
@@ -124,17 +127,22 @@ def test_checkpoints_are_published_on_interval_never_twice_for_one_size(
     cp_file = tmp_path / "checkpoint"
     w = make_writer(store, signer, checkpoint_interval_s=0.05)
     w.checkpoint_file = cp_file
+
+    def sizes() -> list[int]:
+        return [size for size, _ in store.iter_checkpoints()]
+
     w.start()
     try:
         w.record(b"a", new_decision_id().bytes)
+        wait_until(sizes, lambda seen: seen == [1], message="no checkpoint for the first entry")
+        # A real delay, not a wait: six intervals must pass for the test to show that none of them signed again.
         time.sleep(0.3)
-        assert [size for size, _ in store.iter_checkpoints()] == [1]  # no new checkpoint for an unchanged tree
+        assert sizes() == [1]  # no new checkpoint for an unchanged tree
         w.record(b"b", new_decision_id().bytes)
-        time.sleep(0.3)
+        wait_until(sizes, lambda seen: seen == [1, 2], message="no checkpoint for the second entry")
     finally:
         w.close()
-    sizes = [size for size, _ in store.iter_checkpoints()]
-    assert sizes == [1, 2]
+    assert sizes() == [1, 2]
     cp, _ = checkpoint.open_checkpoint(cp_file.read_bytes(), [signer.verifier()], origin=ORIGIN)
     assert (cp.size, cp.root) == (2, store.head().root)
 
@@ -142,8 +150,8 @@ def test_checkpoints_are_published_on_interval_never_twice_for_one_size(
 def test_shutdown_drains_the_queue_and_signs_a_final_checkpoint(store: Store, signer: note.Signer) -> None:
     w = make_writer(store, signer, durability=Durability.ASYNC)
     w.start()
-    for b in _entries(1000):
-        w.record(b, new_decision_id().bytes)
+    for b, d in _entries(1000):
+        w.record(b, d)
     w.close()
     assert store.head().size == 1000
     latest = store.checkpoint()
@@ -158,7 +166,7 @@ def test_concurrent_sync_writers_get_distinct_gapless_sequence_numbers(store: St
 
     def worker() -> None:
         for _ in range(200):
-            s = w.record(b"\x22\x01z", new_decision_id().bytes)
+            s = w.record(*entry_of("z"))
             with lock:
                 seqs.append(s)
 
@@ -195,6 +203,14 @@ def _gate_commits(w: LedgerWriter) -> tuple[threading.Event, threading.Event]:
 
     w._append = held  # type: ignore[method-assign]
     return gate, entered
+
+
+def _wait_until_closing(w: LedgerWriter) -> None:
+    """Until ``close()`` has begun on another thread: new Checks are refused and its stop is queued.
+
+    Only the held commit's batch has left the queue, so the stop is then the one item in it.
+    """
+    wait_until(lambda: (w._closed, w.queue_depth), lambda seen: seen == (True, 1), message="close() did not begin")
 
 
 def _record_in_background(
@@ -251,8 +267,10 @@ def test_an_entry_in_the_commit_under_way_when_it_times_out_gets_a_correction_en
     w = make_writer(store, signer, commit_timeout_s=0.2)
     gate, entered = _gate_commits(w)
     w.start()
-    policy = DecisionRecord(time_unix_nano=1, decision_id="policy", outcome=entry.OUTCOME_ALLOW, allowed=True)
     late = new_decision_id().bytes
+    policy = DecisionRecord(
+        time_unix_nano=1, decision_id=str(uuid.UUID(bytes=late)), outcome=entry.OUTCOME_ALLOW, allowed=True
+    )
     with pytest.raises(LedgerWriteError, match="commit did not finish"):
         w.record(policy.encode(), late, refused_body=lambda reason: b"never used")
     assert entered.is_set(), "the writer held the entry in its commit when the Check gave up"
@@ -287,10 +305,10 @@ def test_a_correction_whose_commit_fails_is_written_by_a_later_commit(store: Sto
         w.record(b"", late, refused_body=lambda reason: b"")
     assert entered.is_set()
     gate.set()
-    deadline = time.monotonic() + 5
-    while w.head.size < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    w.close()
+    try:
+        wait_until(lambda: w.head.size, lambda size: size >= 2, timeout=5, message="the correction was not written")
+    finally:
+        w.close()
     assert failures == [1], "the correction's own commit failed once"
     assert w.head.size == 2, "the held entry, then the correction on a retry without any new Check"
     late_id = str(uuid.UUID(bytes=late))
@@ -340,7 +358,7 @@ def test_entries_still_queued_at_shutdown_are_rewritten_in_place_never_overtaken
     assert entered.wait(5)  # the first commit is held
     closer = threading.Thread(target=w.close)
     closer.start()
-    time.sleep(0.05)
+    _wait_until_closing(w)
     late = [Pending(b"", new_decision_id().bytes, True) for _ in range(3)]
     for p in late:  # stragglers that passed the closed check before close()
         w._queue.put(p, 0, force=True)
@@ -362,7 +380,7 @@ def test_a_check_refused_during_the_shutdown_drain_is_counted_in_a_summary_entry
     assert entered.wait(5)
     closer = threading.Thread(target=w.close)
     closer.start()
-    time.sleep(0.05)
+    _wait_until_closing(w)
     w._queue.put(Pending(b"", new_decision_id().bytes, False), 0, force=True)
     w.note_refused()  # e.g. a Check whose caller's deadline had expired, denied while the writer drains
     gate.set()

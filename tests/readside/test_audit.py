@@ -29,7 +29,7 @@ from authz_ledger._proto.authzledger.v1 import audit_pb2 as pb
 from authz_ledger._proto.authzledger.v1 import audit_pb2_grpc as pb_grpc
 from authz_ledger.config import AuditConfig
 from authz_ledger.errors import ConfigError
-from authz_ledger.ledger.writer import Durability
+from authz_ledger.ledger.writer import Durability, LedgerWriter
 from authz_ledger.readside.audit import (
     HEALTH_SERVICE,
     LEDGER_SERVICE,
@@ -41,6 +41,7 @@ from authz_ledger.tlog import receipt
 from tests.conftest import make_writer, tool
 from tests.support import rfc9162
 from tests.support.readside import Ledger, build_ledger, open_ledger
+from tests.support.waits import threads_running, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -157,7 +158,13 @@ def test_grpcurl_list_entries_with_a_range_and_a_filter(served: Served) -> None:
     assert [m["index"] for m in got] == ["1", "10", "13"]
 
 
+def following_tails() -> int:
+    """Tail calls of the audit server in this process that wait for the writer's next commit."""
+    return threads_running(LedgerWriter.wait_for_size, thread_prefix="audit")
+
+
 def test_grpcurl_tail_receives_entries_committed_after_it_started(served: Served) -> None:
+    tails = following_tails()
     proc = subprocess.Popen(
         [tool("grpcurl"), "-plaintext", "-max-time", "4", "-d", '{"from_end": true}', served.address,
          f"{LEDGER_SERVICE}/Tail"],
@@ -165,7 +172,8 @@ def test_grpcurl_tail_receives_entries_committed_after_it_started(served: Served
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    time.sleep(1.5)
+    # from_end starts at the end as the server sees it then: record only once grpcurl's Tail waits for more.
+    wait_until(following_tails, lambda count: count > tails, message="grpcurl's Tail never reached the server")
     first = len(served.ledger.decision_ids)
     served.ledger.record(2)
     out, err = proc.communicate(timeout=20)
@@ -378,7 +386,8 @@ def test_tail_receives_entries_committed_after_it_started(served: Served) -> Non
 
     t = threading.Thread(target=consume)
     t.start()
-    time.sleep(0.5)
+    # Started: it has sent the last entry committed before it began, so what follows is committed after.
+    wait_until(lambda: list(got), lambda seen: seen == [start - 1], message="the Tail sent nothing")
     served.ledger.record(3)
     t.join(10)
     stream.cancel()
@@ -395,14 +404,14 @@ def test_a_cancelled_tail_frees_its_server_thread(tmp_path: Path) -> None:
             stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=5)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "one RPC at a time: the Tail holds it"
         stream.cancel()
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                assert stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=5).tree_size == 5
-                break
-            except grpc.RpcError:
-                assert time.monotonic() < deadline, "the cancelled Tail never ended"
-                time.sleep(0.1)
+        checkpoint = wait_until(
+            lambda: stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=5),
+            timeout=5,
+            interval=0.1,
+            message="the cancelled Tail never ended",
+            ignoring=grpc.RpcError,
+        )
+        assert checkpoint.tree_size == 5
     finally:
         shutdown(s)
 
@@ -425,13 +434,20 @@ def test_clients_that_stop_reading_do_not_stall_the_writer(tmp_path: Path) -> No
         # Both streams fill their flow-control windows, with nothing read, and then sit blocked; on a loaded
         # machine that can take longer than a fixed pause. While they fill, their short read transactions come
         # and go, so one sample proves nothing: no sample may see a reader for a whole half second.
-        deadline = time.monotonic() + 15
         quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < 0.5 and time.monotonic() < deadline:
+
+        def quiet_for() -> float:
+            nonlocal quiet_since
             if not no_active_reader(s):
                 quiet_since = time.monotonic()
-            time.sleep(0.01)
-        assert time.monotonic() - quiet_since >= 0.5, "a stalled stream must not hold or retake a read transaction"
+            return time.monotonic() - quiet_since
+
+        wait_until(
+            quiet_for,
+            lambda seconds: seconds >= 0.5,
+            timeout=15,
+            message="a stalled stream must not hold or retake a read transaction",
+        )
         started = time.monotonic()
         led.record(20_000)
         while led.writer.head.size < 40_000 and time.monotonic() - started < 30:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from authz_ledger.tlog import checkpoint, receipt, tree
 from tests.conftest import ROOT
 from tests.support import rfc9162
 from tests.support.readside import T0, Ledger, build_ledger, open_ledger
+from tests.support.waits import wait_until
 
 SIZES = [1, 2, 3, 8, 100, 257, 300]
 """Checkpoints at these sizes; the ledger holds 300 entries."""
@@ -202,8 +202,8 @@ def test_following_sees_entries_committed_after_it_started(tmp_path: Path) -> No
 
         t = threading.Thread(target=consume)
         t.start()
-        time.sleep(0.3)
-        assert got == [3, 4]
+        # It has sent what was committed when it started (and nothing more can come until the next commit).
+        assert wait_until(lambda: list(got), lambda seen: len(seen) >= 2, message="the follower sent nothing") == [3, 4]
         led.append(5)
         t.join(10)
         assert not t.is_alive() and got == list(range(3, 10))

@@ -17,10 +17,11 @@ from authz_ledger.tlog import checkpoint, note, tree
 from tests.conftest import make_writer
 
 
-def bodies(count: int, seed: int = 0) -> Iterator[bytes]:
+def bodies(count: int, seed: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """(entry body, decision id bytes) of ``count`` allow decisions of varied sizes."""
     for i in range(count):
         did = new_decision_id()
-        yield DecisionRecord(
+        body = DecisionRecord(
             time_unix_nano=1_700_000_000_000_000_000 + i,
             decision_id=str(did),
             method="GET",
@@ -30,13 +31,14 @@ def bodies(count: int, seed: int = 0) -> Iterator[bytes]:
             allowed=True,
             http_status=200,
         ).encode()
+        yield body, did.bytes
 
 
 def append(store: Store, signer: note.Signer, count: int, seed: int = 0) -> None:
     """Append ``count`` entries with a fresh writer; its close publishes a checkpoint at the new size."""
     writer = make_writer(store, signer, durability=Durability.ASYNC, queue_size=count + 1)
-    for body in bodies(count, seed):
-        writer._queue.put(Pending(body, new_decision_id().bytes, False), 0)
+    for body, decision_id in bodies(count, seed):
+        writer._queue.put(Pending(body, decision_id, False), 0)
     writer.start()
     writer.close()
 

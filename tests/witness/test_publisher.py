@@ -23,7 +23,6 @@ from authz_ledger.errors import RollbackError
 from authz_ledger.ledger.opening import LedgerPaths, OpenLedger, open_for_serving
 from authz_ledger.ledger.rollback import WITNESSED_FILE
 from authz_ledger.ledger.store import Store
-from authz_ledger.record.ids import new_decision_id
 from authz_ledger.server import attach_witnesses
 from authz_ledger.tlog import checkpoint, note, tree
 from authz_ledger.tlog.cosignature import CosignatureVerifier, Cosigner, verify_cosignature
@@ -31,7 +30,9 @@ from authz_ledger.tlog.proof import consistency_proof
 from authz_ledger.witness.endpoint import WitnessEndpoint
 from authz_ledger.witness.publisher import WitnessPublisher
 from tests.conftest import ORIGIN, free_port
+from tests.support.entries import entry
 from tests.support.spec_witness import SpecWitness, rfc9162_verify_consistency
+from tests.support.waits import wait_until
 
 # --- Harness ------------------------------------------------------------------------------------------------
 
@@ -52,18 +53,24 @@ class Served:
 
     def record(self, n: int) -> None:
         for _ in range(n):
-            self.opened.writer.record(b"\x22\x05check", new_decision_id().bytes)
+            self.opened.writer.record(*entry("check"))
 
     def settle(self, timeout: float = 10.0) -> int:
         """Wait until the head is checkpointed and every witness has answered it; the head size."""
         size = self.opened.writer.head.size
-        deadline = time.monotonic() + timeout
-        while (self.store.checkpoint() or (0, b""))[0] != size:
-            assert time.monotonic() < deadline, "no checkpoint for the head"
-            time.sleep(0.01)
-        while self.publisher is not None and any(s.cosigned_size != size for s in self.publisher.stats.values()):
-            assert time.monotonic() < deadline, self.publisher.stats
-            time.sleep(0.01)
+        publisher = self.publisher
+
+        def checkpointed_and_cosigned() -> tuple[int, dict[str, int]]:
+            latest = (self.store.checkpoint() or (0, b""))[0]
+            stats = publisher.stats if publisher is not None else {}
+            return latest, {name: s.cosigned_size for name, s in stats.items()}
+
+        wait_until(
+            checkpointed_and_cosigned,
+            lambda seen: seen[0] == size and all(cosigned == size for cosigned in seen[1].values()),
+            timeout=timeout,
+            message=f"size {size} was not checkpointed and cosigned by every witness",
+        )
         return size
 
     def stop(self) -> None:
@@ -281,10 +288,7 @@ def test_a_witness_that_refuses_the_log_is_a_counted_and_explained_failure(
     served = serve(data_dir, w.endpoint)
     try:
         served.record(2)
-        deadline = time.monotonic() + 10
-        while served.pub.stats[w.name].failed < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: served.pub.stats[w.name].failed, lambda failed: failed >= 2, message="fewer than 2 failures")
         stats = served.pub.stats[w.name]
         assert stats.published == 0
         assert stats.last_error is not None and f"HTTP {status}" in stats.last_error and message in stats.last_error
@@ -299,10 +303,7 @@ def test_a_cosignature_that_does_not_verify_is_never_stored(data_dir: Path, make
     served = serve(data_dir, w.endpoint)
     try:
         served.record(3)
-        deadline = time.monotonic() + 10
-        while served.pub.failed < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: served.pub.failed, lambda failed: failed >= 2, message="fewer than 2 failures")
         assert "no valid cosignature" in (served.pub.stats[w.name].last_error or "")
         assert served.store.cosigned_checkpoint() is None
         assert not (data_dir / WITNESSED_FILE).exists()
@@ -321,10 +322,7 @@ def test_a_witness_holding_another_history_answers_422_and_nothing_is_stored(
     w.latest[ORIGIN] = (3, b"\x07" * 32)  # a fork: the witness was shown another tree at size 3
     served = serve(data_dir, w.endpoint)
     try:
-        deadline = time.monotonic() + 10
-        while served.pub.failed < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: served.pub.failed, lambda failed: failed >= 2, message="fewer than 2 failures")
         assert w.requests[0] == (6, 6, 409)  # start-up probe: the witness is at 3
         assert (3, 6, 422) in w.requests
         assert "HTTP 422" in (served.pub.stats[w.name].last_error or "")
@@ -353,10 +351,11 @@ def test_a_witness_that_is_down_or_hangs_counts_failures_and_checks_are_unaffect
             slowest = max(slowest, time.monotonic() - t0)
         # A Check that waited for a witness would take the whole 1 s timeout.
         assert slowest < 0.5, f"a Check waited {slowest:.3f} s for the ledger while witnesses were down"
-        deadline = time.monotonic() + 10
-        while min(s.failed for s in served.pub.stats.values()) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(
+            lambda: {name: s.failed for name, s in served.pub.stats.items()},
+            lambda failed: min(failed.values()) >= 2,
+            message="fewer than 2 failures at some witness",
+        )
         assert served.pub.published == 0
         stats = served.pub.stats
         assert "unreachable" in (stats["witness.test/down"].last_error or "")

@@ -201,7 +201,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             "error" if refused else OUTCOME_NAMES.get(record.outcome, "error"),
             record.engine,
             record.eval_ns / 1e9,
-            record.error.partition(":")[0] if record.outcome == OUTCOME_ERROR and not refused else "",
+            record.error_class if record.outcome == OUTCOME_ERROR and not refused else "",
         )
 
     def _decide(
@@ -251,6 +251,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.allowed = False
         record.dry_run = False
         record.error = f"internal error: {type(error).__name__}: {self.redactor.redact_message(str(error))}"
+        record.error_class = "internal error"
         log.exception(
             "decision %s (request %s): internal error, denied", record.decision_id, record.request_id,
             extra=_log_fields(record),
@@ -294,6 +295,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
     ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
         record.outcome = OUTCOME_ERROR
         record.error = f"{type(error).__name__}: {error}"
+        record.error_class = type(error).__name__
         if not record.policy_version:
             record.policy_version = self.engine.policy_version()
         log.warning(

@@ -15,10 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from authz_ledger import keys
+from authz_ledger.errors import ConfigError
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
+from authz_ledger.ledger.trust import Trust, verify_ledger
 from authz_ledger.readside.export_jsonl import export_jsonl
 from authz_ledger.readside.export_tiles import export_tiles
+from authz_ledger.tlog import note
 
 _HELP = "export to a static tlog-tiles directory (incremental) or to JSON Lines"
 _DESCRIPTION = """\
@@ -31,6 +35,11 @@ published at size N instead of the latest one.
 
 --jsonl FILE appends one JSON object per entry (as `authz-ledger log --json`), resuming after the last entry
 already in FILE; --size N stops before entry N. FILE "-" writes to standard output.
+
+Nothing is published that does not verify: before writing anything, export runs the same verification as
+`authz-ledger verify` (every entry against its leaf hash, the tree, the chain, the decision-id index, every
+checkpoint signed by a --vkey key -- by default the data directory's own signing key). On a bad ledger it writes
+nothing and exits 1 (3 for a damaged file), naming the first bad sequence number.
 """
 
 
@@ -45,21 +54,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     target.add_argument("--jsonl", metavar="FILE", help="JSON Lines file to create or append to ('-': stdout)")
     p.add_argument("--size", type=int, metavar="N", help="tiles: the checkpoint at tree size N; jsonl: entries < N")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--vkey",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="verifier key (or a file of them) the checkpoints must be signed by; repeatable; default: the data "
+        "directory's own signing key",
+    )
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
-    store = Store(LedgerPaths(Path(args.data_dir)).store, readonly=True)
+    paths = LedgerPaths(Path(args.data_dir))
+    verifiers = _verifiers(args.vkey, paths)
+    store = Store(paths.store, readonly=True)
     try:
+        # The one verification core (ledger.trust): a tampered ledger is refused before a file is written.
+        verified = verify_ledger(store, Trust(verifiers, checkpoint_file=paths.checkpoint)).size
         if args.tiles is not None:
-            return _tiles(store, args, out)
-        return _jsonl(store, args, out)
+            return _tiles(store, args, out, verified)
+        return _jsonl(store, args, out, verified)
     finally:
         store.close()
 
 
-def _tiles(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    r = export_tiles(store, args.tiles, checkpoint_size=args.size)
+def _verifiers(vkeys: list[str], paths: LedgerPaths) -> list[note.Verifier]:
+    if vkeys:
+        return keys.load_verifiers(vkeys)
+    if not paths.signing_key.exists():
+        raise ConfigError(f"no --vkey given and no signing key at {paths.signing_key} to verify the ledger with")
+    return [keys.load_signing_key(paths.signing_key).verifier()]
+
+
+def _tiles(store: Store, args: argparse.Namespace, out: TextIO, verified: int) -> int:
+    r = export_tiles(store, args.tiles, checkpoint_size=args.size, verified_size=verified)
     if args.json:
         doc: dict[str, Any] = {
             "format": "tlog-tiles",
@@ -88,8 +117,10 @@ def _tiles(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _jsonl(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+def _jsonl(store: Store, args: argparse.Namespace, out: TextIO, verified: int) -> int:
     started = time.perf_counter()
+    # Entries appended after the verified snapshot wait for the next export.
+    args.size = verified if args.size is None else min(args.size, verified)
     if args.jsonl == "-":
         export_jsonl(store, out, stop=args.size)
         return 0

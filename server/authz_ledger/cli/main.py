@@ -18,13 +18,20 @@ from authz_ledger.cli import check as cli_check
 from authz_ledger.cli import evaluate as cli_eval
 from authz_ledger.cli import export as cli_export
 from authz_ledger.cli import read as cli_read
+from authz_ledger.cli import verify_tiles as cli_verify_tiles
 from authz_ledger.cli.common import b64, load_verifiers
-from authz_ledger.errors import AuthzLedgerError, ConfigError, LedgerCorruptError, LedgerError, NoteError
+from authz_ledger.errors import (
+    AuthzLedgerError,
+    ConfigError,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerFileError,
+    RollbackError,
+)
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
-from authz_ledger.ledger.verify import VerifyReport, verify_store
+from authz_ledger.ledger.trust import Trust, verify_ledger
 from authz_ledger.record import entry
-from authz_ledger.tlog import checkpoint, note, tree
 
 DESCRIPTION = """\
 authz-ledger: an Envoy / Istio ext_authz (v3 gRPC) service, compatible with OPA's Envoy plugin, that records
@@ -50,6 +57,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     }
     if args.key:
         overrides["ledger.signing_keys"] = args.key
+    if args.verifier_key:
+        overrides["ledger.verifier_keys"] = args.verifier_key
     cfg = config.load(args.config, args.set, overrides=overrides)
     return server.serve(cfg, out)
 
@@ -96,21 +105,33 @@ class _ProgressBar:
 
 def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     verifiers = load_verifiers(args.vkey)
-    store = _open_store(args.data_dir)
     progress = _ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
+    store: Store | None = None
     try:
-        report = verify_store(store, verifiers, progress=progress)
-        _check_published(Path(args.data_dir), store, report, verifiers, allow_unsigned=args.allow_unsigned)
-    except LedgerCorruptError as e:
+        store = _open_store(args.data_dir)
+        trust = Trust(
+            verifiers,
+            checkpoint_file=LedgerPaths(Path(args.data_dir)).checkpoint,
+            unsafe_allow_unsigned=args.allow_unsigned,
+        )
+        report = verify_ledger(store, trust, progress=progress)
+    except (LedgerCorruptError, RollbackError, LedgerFileError) as e:
         if progress:
             progress.finish()
+        first, last = (e.seq, e.last_seq) if isinstance(e, LedgerCorruptError) else (None, None)
         if args.json:
-            print(json.dumps({"ok": False, "error": str(e), "first_bad_seq": e.seq}), file=out)
+            doc: dict[str, Any] = {
+                "ok": False, "error": str(e), "code": e.code, "first_bad_seq": first, "last_bad_seq": last,
+            }  # fmt: skip
+            if isinstance(e, LedgerFileError):
+                doc["file"] = e.path
+            print(json.dumps(doc), file=out)
         else:
             print(f"FAIL: {args.data_dir}: {e.diagnostics()}", file=out)
-        return 1
+        return exit_code(e)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     if progress:
         progress.finish()
     if args.json:
@@ -139,40 +160,6 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
     return 0
-
-
-def _check_published(
-    data_dir: Path, store: Store, report: VerifyReport, verifiers: list[note.Verifier], *, allow_unsigned: bool
-) -> None:
-    """What the stored data alone cannot show: that it still matches what was published.
-
-    Internal consistency proves nothing against someone who rewrote the whole store without the key; only a
-    signature does. So a non-empty ledger with no checkpoint fails (the service signs one within a second of
-    its first commit and at shutdown), and the ``checkpoint`` file -- written after every checkpoint, outside
-    the store -- must not show a larger tree or another root.
-    """
-    if report.size > 0 and report.latest_checkpoint is None and not allow_unsigned:
-        raise LedgerCorruptError(
-            f"{report.size} entries and no signed checkpoint: nothing vouches for them "
-            "(--allow-unsigned to accept a ledger that crashed before its first checkpoint)",
-            0,
-        )
-    try:
-        signed = LedgerPaths(data_dir).checkpoint.read_bytes()
-    except FileNotFoundError:
-        return
-    try:
-        cp, _ = checkpoint.open_checkpoint(signed, verifiers)
-    except NoteError:
-        return  # signed by a key not given here: it cannot vouch either way
-    if cp.size > report.size:
-        raise LedgerCorruptError(
-            f"the checkpoint file shows a published tree of size {cp.size}; the ledger holds {report.size}",
-            report.size,
-        )
-    root = tree.tree_hash(cp.size, store.read_hashes) if cp.size else tree.EMPTY_ROOT
-    if root != cp.root:
-        raise LedgerCorruptError(f"the checkpoint file's root for size {cp.size} is not this ledger's", None)
 
 
 def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
@@ -273,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="signing key file (repeatable: every key signs each checkpoint; the first names the log -- its origin -- "
         "unless ledger.origin is set)",
     )
+    s.add_argument(
+        "--verifier-key",
+        metavar="VKEY",
+        action="append",
+        help="verifier key (or a file of them) of a retired signing key: the older checkpoints it signed still "
+        "verify at start (repeatable; ledger.verifier_keys)",
+    )
     s.set_defaults(func=cmd_serve)
 
     k = sub.add_parser("keygen", help="create an Ed25519 signing key; prints its verifier key")
@@ -322,7 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
     cli_eval.register(sub)
     cli_export.register(sub)
     cli_read.register(sub)
+    cli_verify_tiles.register(sub)
     return p
+
+
+EXIT_FAILED = 1  # the command ran and the answer is no (verify: the ledger does not verify)
+EXIT_USAGE = 2  # bad configuration or arguments
+EXIT_DAMAGED_FILE = 3  # a ledger file is truncated or overwritten: restore it from a backup
+
+
+def exit_code(error: AuthzLedgerError) -> int:
+    """The documented exit codes (README "Exit codes"): scripts tell a damaged disk from a tampered history."""
+    if isinstance(error, LedgerFileError):
+        return EXIT_DAMAGED_FILE
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    return EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -332,7 +341,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         code: int = args.func(args, stream)
     except AuthzLedgerError as e:
         print(f"authz-ledger {args.command}: {e.diagnostics()}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return exit_code(e)
     except BrokenPipeError:
         return 0
     return code

@@ -26,14 +26,16 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from authz_ledger.cli import render
 from authz_ledger.cli.common import b64, load_verifiers
-from authz_ledger.errors import ConfigError, InvalidRequestError
+from authz_ledger.errors import ConfigError, InvalidRequestError, ProofError
 from authz_ledger.readside.client import LocalSource, RemoteSource, Source, read_flag_file
 from authz_ledger.readside.values import EntryFilter, StoredEntry
 from authz_ledger.record import entry
@@ -65,38 +67,6 @@ def entry_doc(e: StoredEntry) -> dict[str, Any]:
     return doc
 
 
-# The people's view of list / tail: one aligned row per entry, the path last (it has no useful width limit).
-_COLUMNS = (("INDEX", 8, ">"), ("TIME (UTC)", 24, "<"), ("OUTCOME", 7, "<"), ("HTTP", 4, ">"), ("METHOD", 7, "<"),
-            ("HOST", 22, "<"), ("PRINCIPAL", 28, "<"), ("DECISION", 9, "<"))  # fmt: skip
-
-
-def _cell(text: str, width: int, align: str) -> str:
-    if len(text) > width:
-        text = text[: width - 1] + "…"
-    return f"{text:{align}{width}}"
-
-
-def _table_header() -> str:
-    return " ".join(_cell(name, width, align) for name, width, align in _COLUMNS) + " PATH"
-
-
-def _table_row(e: StoredEntry) -> str:
-    m = e.message
-    when = datetime.datetime.fromtimestamp(m.time_unix_nano / 1e9, datetime.UTC)
-    values = (
-        str(e.index),
-        when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
-        entry.OUTCOME_NAMES.get(m.outcome, "?") + ("*" if m.dry_run else ""),
-        str(m.http_status or ""),
-        m.method or "-",
-        m.host or "-",
-        m.source.principal or "-",
-        "…" + m.decision_id[-8:],  # UUIDv7: the leading digits are the time, shared by every decision of a minute
-    )
-    row = " ".join(_cell(v, width, align) for v, (_, width, align) in zip(values, _COLUMNS, strict=True))
-    return f"{row} {m.path or '-'}" + (f"  error: {m.error}" if m.error else "")
-
-
 def _print_entry(
     e: StoredEntry, as_json: bool, out: TextIO, *, flush: bool = False, header: list[bool] | None = None
 ) -> None:
@@ -105,9 +75,9 @@ def _print_entry(
         print(json.dumps(entry_doc(e), ensure_ascii=False), file=out, flush=flush)
         return
     if header is not None and not header[0]:
-        print(_table_header(), file=out)
+        print(render.table_header(), file=out)
         header[0] = True
-    print(_table_row(e), file=out, flush=flush)
+    print(render.table_row(e), file=out, flush=flush)
 
 
 # --- Commands --------------------------------------------------------------------------------------------
@@ -121,8 +91,10 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         found = src.entry(args.index, args.decision_id)
     finally:
         src.close()
-    doc = entry_doc(found)
-    print(json.dumps(doc, ensure_ascii=False) if args.json else json.dumps(doc, ensure_ascii=False, indent=2), file=out)
+    if args.json:
+        print(json.dumps(entry_doc(found), ensure_ascii=False), file=out)
+    else:
+        print(render.entry_text(found), file=out)
     return 0
 
 
@@ -260,15 +232,35 @@ def cmd_verify_receipt(args: argparse.Namespace, out: TextIO) -> int:
     data = read_flag_file(args.entry, "--entry")
     cp = receipt.verify_receipt(proof, data, load_verifiers(args.vkey), args.origin)
     index = receipt.parse_receipt(proof).index
+    # The receipt proves these bytes are entry `index`; which decision they record is read from them, and must be
+    # the one the user asked about (a receipt for another decision proves nothing about this one).
+    recorded = entry.decode(data, index).decision_id
+    if args.decision_id is not None and recorded != _canonical_uuid(args.decision_id):
+        raise ProofError(f"the receipt's entry {index} records decision {recorded or '(none)'}, not {args.decision_id}")
     if args.json:
-        doc = {"ok": True, "index": index, "origin": cp.origin, "tree_size": cp.size, "root": b64(cp.root)}
+        doc = {
+            "ok": True,
+            "index": index,
+            "origin": cp.origin,
+            "tree_size": cp.size,
+            "root": b64(cp.root),
+            "decision_id": recorded,
+        }
         print(json.dumps(doc), file=out)
     else:
         print(
-            f"OK: {args.receipt}: entry {index} is in {cp.origin} at tree size {cp.size} (root {b64(cp.root)})",
+            f"OK: {args.receipt}: entry {index} (decision {recorded}) is in {cp.origin} at tree size {cp.size} "
+            f"(root {b64(cp.root)})",
             file=out,
         )
     return 0
+
+
+def _canonical_uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ConfigError(f"--decision-id {text!r} is not a UUID") from None
 
 
 def cmd_proof_inclusion(args: argparse.Namespace, out: TextIO) -> int:
@@ -354,7 +346,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _source_flags(s)
     s.add_argument("--index", type=int, metavar="N")
     s.add_argument("--decision-id", metavar="ID")
-    s.add_argument("--json", action="store_true", help="one line instead of indented JSON")
+    s.add_argument(
+        "--json", action="store_true", help="one JSON object, as log --json (default: aligned key: value lines)"
+    )
     s.set_defaults(func=cmd_show)
 
     ls = sub.add_parser("list", help="print entries in sequence order, filtered")
@@ -387,7 +381,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--entry", required=True, metavar="FILE", help="the entry's stored bytes")
     v.add_argument("--vkey", required=True, action="append", metavar="VKEY", help="trusted log key, or a file of them")
     v.add_argument("--origin", help="require the checkpoint to be for this log origin")
-    v.add_argument("--json", action="store_true", help="one JSON object: ok, index, origin, tree_size, root")
+    v.add_argument("--decision-id", metavar="ID", help="require the entry to record this decision")
+    v.add_argument(
+        "--json", action="store_true", help="one JSON object: ok, index, origin, tree_size, root, decision_id"
+    )
     v.set_defaults(func=cmd_verify_receipt)
 
     pr = sub.add_parser("proof", help="RFC 9162 inclusion and consistency proofs")

@@ -6,9 +6,10 @@ Layout of a data directory::
     <data_dir>/keys/          signing.key, redaction.key (mode 0600)
     <data_dir>/checkpoint     the latest signed checkpoint, replaced atomically
 
-On start the ledger re-verifies everything after its last checkpoint (tree hashes, chain, head, signature) and
-refuses to start on a mismatch, naming the first bad sequence number. It also refuses to start when the
-``checkpoint`` file shows a larger tree than the store holds: an old copy of the store was restored (rollback).
+Before serving, the ledger is verified in full by the one verification core (ledger/trust.py): every entry
+against its leaf hash, the tree against every signed checkpoint, the chain, the head, the decision-id index and
+the ``checkpoint`` file. The service signs new checkpoints over this history, so it must never sign one it has
+not checked; on any mismatch it refuses to start, naming the first bad sequence number.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from authz_ledger import keys
 from authz_ledger.config import LedgerConfig
-from authz_ledger.errors import LedgerError, NoteError, RollbackError
+from authz_ledger.errors import LedgerCorruptError, LedgerError, RollbackError
 from authz_ledger.ledger.files import write_file_atomically
 from authz_ledger.ledger.store import Store
-from authz_ledger.ledger.verify import VerifyReport, verify_store
+from authz_ledger.ledger.trust import Trust, verify_ledger
+from authz_ledger.ledger.verify import VerifyReport
 from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions
 from authz_ledger.record.redact import RedactionRules, Redactor
-from authz_ledger.tlog import checkpoint, note, tree
+from authz_ledger.tlog import checkpoint, note
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +110,9 @@ def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
     store = Store(paths.store, map_size=cfg.map_size_mb << 20)
     try:
         verifiers = [note.Verifier.from_vkey(s.verifier_key()) for s in signers]
-        report = verify_store(store, verifiers, origin=cfg.origin, from_latest_checkpoint=True)
-        _check_rollback(paths, store, verifiers)
+        if cfg.verifier_keys:
+            verifiers += keys.load_verifiers(cfg.verifier_keys)
+        report = verify_before_serving(store, cfg, paths, verifiers)
         _sign_latest_with_every_key(paths, store, signers, verifiers)
         writer = LedgerWriter(
             store,
@@ -172,39 +176,40 @@ def _sign_latest_with_every_key(
         log.info("added %d signature(s) to the checkpoint at size %d (key rotation)", len(missing), size)
 
 
-def _check_rollback(paths: LedgerPaths, store: Store, verifiers: list[note.Verifier]) -> None:
-    """The checkpoint file outlives a restored store: a larger size there means entries were lost."""
+def verify_before_serving(
+    store: Store, cfg: LedgerConfig, paths: LedgerPaths, verifiers: list[note.Verifier]
+) -> VerifyReport:
+    """Everything the service will sign over, checked before it serves (progress in the log)."""
+    total = store.head().size
+    mode = (
+        "after the latest checkpoint only (ledger.unsafe_verify_tail_only)"
+        if cfg.unsafe_verify_tail_only
+        else "in full"
+    )
+    log.info("verifying the ledger (%d entries) %s before serving", total, mode)
+    started = time.monotonic()
+    last_log = [started]
+
+    def progress(done: int, of: int) -> None:
+        now = time.monotonic()
+        if now - last_log[0] >= 2.0:
+            last_log[0] = now
+            log.info("verifying the ledger: %d of %d entries (%.0f s)", done, of, now - started)
+
+    trust = Trust(verifiers, cfg.origin, paths.checkpoint, unsafe_allow_unsigned=cfg.unsafe_allow_unsigned)
     try:
-        signed = paths.checkpoint.read_bytes()
-    except FileNotFoundError:
-        return
-    head = store.head()
-    try:
-        cp, _ = checkpoint.open_checkpoint(signed, verifiers)
-    except NoteError as e:
-        # Signed by a key we no longer hold (or damaged): it cannot vouch for a root, but a larger size in it
-        # still means entries went missing -- fail closed on that, ignore it otherwise.
-        try:
-            text, _, _ = signed.partition(b"\n\n")
-            claimed = checkpoint.Checkpoint.parse(text + b"\n")
-        except NoteError:
-            log.warning("ignoring %s: %s", paths.checkpoint, e)
-            return
-        if claimed.size > head.size:
-            raise RollbackError(
-                f"{paths.checkpoint} claims a tree of size {claimed.size} (its signature does not verify with the "
-                f"configured keys: {e}) but the ledger holds only {head.size} entries; refusing to start"
-            ) from e
-        log.warning("ignoring %s: %s", paths.checkpoint, e)
-        return
-    if cp.size <= head.size and cp.size > 0 and tree.tree_hash(cp.size, store.read_hashes) != cp.root:
-        raise RollbackError(
-            f"{paths.checkpoint} (size {cp.size}) is signed by our key but disagrees with the ledger's tree at "
-            "that size: the ledger was replaced by a different history; refusing to start"
-        )
-    if cp.size > head.size:
-        raise RollbackError(
-            f"{paths.checkpoint} shows a published tree of size {cp.size} but the ledger holds only "
-            f"{head.size} entries: an older copy of the ledger was restored or entries were lost; "
-            "refusing to start"
-        )
+        report = verify_ledger(store, trust, unsafe_tail_only=cfg.unsafe_verify_tail_only, progress=progress)
+    except LedgerCorruptError as e:
+        raise LedgerCorruptError(
+            f"refusing to start: {e}. Restore the data directory from a backup (or investigate: "
+            f"authz-ledger verify --data-dir {paths.data_dir} --vkey VKEY --json)",
+            e.seq,
+            last_seq=e.last_seq,
+        ) from e
+    except RollbackError as e:
+        raise RollbackError(f"{e}; refusing to start") from e
+    log.info(
+        "ledger verified: %d entries, %d signed checkpoints, root at size %d, in %.2f s",
+        report.size, report.checkpoints, report.size, time.monotonic() - started,
+    )  # fmt: skip
+    return report

@@ -9,7 +9,9 @@ One LMDB environment (a directory) holds named databases::
     checkpoints  tree size (u64 BE)          -> signed checkpoint note, every one ever published
     cosigned     tree size (u64 BE)          -> the same checkpoint with witness cosignatures added
     ids          decision id (16-byte UUID)  -> seq (u64 BE)
+    times        time (u64 BE) || seq        -> b"": entries by decision time (time_index.py)
     meta         b"head"                     -> Head: tree size, root, last batch number and hash
+                 b"time_index_size"          -> u64 BE: entries 0..n-1 have their ``times`` key
 
 Invariants (checked by ``verify``): keys of entries are 0..size-1 without gaps; ``hashes`` holds exactly
 ``stored_hash_count(size)`` hashes; batch records chain by hash and cover 0..size-1 contiguously; every
@@ -32,7 +34,8 @@ from typing import Any
 
 import lmdb
 
-from authz_ledger.errors import LedgerCorruptError, LedgerError, LedgerWriteError
+from authz_ledger.errors import LedgerCorruptError, LedgerError, LedgerMapFullError, LedgerWriteError
+from authz_ledger.ledger import integrity, time_index
 from authz_ledger.tlog import tree
 
 _U64 = struct.Struct(">Q")
@@ -144,9 +147,13 @@ class Store:
         self._open()
         if not readonly:
             self._init_format()
+            self._backfill_time_index()
 
     def _open(self) -> None:
         readonly = self.readonly
+        # LMDB maps data.mdb and trusts what it finds there: a truncated or overwritten file must be refused here,
+        # as an error naming the file, before a read of it becomes SIGBUS / SIGSEGV.
+        integrity.check_before_open(self.path)
         try:
             self.env = lmdb.open(
                 str(self.path),
@@ -169,6 +176,7 @@ class Store:
             self.ids = self.env.open_db(b"ids", create=not readonly)
             self.cosigned = self.env.open_db(b"cosigned", create=not readonly)
             self.meta = self.env.open_db(b"meta", create=not readonly)
+            self.times = self._open_time_index()
         except lmdb.Error as e:
             raise LedgerError(f"cannot open ledger at {self.path}: {e}") from e
 
@@ -189,6 +197,19 @@ class Store:
                 txn.put(b"format", FORMAT_VERSION)
             elif bytes(fmt) != FORMAT_VERSION:
                 raise LedgerError(f"ledger at {self.path} has format {bytes(fmt)!r}, expected {FORMAT_VERSION!r}")
+
+    def _open_time_index(self) -> Any:
+        """The ``times`` database; None when a read-only open finds a ledger written before it (readers scan)."""
+        try:
+            return self.env.open_db(b"times", create=not self.readonly)
+        except lmdb.NotFoundError:
+            if not self.readonly:
+                raise
+            return None
+
+    def _backfill_time_index(self) -> None:
+        """Index the entries written without the time index (a ledger older than it); see time_index.backfill."""
+        time_index.backfill(self.env, self.entries, self.meta, self.times, lambda txn: self.head(txn).size, self.path)
 
     def close(self) -> None:
         self.env.close()
@@ -212,6 +233,41 @@ class Store:
         with self.env.begin(db=self.ids) as txn:
             v = txn.get(decision_id)
         return None if v is None else from_u64(v)
+
+    def time_index_size(self, txn: Any = None) -> int:
+        """How many entries (seq 0 .. n-1) the time index covers: 0 for a ledger opened read-only without it."""
+        if txn is None:
+            with self.env.begin() as own:
+                return self.time_index_size(own)
+        return time_index.covered(txn, self.meta, self.times)
+
+    def seqs_in_time_range(
+        self,
+        since_ns: int,
+        until_ns: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        max_keys: int | None = None,
+        max_listed: int = 1 << 16,
+        begin: time_index.Begin | None = None,
+    ) -> time_index.TimeRangeSeqs | None:
+        """Entries ``start <= seq < stop`` whose time is in ``[since_ns, until_ns)`` (0: unbounded), by the
+        time index: their seqs in seq order (at most ``max_listed``), else the span holding them all. None when
+        the index cannot answer (see ``time_index.seqs_in_range``): the caller scans. ``begin`` opens each
+        short read transaction (default: this store's own)."""
+        return time_index.seqs_in_range(
+            begin or (lambda: time_index.read_txn(self.env, self.path)),
+            self.meta,
+            self.times,
+            lambda txn: self.head(txn).size,
+            since_ns,
+            until_ns,
+            start,
+            stop,
+            max_keys=max_keys,
+            max_listed=max_listed,
+        )
 
     def read_hashes(self, indexes: Sequence[int], txn: Any = None) -> list[bytes]:
         """Stored tree hashes by index (tree.py's ``read_hashes`` callback), in ``txn`` or a fresh read txn."""
@@ -295,11 +351,12 @@ class Store:
         head: Head,
         old_head: Head,
     ) -> None:
-        """Commit one batch in ONE write transaction: entries, ids, tree hashes, chain link, head."""
+        """Commit one batch in ONE write transaction: entries, ids, times, tree hashes, chain link, head."""
         first_hash_index = tree.stored_hash_count(old_head.size)
         try:
             pack = _U64.pack  # the per-entry loops below are the writer's hot path
             seq_keys = [pack(old_head.size + i) for i in range(len(entries))]
+            time_keys = time_index.keys_for(entries, old_head.size)
             with self.env.begin(write=True) as txn:
                 # The batch extends exactly the head the writer holds, or nothing is written: another writer
                 # (a second process on the same directory) must never be overwritten or skipped silently.
@@ -319,11 +376,13 @@ class Store:
                     raise LedgerWriteError("entries or tree hashes already exist at the appended keys")
                 # UUIDv7 ids arrive nearly in order, so these inserts stay at the B-tree's right edge.
                 txn.cursor(self.ids).putmulti(zip(decision_ids, seq_keys, strict=True))
+                txn.cursor(self.times).putmulti([(k, b"") for k in time_keys])
+                time_index.extend_covered(txn, self.meta, old_head.size, head.size)
                 encoded = record.encode()
                 txn.put(u64(record.number), encoded, db=self.batches, append=True)
                 txn.put(b"head", head.encode(), db=self.meta)
         except lmdb.MapFullError as e:
-            raise LedgerWriteError(f"LMDB map is full ({self.map_size()} bytes): {e}") from e
+            raise LedgerMapFullError(f"LMDB map is full ({self.map_size()} bytes): {e}") from e
         except lmdb.Error as e:
             raise LedgerWriteError(f"ledger write failed: {e}") from e
 

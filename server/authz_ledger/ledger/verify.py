@@ -16,6 +16,7 @@ The first failure stops the sweep and names the first bad sequence number.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -90,7 +91,11 @@ def _open_checkpoints(
         try:
             cp, _ = checkpoint.open_checkpoint(signed, verifiers, origin=origin)
         except NoteError as e:
-            raise LedgerCorruptError(f"checkpoint for size {size} does not verify: {e}", _last_seq(size)) from e
+            raise LedgerCorruptError(
+                f"checkpoint for size {size} does not verify: {e} (a checkpoint signed by a retired key verifies "
+                "once its vkey is trusted: verify --vkey OLD, serve --verifier-key OLD)",
+                _last_seq(size),
+            ) from e
         if cp.size != size:
             raise LedgerCorruptError(
                 f"checkpoint stored under size {size} says size {cp.size}", _last_seq(min(size, cp.size))
@@ -109,11 +114,16 @@ def verify_store(
     *,
     origin: str | None = None,
     from_latest_checkpoint: bool = False,
+    check_ids: bool = True,
     progress: Progress | None = None,
 ) -> VerifyReport:
-    """Verify ``store``; raise LedgerCorruptError naming the first bad sequence number."""
+    """Verify ``store``; raise LedgerCorruptError naming the first bad sequence number.
+
+    ``check_ids``: also check the decision-id index against every verified entry (and, after a full sweep,
+    that it holds no other rows).
+    """
     with store.env.begin(buffers=True) as txn:
-        return _verify(_Snapshot(store, txn), verifiers, origin, from_latest_checkpoint, progress)
+        return _verify(_Snapshot(store, txn), verifiers, origin, from_latest_checkpoint, check_ids, progress)
 
 
 def _verify(
@@ -121,6 +131,7 @@ def _verify(
     verifiers: Sequence[note.Verifier],
     origin: str | None,
     from_latest_checkpoint: bool,
+    check_ids: bool,
     progress: Progress | None,
 ) -> VerifyReport:
     store, txn = snap.store, snap.txn
@@ -156,6 +167,10 @@ def _verify(
     size = start
     total = head.size
     hash_index = tree.stored_hash_count(start)
+    # The decision-id index (decision id -> sequence number) is checked in the same sweep: a row pointing at
+    # another entry would make `show --decision-id` and `receipt` answer with the wrong decision.
+    ids = store.ids if check_ids else None
+    ids_get = functools.partial(txn.get, db=store.ids)
     batch_leaves: list[bytes] = []
     batches = snap.batches(batch_no)
     record, raw = _next_batch(batches)
@@ -180,11 +195,15 @@ def _verify(
         if seq >= total:
             raise LedgerCorruptError(f"entry {seq} lies beyond the committed head (size {total})", seq)
         leaf = sha256(b"\x00" + value).digest()
-        for computed in frontier.append(leaf):
+        for level, computed in enumerate(frontier.append(leaf)):
             stored = next(stored_hashes, None)
             if stored is None or stored != computed:
-                raise LedgerCorruptError(f"entry {seq} does not match the stored tree (hash index {hash_index})", seq)
+                raise _tree_mismatch(seq, level, hash_index)
             hash_index += 1
+        if ids is not None:
+            decision_key = _decision_key(value)
+            if not decision_key or ids_get(decision_key) != key:
+                raise _index_mismatch(snap, seq, value)
         batch_leaves.append(leaf)
         size += 1
         if size >= batch_end:
@@ -199,14 +218,19 @@ def _verify(
             report.batches += 1
         if size in checkpoint_roots:
             if frontier.root() != checkpoint_roots[size]:
+                # Everything stored agrees with itself (entries, hashes and chain were all rewritten): only the
+                # signature holds, and it vouches for the tree since the previous verified checkpoint.
+                since = report.checked_checkpoint_sizes[-1] if report.checked_checkpoint_sizes else start
                 raise LedgerCorruptError(
-                    f"signed checkpoint for size {size} disagrees with the recomputed tree", size - 1
+                    f"signed checkpoint for size {size} disagrees with the recomputed tree", since, last_seq=size - 1
                 )
             report.checked_checkpoint_sizes.append(size)
         if progress is not None and size & 0xFFFF == 0:
             progress(size - start, total - start)
     if size < total:
         raise LedgerCorruptError(f"entry {size} is missing: the head says {total} entries", size)
+    if ids is not None and txn.stat(ids)["entries"] != size:
+        raise _extra_index_rows(snap, size)
     if hash_index > first_hash_index and hashes.key() != u64(hash_index - 1):
         raise LedgerCorruptError("the stored tree hashes have a gap", _last_seq(size))
     if next(stored_hashes, None) is not None:
@@ -248,7 +272,94 @@ def _check_batch(
         raise LedgerCorruptError(f"batch {number} does not chain to batch {number - 1}", first)
     if record.count != len(leaves) or record.tree_size != frontier.size:
         raise LedgerCorruptError(f"batch {number} covers the wrong entries", first)
+    # Every entry already matched its stored leaf hash and every complete subtree its stored hash: the entry
+    # that changed (with its leaf hash) is somewhere in the batch, which is all this record can say.
+    last = first + len(leaves) - 1
     if record.leaves_digest != leaves_digest(leaves):
-        raise LedgerCorruptError(f"batch {number} does not commit to its entries", first)
+        raise LedgerCorruptError(f"batch {number} does not commit to its entries", first, last_seq=last)
     if record.tree_root != frontier.root():
-        raise LedgerCorruptError(f"batch {number} names a tree root that is not the tree's", first)
+        raise LedgerCorruptError(f"batch {number} names a tree root that is not the tree's", first, last_seq=last)
+
+
+def _tree_mismatch(seq: int, level: int, hash_index: int) -> LedgerCorruptError:
+    """The stored hash at ``level`` over the subtree ending at ``seq`` is not the one its entries give.
+
+    At level 0 the entry's own bytes disagree with its stored leaf hash: ``seq`` is exact. Higher up, every stored
+    hash below already matched, so the entry and its leaf hash were rewritten together; the subtree's stored
+    hash still commits to the original (RFC 6962 §2.1), but one hash over two children cannot say which child
+    changed: the bad entry is one of the subtree's.
+    """
+    first = (seq >> level) << level
+    if level == 0:
+        return LedgerCorruptError(
+            f"entry {seq} does not match the stored tree (its leaf hash, hash index {hash_index})", seq
+        )
+    return LedgerCorruptError(
+        f"entries {first}..{seq} do not match the stored tree hash over them (hash index {hash_index}, level "
+        f"{level}): an entry and its leaf hash were rewritten together",
+        first,
+        last_seq=seq,
+    )
+
+
+def _decision_key(entry: bytes | memoryview) -> bytes:
+    """The decision-id index key of an entry: its ``decision_id`` (field 4, a UUID string) as 16 bytes.
+
+    A hand-rolled walk over the first fields (sequence, schema, time: one-byte tags) instead of a full protobuf
+    decode: the verifier reads every entry, and this is the only field it needs. b"" when it cannot be found.
+    """
+    data = bytes(entry[:96])
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            tag = data[pos]
+            pos += 1
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                length = data[pos]
+                pos += 1
+                if field == 4 and length == 36:
+                    return bytes.fromhex(data[pos : pos + 36].replace(b"-", b"").decode("ascii"))
+                pos += length
+            elif wire == 5:
+                pos += 4
+            else:
+                return b""
+            if field >= 4:
+                return b""
+    except (IndexError, ValueError):
+        return b""
+    return b""
+
+
+def _index_mismatch(snap: _Snapshot, seq: int, entry: bytes | memoryview) -> LedgerCorruptError:
+    key = _decision_key(entry)
+    row = snap.txn.get(key, db=snap.store.ids) if key else None
+    if not key:
+        what = "has no decision id the index can be checked against"
+    elif row is None:
+        what = "is missing from the decision-id index"
+    else:
+        what = f"is indexed as entry {from_u64(row)} (the index row was changed)"
+    return LedgerCorruptError(f"entry {seq}'s decision id {what}", seq)
+
+
+def _extra_index_rows(snap: _Snapshot, size: int) -> LedgerCorruptError:
+    """Every entry's row was right, so the index holds more rows than entries: name the entry an extra row
+    points at (or the first missing one, for a row beyond the head)."""
+    for key, value in snap.txn.cursor(snap.store.ids):
+        seq = from_u64(value)
+        entry = snap.txn.get(u64(seq), db=snap.store.entries) if seq < size else None
+        if entry is None:
+            return LedgerCorruptError(f"the decision-id index has a row for entry {seq}, beyond the head", size)
+        if _decision_key(entry) != bytes(key):
+            return LedgerCorruptError(
+                f"the decision-id index has an extra row pointing at entry {seq} for another decision id", seq
+            )
+    return LedgerCorruptError("the decision-id index holds more rows than the ledger has entries", None)

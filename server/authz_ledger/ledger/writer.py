@@ -31,7 +31,7 @@ from pathlib import Path
 
 import lmdb
 
-from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerError, LedgerWriteError
+from authz_ledger.errors import BackpressureError, LedgerClosedError, LedgerError, LedgerMapFullError, LedgerWriteError
 from authz_ledger.ledger.files import write_file_atomically
 from authz_ledger.ledger.queue import NUDGE, STOP, BatchQueue, Pending
 from authz_ledger.ledger.refusals import Refusals
@@ -268,10 +268,13 @@ class LedgerWriter:
         return max(remaining, 0.0)
 
     def _checkpoint_due(self) -> bool:
-        return (
-            self.head.size != self._checkpoint_size
-            and time.monotonic() - self._last_checkpoint_time >= self.options.checkpoint_interval_s
-        )
+        if self.head.size == self._checkpoint_size:
+            return False
+        if self._checkpoint_size == 0:
+            # A new ledger's first checkpoint follows its first commit at once: until one exists nothing vouches
+            # for the entries, and start-up refuses a non-empty ledger without one (ledger/trust.py).
+            return True
+        return time.monotonic() - self._last_checkpoint_time >= self.options.checkpoint_interval_s
 
     def _commit(self, batch: list[Pending]) -> bool:
         """Commit ``batch`` in one transaction; False if it failed (every waiting Check then gets the error)."""
@@ -285,8 +288,8 @@ class LedgerWriter:
             except LedgerWriteError as e:
                 if self._try_grow_map(e):
                     continue
-                if "map is full" in str(e):
-                    e = LedgerWriteError(
+                if isinstance(e, LedgerMapFullError):
+                    e = LedgerMapFullError(
                         f"{e}; the map is at ledger.map_max_size_mb ({self.options.map_max_size >> 20} MiB): "
                         "raise ledger.map_max_size_mb (and make room on the disk) and restart; Checks are "
                         "denied until then"
@@ -372,7 +375,7 @@ class LedgerWriter:
             log.critical("%s", self._halted)
 
     def _try_grow_map(self, error: LedgerWriteError) -> bool:
-        if "map is full" not in str(error):
+        if not isinstance(error, LedgerMapFullError):
             return False
         current = self.store.map_size()
         if current >= self.options.map_max_size:

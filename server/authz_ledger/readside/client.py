@@ -23,7 +23,7 @@ from authz_ledger._proto.authzledger.v1 import audit_pb2_grpc as _pb_grpc
 from authz_ledger.errors import ConfigError, InvalidRequestError, NotFoundError, ProofError
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
-from authz_ledger.readside.reader import LedgerReader, poll_store
+from authz_ledger.readside.reader import LedgerReader, check_decision_id, poll_store
 from authz_ledger.readside.values import (
     ConsistencyProof,
     EntryFilter,
@@ -147,7 +147,10 @@ class RemoteSource:
 
     def entry(self, index: int | None, decision_id: str | None) -> StoredEntry:
         req = _pb.GetEntryRequest(index=index) if index is not None else _pb.GetEntryRequest(decision_id=decision_id)
-        return _stored_entry(self._call("GetEntry", req))
+        found = _stored_entry(self._call("GetEntry", req))
+        if decision_id is not None:
+            check_decision_id(found, decision_id)  # the server's answer too: an error, never another decision
+        return found
 
     def entries(self, start: int, end: int | None, limit: int | None, flt: EntryFilter) -> Iterator[StoredEntry]:
         # 0 means "the default" in the API, so a real 0 cannot be sent: an empty range or limit asks nothing.
@@ -211,6 +214,8 @@ class RemoteSource:
             req = _pb.GetReceiptRequest(decision_id=decision_id)
         msg = self._call("GetReceipt", req)
         found = _stored_entry(msg.entry)
+        if decision_id is not None:
+            check_decision_id(found, decision_id)
         proof = bytes(msg.proof)
         parsed = receipt.parse_receipt(proof)
         if parsed.index != found.index:

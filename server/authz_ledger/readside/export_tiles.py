@@ -185,11 +185,13 @@ class _Snapshot:
             seq = first + next(i for i, v in enumerate(run) if len(v) > MAX_BUNDLED_ENTRY)
             raise LedgerCorruptError(f"entry {seq} exceeds {MAX_BUNDLED_ENTRY} bytes", seq) from None
 
-    def checkpoint(self, size: int | None) -> tuple[int, bytes, bool]:
-        """(size, signed note, cosigned?) of the checkpoint at ``size`` or the latest; the cosigned form if any."""
+    def checkpoint(self, size: int | None, *, at_most: int | None = None) -> tuple[int, bytes, bool]:
+        """(size, signed note, cosigned?) of the checkpoint at ``size`` or the latest (at or below ``at_most``);
+        the cosigned form if any."""
         if size is None:
             cur = self._txn.cursor(self._store.checkpoints)
-            if not cur.last():
+            found = cur.last() if at_most is None else _last_at_most(cur, at_most)
+            if not found:
                 raise NotFoundError("no checkpoint has been published yet: nothing to export")
             size = from_u64(cur.key())
             signed = bytes(cur.value())
@@ -268,16 +270,29 @@ def _check_existing_checkpoint(out_dir: Path, cp: Checkpoint, signed: bytes, sna
     return True
 
 
+def _last_at_most(cur: Any, key: int) -> bool:
+    """Position ``cur`` at the last key <= ``key``: the first key above it, one step back (or the very last)."""
+    return bool(cur.prev() if cur.set_range(u64(key + 1)) else cur.last())
+
+
 def export_tiles(
-    store: Store, out_dir: str | os.PathLike[str], *, checkpoint_size: int | None = None, durable: bool = True
+    store: Store,
+    out_dir: str | os.PathLike[str],
+    *,
+    checkpoint_size: int | None = None,
+    durable: bool = True,
+    verified_size: int | None = None,
 ) -> ExportReport:
     """Export the tree of the latest checkpoint (or the one at ``checkpoint_size``) as a tlog-tiles directory.
 
     Writes only the tiles and bundles ``out_dir`` lacks, then replaces ``checkpoint`` last (see the module
     docstring). ``durable=False`` skips the fsyncs (tests, or a copy that is uploaded elsewhere anyway); the
-    checkpoint is still written last. Raises InvalidRequestError (negative size), NotFoundError (no such
-    checkpoint), LedgerCorruptError (the store disagrees with itself), ConfigError (``out_dir`` holds another log
-    or a newer checkpoint) or LedgerError (I/O, or another export into ``out_dir`` is running).
+    checkpoint is still written last. ``verified_size``: the size the caller verified (ledger.trust); the latest
+    checkpoint at or below it is exported, never one over entries appended since.
+
+    Raises InvalidRequestError (negative size), NotFoundError (no such checkpoint), LedgerCorruptError (the store
+    disagrees with itself), ConfigError (``out_dir`` holds another log or a newer checkpoint) or LedgerError (I/O,
+    or another export into ``out_dir`` is running).
     """
     started = time.perf_counter()
     if checkpoint_size is not None and checkpoint_size < 0:
@@ -286,16 +301,24 @@ def export_tiles(
     try:
         out.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
         with _Lock(out), store.env.begin(buffers=True) as txn:
-            return _export_locked(store, txn, out, checkpoint_size, durable, started)
+            return _export_locked(store, txn, out, checkpoint_size, durable, started, verified_size)
     except OSError as e:
         raise LedgerError(f"cannot export to {out}: {e}") from e
 
 
 def _export_locked(
-    store: Store, txn: Any, out: Path, checkpoint_size: int | None, durable: bool, started: float
+    store: Store,
+    txn: Any,
+    out: Path,
+    checkpoint_size: int | None,
+    durable: bool,
+    started: float,
+    verified_size: int | None,
 ) -> ExportReport:
     snap = _Snapshot(store, txn)
-    size, signed, cosigned = snap.checkpoint(checkpoint_size)
+    if checkpoint_size is not None and verified_size is not None and checkpoint_size > verified_size:
+        raise NotFoundError(f"no verified checkpoint at tree size {checkpoint_size} (verified {verified_size})")
+    size, signed, cosigned = snap.checkpoint(checkpoint_size, at_most=verified_size)
     try:
         cp = _checkpoint_of(signed, f"stored checkpoint {size}")
     except NoteError as e:

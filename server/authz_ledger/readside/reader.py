@@ -55,14 +55,18 @@ from authz_ledger.tlog import proof, receipt, tree
 
 CHUNK = 256
 """Entries read per read transaction: large enough to amortise the transaction, small enough to be brief."""
+LISTED_MAX = 1 << 16
+"""At most this many entries found by the time index are read one by one (a bounded list of seqs); beyond it
+the reader scans the span of seqs that holds them all, filtering as it goes."""
 
 
 class LedgerReader:
     """Read-only view of one Store; safe from any number of threads, next to the writer or in another process."""
 
-    def __init__(self, store: Store, *, chunk: int = CHUNK) -> None:
+    def __init__(self, store: Store, *, chunk: int = CHUNK, listed_max: int = LISTED_MAX) -> None:
         self.store = store
         self.chunk = chunk
+        self.listed_max = listed_max
 
     @contextmanager
     def _txn(self) -> Iterator[Any]:
@@ -109,7 +113,10 @@ class LedgerReader:
                 size = self.store.head(txn).size
                 raise NotFoundError(f"no entry {index}: the ledger holds {size} entries (0 .. {size - 1})")
             data = bytes(raw)
-        return StoredEntry(index, data, entry.decode(data, index))
+        found = StoredEntry(index, data, entry.decode(data, index))
+        if decision_id is not None:
+            check_decision_id(found, decision_id)
+        return found
 
     def _seq_of(self, txn: Any, decision_id: str) -> int:
         try:
@@ -123,8 +130,7 @@ class LedgerReader:
 
     def index_of(self, decision_id: str) -> int:
         """The sequence number of a decision; NotFoundError if it was never recorded."""
-        with self._txn() as txn:
-            return self._seq_of(txn, decision_id)
+        return self.get_entry(decision_id=decision_id).index
 
     def list_entries(
         self,
@@ -165,14 +171,11 @@ class LedgerReader:
         flt: EntryFilter,
         is_active: Callable[[], bool] | None,
     ) -> Iterator[StoredEntry]:
-        pos, sent = start, 0
+        sent = 0
         match_all = flt.is_empty
         if limit == 0:
             return
-        while pos < end:
-            if is_active is not None and not is_active():
-                return
-            chunk = self._read_chunk(pos, min(end, pos + self.chunk))
+        for chunk in self._chunks(start, end, flt, is_active or (lambda: True)):
             for index, data in chunk:
                 msg = entry.decode(data, index)
                 if match_all or flt.matches(msg):
@@ -180,7 +183,57 @@ class LedgerReader:
                     sent += 1
                     if limit is not None and sent >= limit:
                         return
+
+    def _chunks(
+        self, start: int, end: int, flt: EntryFilter, is_active: Callable[[], bool]
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        """The entries of [start, end) that may match ``flt``, in seq order, one short transaction per chunk;
+        ``is_active`` is polled before each read.
+
+        With a time bound the time index names the candidates (store.seqs_in_time_range): the entries whose
+        time is in range, read by seq, or, when they are many, the span of seqs holding them all. The caller
+        applies the whole filter to each entry, so the answer is the scan's: same entries, same order. Without
+        a usable index (a ledger opened read-only before it was built, a range it does not cover yet, or one
+        too short to be worth it), every entry of the range is read.
+        """
+        if (flt.since_unix_nano or flt.until_unix_nano) and end - start > self.chunk:
+            found = self.store.seqs_in_time_range(
+                flt.since_unix_nano,
+                flt.until_unix_nano,
+                start,
+                end,
+                max_keys=end - start,
+                max_listed=self.listed_max,
+                begin=self._txn,
+            )
+            if found is not None and found.seqs is not None:
+                for i in range(0, len(found.seqs), self.chunk):
+                    if not is_active():
+                        return
+                    yield self._read_listed(found.seqs[i : i + self.chunk])
+                return
+            if found is not None:
+                if found.empty:
+                    return
+                start, end = found.first, found.last + 1
+        pos = start
+        while pos < end:
+            if not is_active():
+                return
+            chunk = self._read_chunk(pos, min(end, pos + self.chunk))
+            yield chunk
             pos += len(chunk)
+
+    def _read_listed(self, seqs: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The entries ``seqs`` in one short transaction, copied out; they must all exist."""
+        out: list[tuple[int, bytes]] = []
+        with self._txn() as txn:
+            for seq in seqs:
+                raw = txn.get(u64(seq), db=self.store.entries)
+                if raw is None:
+                    raise LedgerCorruptError(f"entry {seq} is missing below the committed head", seq)
+                out.append((seq, bytes(raw)))
+        return out
 
     def _read_chunk(self, start: int, stop: int) -> list[tuple[int, bytes]]:
         """Entries [start, stop) in one short transaction, copied out; they must all exist (no gaps)."""
@@ -398,3 +451,15 @@ def _verified_inclusion(index: int, size: int, leaf: bytes, hashes: Sequence[byt
         proof.verify_inclusion(index, size, leaf, hashes, root)
     except ProofError as e:
         raise LedgerCorruptError(f"stored tree hashes give a bad inclusion proof for entry {index}: {e}", index) from e
+
+
+def check_decision_id(found: StoredEntry, decision_id: str) -> None:
+    """The decision-id index is a lookup aid, not evidence: the entry it leads to must record that decision, or
+    the answer would be another decision's (fail closed: an error, never a wrong entry)."""
+    asked = str(uuid.UUID(decision_id))
+    if found.message.decision_id != asked:
+        raise LedgerCorruptError(
+            f"the decision-id index leads decision {asked} to entry {found.index}, which records decision "
+            f"{found.message.decision_id or '(none)'}: the index was altered (run authz-ledger verify)",
+            found.index,
+        )

@@ -70,6 +70,8 @@ class DecisionRecord:
     traceparent: str = ""
     tracestate: str = ""
     b3: str = ""
+    error_class: str = ""
+    """Not stored: the class of the error behind ``error`` (its metric label), so nothing parses the message."""
 
     def encode(self) -> bytes:
         """Encode without ``sequence`` (the writer prepends it); never more than MAX_ENTRY_BYTES in all."""

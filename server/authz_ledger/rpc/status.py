@@ -16,6 +16,7 @@ from authz_ledger.errors import (
     ConfigError,
     InvalidRequestError,
     LedgerClosedError,
+    LedgerCorruptError,
     LedgerError,
     NotFoundError,
     OutOfRangeError,
@@ -33,6 +34,7 @@ _CODES: tuple[tuple[type[AuthzLedgerError], grpc.StatusCode], ...] = (
     (PolicyError, grpc.StatusCode.UNKNOWN),
     (BackpressureError, grpc.StatusCode.UNAVAILABLE),
     (LedgerClosedError, grpc.StatusCode.UNAVAILABLE),
+    (LedgerCorruptError, grpc.StatusCode.DATA_LOSS),  # read side: stored data that does not verify
     (LedgerError, grpc.StatusCode.UNAVAILABLE),
     (RequestParseError, grpc.StatusCode.INVALID_ARGUMENT),
     (ProofError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -65,6 +67,7 @@ _CLIENT_ERRORS: dict[grpc.StatusCode, type[AuthzLedgerError]] = {
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.DATA_LOSS: LedgerCorruptError,
 }
 
 

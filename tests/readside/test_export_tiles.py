@@ -17,7 +17,6 @@ from authz_ledger.errors import BackpressureError, ConfigError, LedgerError, Not
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.writer import Durability
 from authz_ledger.readside.export_tiles import export_tiles
-from authz_ledger.record.ids import new_decision_id
 from authz_ledger.tlog import checkpoint, note
 from tests.conftest import ORIGIN, make_writer
 from tests.support.exports import append, bodies, publish_checkpoint_at
@@ -172,9 +171,9 @@ def test_export_while_the_writer_appends_always_verifies(store: Store, signer: n
 
     def load() -> None:
         while not stop.is_set():
-            for body in bodies(200):
+            for body, decision_id in bodies(200):
                 try:
-                    writer.record(body, new_decision_id().bytes)
+                    writer.record(body, decision_id)
                 except BackpressureError:
                     time.sleep(0.001)  # load, not a wait: the queue is full, offer more a little later
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,23 @@ def _file_error(path: Path, problem: str) -> LedgerFileError:
     return LedgerFileError(f"{path} is damaged: {problem}. {ADVICE}", path=str(path))
 
 
+def _where(db: Db, pgno: int, page_size: int) -> str:
+    return f"page {pgno} (byte {pgno * page_size}) of the {db.name} database"
+
+
+class _Child:
+    """Node ``index`` of page ``pgno`` (-1: the page itself), as an error names it; formatted only on an error."""
+
+    __slots__ = ("db", "index", "page_size", "pgno")
+
+    def __init__(self, db: Db, pgno: int, index: int, page_size: int) -> None:
+        self.db, self.pgno, self.index, self.page_size = db, pgno, index, page_size
+
+    def __str__(self) -> str:
+        where = _where(self.db, self.pgno, self.page_size)
+        return where if self.index < 0 else f"{where}, child {self.index}"
+
+
 class _Walk:
     """One pass over the trees of ``meta``, reading pages with pread; raises _Problem at the first bad page.
 
@@ -214,7 +232,7 @@ class _Walk:
             raise _Problem(f"the {db.name} database has depth {db.depth}")
         self.page(db, db.root, 1, f"the root of the {db.name} database")
 
-    def claim(self, pgno: int, count: int, what: str) -> None:
+    def claim(self, pgno: int, count: int, what: object) -> None:
         """Pages pgno..pgno+count-1 belong to ``what``: the commit must own them, the file hold them, and no other
         part of the tree use them (which also keeps a cycle from looping)."""
         if pgno < _META_PAGES or pgno + count - 1 > self.meta.last_page:
@@ -227,7 +245,7 @@ class _Walk:
                 raise _Problem(f"{what} names page {p}, which another part of the tree already uses")
             self.in_use[p] = 1
 
-    def fetch(self, pgno: int, count: int, what: str) -> bytes:
+    def fetch(self, pgno: int, count: int, what: object) -> bytes:
         data = os.pread(self.fd, count * self.psize, pgno * self.psize)
         if len(data) != count * self.psize:
             raise _Problem(f"{what}, page {pgno}, could not be read in full")
@@ -236,46 +254,65 @@ class _Walk:
             raise _Problem(f"page {pgno} ({what}) says it is page {stored}: it was overwritten")
         return data
 
-    def page(self, db: Db, pgno: int, level: int, what: str) -> None:
+    def page(self, db: Db, pgno: int, level: int, what: object) -> None:
+        """``what`` names the page in an error (a str, or a _Child formatted only then: this runs per page)."""
         self.claim(pgno, 1, what)
         page = self.fetch(pgno, 1, what)
         flags = _HEADER.unpack_from(page)[2] & ~_P_DIRTY
-        where = f"page {pgno} (byte {pgno * self.psize}) of the {db.name} database"
         leaf_level = level == db.depth
         allowed = (_P_LEAF, _P_LEAF | _P_LEAF2) if leaf_level else (_P_BRANCH,)
         if flags not in allowed:
             expected = "a leaf" if leaf_level else "a branch"
-            raise _Problem(f"{where} has page flags {flags:#x} where {expected} page belongs: it was overwritten")
+            raise _Problem(
+                f"{_where(db, pgno, self.psize)} has page flags {flags:#x} where {expected} page belongs: it was "
+                "overwritten"
+            )
         if flags == _P_LEAF | _P_LEAF2:
-            self.fixed_size_keys(page, 0, self.psize, db.pad, where)
+            self.fixed_size_keys(page, 0, self.psize, db.pad, _where(db, pgno, self.psize))
             return
-        offsets = self.node_offsets(page, 0, self.psize, where)
+        offsets = self.node_offsets(page, 0, self.psize, _Child(db, pgno, -1, self.psize))
         if flags == _P_BRANCH:
             # mdb_page_search_root asserts two or more keys per branch page outside the free-page database.
             if len(offsets) < (1 if db is self.meta.free else 2):
-                raise _Problem(f"{where} is a branch page with {len(offsets)} children")
+                raise _Problem(f"{_where(db, pgno, self.psize)} is a branch page with {len(offsets)} children")
             for i, offset in enumerate(offsets):
                 lo, hi, high, ksize = _NODE.unpack_from(page, offset)
-                self.node_fits(offset, ksize, self.psize, f"{where}, node {i}")
-                self.page(db, lo | hi << 16 | high << 32, level + 1, f"{where}, child {i}")
+                child = _Child(db, pgno, i, self.psize)
+                self.node_fits(offset, ksize, self.psize, child)
+                self.page(db, lo | hi << 16 | high << 32, level + 1, child)
+            return
+        if db is not self.meta.free and self.plain_leaves_fit(page, offsets):
             return
         for i, offset in enumerate(offsets):
-            self.leaf_node(db, page, offset, f"{where}, node {i}")
+            self.leaf_node(db, page, offset, f"{_where(db, pgno, self.psize)}, node {i}")
 
-    def node_offsets(self, page: bytes, base: int, span: int, where: str) -> list[int]:
+    def plain_leaves_fit(self, page: bytes, offsets: list[int]) -> bool:
+        """The common leaf page, checked at once: no node has flags (no overflow value, sub-database or
+        duplicates) and every key and value ends inside the page. False: check node by node (and name it)."""
+        words = array("H", page)  # MDB_node: mn_lo, mn_hi, mn_flags, mn_ksize, u16 each, 2-byte aligned
+        if any([offset & 1 for offset in offsets]):
+            return False  # LMDB aligns nodes to 2 bytes; anything else is checked (and named) node by node
+        starts = [offset >> 1 for offset in offsets]
+        if any([words[i + 2] for i in starts]):
+            return False
+        ends = [2 * i + words[i + 3] + words[i] + (words[i + 1] << 16) for i in starts]
+        return not ends or max(ends) <= self.psize - _NODE_HEADER
+
+    def node_offsets(self, page: bytes, base: int, span: int, where: object) -> list[int]:
         """The node offsets of a page (or of a sub-page of ``span`` bytes at ``base``), each between mp_upper and
         the end."""
         _, _, _, lower, upper = _HEADER.unpack_from(page, base)
         if not _PAGE_HEADER <= lower <= upper <= span or lower % 2:
             raise _Problem(f"{where} has impossible bounds (lower {lower}, upper {upper}): it was overwritten")
         offsets = struct.unpack_from(f"={(lower - _PAGE_HEADER) // 2}H", page, base + _PAGE_HEADER)
-        for i, offset in enumerate(offsets):
-            if not upper <= offset <= span - _NODE_HEADER:
-                raise _Problem(f"{where} has node {i} at offset {offset}, outside {upper}..{span}")
+        if offsets and (min(offsets) < upper or max(offsets) > span - _NODE_HEADER):
+            for i, offset in enumerate(offsets):
+                if not upper <= offset <= span - _NODE_HEADER:
+                    raise _Problem(f"{where} has node {i} at offset {offset}, outside {upper}..{span}")
         return [base + offset for offset in offsets]
 
     @staticmethod
-    def node_fits(offset: int, size: int, end: int, where: str) -> None:
+    def node_fits(offset: int, size: int, end: int, where: object) -> None:
         if offset + _NODE_HEADER + size > end:
             raise _Problem(f"{where} ({size} bytes) runs past the end of its page")
 

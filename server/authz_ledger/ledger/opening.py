@@ -186,7 +186,9 @@ def verify_before_serving(
         if cfg.unsafe_verify_tail_only
         else "in full"
     )
-    log.info("verifying the ledger (%d entries) %s before serving", total, mode)
+    log.info(
+        "verifying the ledger (%d entries) %s before serving: every page of data.mdb, then every entry", total, mode
+    )
     started = time.monotonic()
     last_log = [started]
 

@@ -16,7 +16,8 @@ from authz_ledger.ledger import time_index
 from authz_ledger.ledger.store import BatchRecord, Head
 from authz_ledger.readside.reader import LedgerReader
 from authz_ledger.readside.values import EntryFilter
-from authz_ledger.record.entry import OUTCOME_ALLOW
+from authz_ledger.record.entry import OUTCOME_ALLOW, DecisionRecord, LedgerEntry, sequence_prefix
+from authz_ledger.record.ids import new_decision_id
 from tests.support.timed_ledger import (
     T0,
     decoded_times,
@@ -266,3 +267,31 @@ def test_any_time_range_of_any_times_lists_what_a_brute_force_filter_finds(
             assert [e.raw for e in got] == [e.raw for e in scan]
         finally:
             store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(min_value=0, max_value=(1 << 64) - 1),
+    time_unix_nano=st.integers(min_value=0, max_value=(1 << 64) - 1),
+    path=st.text(max_size=40),
+)
+def test_the_fast_time_read_agrees_with_the_full_decode(seq: int, time_unix_nano: int, path: str) -> None:
+    """entry_time skips the decode for entries as the writer stores them; it must read what decoding reads."""
+    body = DecisionRecord(
+        time_unix_nano=time_unix_nano, decision_id=str(new_decision_id()), path=path, outcome=OUTCOME_ALLOW
+    ).encode()
+    stored = sequence_prefix(seq) + body
+    assert time_index.entry_time(stored) == LedgerEntry.FromString(stored).time_unix_nano == time_unix_nano
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(b"\x19" + (7).to_bytes(8, "little"), 7, id="time as the first field is read"),
+        pytest.param(b"\x20\x01\x19" + (9).to_bytes(8, "little"), 9, id="fields out of order take the full decode"),
+        pytest.param(b"\x19\x01\x02", time_index.UNKNOWN_TIME, id="a time cut short does not decode"),
+        pytest.param(b"", 0, id="an empty entry has time zero, as decoding says"),
+    ],
+)
+def test_entries_not_shaped_as_the_writer_stores_them_read_as_decoding_reads_them(data: bytes, expected: int) -> None:
+    assert time_index.entry_time(data) == expected

@@ -376,7 +376,11 @@ class Store:
                     raise LedgerWriteError("entries or tree hashes already exist at the appended keys")
                 # UUIDv7 ids arrive nearly in order, so these inserts stay at the B-tree's right edge.
                 txn.cursor(self.ids).putmulti(zip(decision_ids, seq_keys, strict=True))
-                txn.cursor(self.times).putmulti([(k, b"") for k in time_keys])
+                times = txn.cursor(self.times)
+                # Decisions arrive nearly in time order: when this batch's keys all follow the stored ones (the
+                # usual case), MDB_APPEND writes them at the B-tree's right edge without a search per key.
+                at_the_end = not times.last() or bytes(times.key()) < time_keys[0]
+                times.putmulti([(k, b"") for k in time_keys], append=at_the_end)
                 time_index.extend_covered(txn, self.meta, old_head.size, head.size)
                 encoded = record.encode()
                 txn.put(u64(record.number), encoded, db=self.batches, append=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,38 @@ def test_a_broken_yaml_file_is_reported_with_its_path(tmp_path: Path) -> None:
 def test_environment_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="AUTHZ_LEDGER_SERVER__THREADS"):
         config.load(environ={"AUTHZ_LEDGER_SERVER__THREADS": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        pytest.param(
+            "AUTHZ_LEDGER_LEDGER_ORIGIN",
+            "did you mean AUTHZ_LEDGER_LEDGER__ORIGIN",
+            id="a single underscore where two are meant is an error naming the spelling meant",
+        ),
+        pytest.param(
+            "AUTHZ_LEDGER_POLICY_OPA_URL",
+            "did you mean AUTHZ_LEDGER_POLICY__OPA__URL",
+            id="a nested key spelled with single underscores is named too",
+        ),
+        pytest.param(
+            "AUTHZ_LEDGER_NO_SUCH_THING",
+            "AUTHZ_LEDGER_NO_SUCH_THING names no configuration key",
+            id="a variable that fits no key is an error naming the variable",
+        ),
+        pytest.param(
+            "AUTHZ_LEDGER_LEDGER__NO_SUCH_KEY",
+            "unknown configuration key 'ledger.no_such_key' (from environment variable "
+            "AUTHZ_LEDGER_LEDGER__NO_SUCH_KEY)",
+            id="an unknown key in a known section is an error like one in the file",
+        ),
+    ],
+)
+def test_an_environment_variable_that_names_no_key_is_an_error(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(environ={name: "x"})
+
+
+def test_the_test_tools_cache_variable_is_not_a_setting() -> None:
+    assert config.load(environ={"AUTHZ_LEDGER_CACHE": "/tmp/x"}) == config.load(environ={})

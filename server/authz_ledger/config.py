@@ -24,6 +24,8 @@ from authz_ledger.errors import ConfigError
 from authz_ledger.record.redact import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS
 
 ENV_PREFIX = "AUTHZ_LEDGER_"
+NOT_CONFIGURATION_ENV = frozenset({"AUTHZ_LEDGER_CACHE"})
+"""Variables with our prefix that are not settings: the test tools' cache directory (tests/tools/build-opa.sh)."""
 EXAMPLE_POLICY = Path(__file__).parent / "example_policy"
 
 
@@ -277,6 +279,31 @@ def _scalar(text: str) -> Any:
         return text
 
 
+def dotted_keys(obj: Any = None, prefix: str = "") -> list[str]:
+    """Every configuration key, dotted (``ledger.origin``, ``policy.opa.url``)."""
+    section = obj if obj is not None else Config()
+    out: list[str] = []
+    for member in dataclasses.fields(section):
+        value = getattr(section, member.name)
+        if dataclasses.is_dataclass(value):
+            out += dotted_keys(value, f"{prefix}{member.name}.")
+        else:
+            out.append(f"{prefix}{member.name}")
+    return out
+
+
+def _env_without_section(name: str) -> str:
+    """A variable with our prefix but no ``__`` would otherwise be ignored without a word (a typo'd setting the
+    operator believes is in force): name the variable and, when one fits, the spelling that was meant."""
+    words = name[len(ENV_PREFIX) :].lower()
+    meant = [ENV_PREFIX + key.upper().replace(".", "__") for key in dotted_keys() if key.replace(".", "_") == words]
+    hint = f"; did you mean {meant[0]}?" if meant else ""
+    return (
+        f"environment variable {name} names no configuration key: section and key are separated by two "
+        f"underscores, {ENV_PREFIX}<SECTION>__<KEY> (e.g. {ENV_PREFIX}LEDGER__ORIGIN){hint}"
+    )
+
+
 def load(
     config_file: str | None = None,
     sets: list[str] | None = None,
@@ -298,11 +325,14 @@ def load(
         _apply(cfg, data, f"in {config_file}")
     env = os.environ if environ is None else environ
     for name, raw in sorted(env.items()):
-        if name.startswith(ENV_PREFIX) and "__" in name:
-            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            tree: dict[str, Any] = {}
-            _set_dotted(tree, dotted, _scalar(raw))
-            _apply(cfg, tree, f"from environment variable {name}")
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIGURATION_ENV:
+            continue
+        if "__" not in name:
+            raise ConfigError(_env_without_section(name))
+        dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        tree: dict[str, Any] = {}
+        _set_dotted(tree, dotted, _scalar(raw))
+        _apply(cfg, tree, f"from environment variable {name}")
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

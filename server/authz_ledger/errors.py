@@ -168,6 +168,12 @@ class SigningKeyError(AuthzLedgerError):
 # --- Pure formats -------------------------------------------------------------------------------------------
 
 
+class PermissionsError(AuthzLedgerError):
+    """A data or keys directory others can write: whoever can write there can replace the ledger or the keys."""
+
+    code = "permissions"
+
+
 class NoteError(AuthzLedgerError):
     """A C2SP signed note, checkpoint or verifier key is malformed or does not verify."""
 

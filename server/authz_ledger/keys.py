@@ -7,14 +7,17 @@ string (``PRIVATE+KEY+<name>+<id>+<base64>``), so tools from that ecosystem can 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from authz_ledger.errors import NoteError, SigningKeyError
+from authz_ledger.errors import NoteError, PermissionsError, SigningKeyError
 from authz_ledger.tlog import note
+
+log = logging.getLogger(__name__)
 
 SIGNING_KEY_FILE = "signing.key"
 REDACTION_KEY_FILE = "redaction.key"
@@ -27,6 +30,23 @@ def _check_private(path: Path) -> None:
             f"{path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"refusing to use it. Run: chmod 600 {path}"
         )
+
+
+def check_directory(path: Path, what: str) -> None:
+    """Refuse a directory every local user can write (they could swap the ledger or the keys underneath us);
+    warn when every local user can read it (recorded decisions, key file names). Group access is allowed: a
+    Kubernetes volume with ``fsGroup`` is group-writable by design, and its group is the pod's own."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & stat.S_IWOTH:
+        raise PermissionsError(
+            f"the {what} {path} is writable by others (mode {mode:04o}): anyone on this host could replace what "
+            f"is in it; refusing to use it. Run: chmod o-w {path} (or chmod 700 {path})"
+        )
+    if mode & (stat.S_IROTH | stat.S_IXOTH):
+        log.warning(
+            "the %s %s is readable by others (mode %04o): every local user can read what is recorded there. "
+            "Run: chmod 700 %s", what, path, mode, path,
+        )  # fmt: skip
 
 
 def _write_private(path: Path, data: bytes) -> None:

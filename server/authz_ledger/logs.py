@@ -9,8 +9,39 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from typing import Any
+
+# C0 and C1 controls, DEL and the Unicode line / paragraph separators: anything a terminal or a log shipper may
+# take as the end of a line or as a command (and lone surrogates, which no encoder writes). A request id or path
+# carrying one must not forge a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as a Python-style escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class PlainFormatter(logging.Formatter):
+    """One record, one line: the message's control characters escaped; a traceback's lines indented, so that
+    none of them can pass for a record of its own."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        lines = super().formatException(ei).split("\n")
+        return "\n".join("  " + escape_controls(line) for line in lines)
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("  " + escape_controls(line) for line in stack_info.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,7 +57,9 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = getattr(record, key)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        # ASCII only: any text, even a lone surrogate from undecodable bytes, becomes a valid JSON escape, and a
+        # control character can never break the one-line-per-record framing.
+        return json.dumps(doc, ensure_ascii=True)
 
 
 def setup_logging(level: str = "info", fmt: str = "plain") -> None:
@@ -34,7 +67,7 @@ def setup_logging(level: str = "info", fmt: str = "plain") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

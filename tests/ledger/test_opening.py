@@ -6,14 +6,16 @@ signing key) would, and opens it for serving.
 
 from __future__ import annotations
 
+import logging
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from authz_ledger.config import LedgerConfig
-from authz_ledger.errors import LedgerCorruptError, LedgerError, RollbackError
+from authz_ledger.errors import LedgerCorruptError, LedgerError, PermissionsError, RollbackError
 from authz_ledger.keys import load_or_create_signing_key
 from authz_ledger.ledger.opening import LedgerPaths, open_for_serving
 from authz_ledger.ledger.store import Store, u64
@@ -173,3 +175,50 @@ def test_a_checkpoint_file_for_an_older_size_must_match_the_tree_there(
             _open(tmp_path)
     else:
         assert _open(tmp_path) == N
+
+
+@pytest.mark.parametrize(
+    ("directory", "mode"),
+    [
+        pytest.param("data", 0o777, id="a data directory everyone can write is refused"),
+        pytest.param("data", 0o703, id="a data directory others can write but not read is refused"),
+        pytest.param("keys", 0o757, id="a keys directory everyone can write is refused"),
+    ],
+)
+def test_a_directory_others_can_write_is_refused(tmp_path: Path, directory: str, mode: int) -> None:
+    data_dir = tmp_path / "data"
+    _stopped_service(data_dir)
+    target = data_dir if directory == "data" else LedgerPaths(data_dir).signing_key.parent
+    target.chmod(mode)
+    with pytest.raises(PermissionsError, match=rf"writable by others \(mode {mode:04o}\).*chmod"):
+        _open(data_dir)
+
+
+def test_a_data_directory_others_can_read_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    _stopped_service(data_dir)
+    data_dir.chmod(0o755)
+    with caplog.at_level(logging.WARNING):
+        assert _open(data_dir) == N
+    assert any("readable by others (mode 0755)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_group_writable_data_directory_as_kubernetes_fsgroup_makes_it_is_fine(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    _stopped_service(data_dir)
+    data_dir.chmod(0o2770)
+    with caplog.at_level(logging.WARNING):
+        assert _open(data_dir) == N
+    assert not [r for r in caplog.records if "readable by others" in r.getMessage()]
+
+
+def test_a_new_data_directory_and_its_keys_and_ledger_directories_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new"
+    _open(data_dir)
+    paths = LedgerPaths(data_dir)
+    for directory in (data_dir, paths.signing_key.parent, paths.store):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

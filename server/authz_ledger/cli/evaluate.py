@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from authz_ledger.cli.common import positive
 from authz_ledger.errors import PolicyError, PolicyUndefinedError
 from authz_ledger.record import gojson
 
@@ -47,7 +48,11 @@ def register(sub: Any) -> None:
     e.add_argument("--path", default="envoy/authz/allow", help="decision path (default envoy/authz/allow)")
     e.add_argument("--json", action="store_true", help="one JSON object per input: result / undefined / error")
     e.add_argument(
-        "--timeout-ms", type=int, default=200, metavar="MS", help="per-decision timeout, as policy.timeout_ms (200)"
+        "--timeout-ms",
+        type=positive,
+        default=200,
+        metavar="MS",
+        help="per-decision timeout (policy.timeout_ms)",
     )
     e.set_defaults(func=cmd_eval)
 

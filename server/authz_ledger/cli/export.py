@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from authz_ledger import keys
+from authz_ledger.cli.common import non_negative
 from authz_ledger.errors import ConfigError
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--tiles", metavar="OUT_DIR", help="C2SP tlog-tiles directory to create or bring up to date")
     target.add_argument("--jsonl", metavar="FILE", help="JSON Lines file to create or append to ('-': stdout)")
-    p.add_argument("--size", type=int, metavar="N", help="tiles: the checkpoint at tree size N; jsonl: entries < N")
+    p.add_argument("--size", type=non_negative, metavar="N", help="tiles: the checkpoint at size N; jsonl: entries < N")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
         "--vkey",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from authz_ledger.cli import evaluate as cli_eval
 from authz_ledger.cli import export as cli_export
 from authz_ledger.cli import read as cli_read
 from authz_ledger.cli import verify_tiles as cli_verify_tiles
-from authz_ledger.cli.common import b64, load_verifiers
+from authz_ledger.cli.common import b64, load_verifiers, non_negative
 from authz_ledger.errors import (
     AuthzLedgerError,
     ConfigError,
@@ -296,13 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("checkpoint", help="print the latest signed checkpoint exactly as stored")
     c.add_argument("--data-dir", required=True, metavar="DIR")
-    c.add_argument("--size", type=int, help="the checkpoint at this tree size instead of the latest")
+    c.add_argument("--size", type=non_negative, help="the checkpoint at this tree size instead of the latest")
     c.set_defaults(func=cmd_checkpoint)
 
     lg = sub.add_parser("log", help="print ledger entries")
     lg.add_argument("--data-dir", required=True, metavar="DIR")
-    lg.add_argument("--from", dest="from_", type=int, default=0, metavar="N", help="first sequence number")
-    lg.add_argument("--limit", type=int, metavar="K", help="at most K entries")
+    lg.add_argument("--from", dest="from_", type=non_negative, default=0, metavar="N", help="first sequence number")
+    lg.add_argument("--limit", type=non_negative, metavar="K", help="at most K entries")
     lg.add_argument("--json", action="store_true", help="one JSON object per line, with entry_b64")
     lg.set_defaults(func=cmd_log)
 
@@ -340,11 +341,28 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         code: int = args.func(args, stream)
     except AuthzLedgerError as e:
-        print(f"authz-ledger {args.command}: {e.diagnostics()}", file=sys.stderr)
+        print(_printable(f"authz-ledger {args.command}: {e.diagnostics()}"), file=sys.stderr)
         return exit_code(e)
     except BrokenPipeError:
         return 0
+    except (OSError, UnicodeError) as e:
+        # What an argument named cannot be used (a missing file, a directory where a file belongs, a name or
+        # content that is not UTF-8): the user's to fix, so a usage error with the reason, not a traceback.
+        print(_printable(f"authz-ledger {args.command}: {_unusable(e)}"), file=sys.stderr)
+        return 2
     return code
+
+
+def _printable(text: str) -> str:
+    """A message that any stream can write: a name that is not UTF-8 (surrogate escapes) shown as \\udcxx."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unusable(error: OSError | UnicodeError) -> str:
+    if isinstance(error, OSError):
+        where = f": {os.fsdecode(error.filename)!a}" if error.filename is not None else ""
+        return f"{error.strerror or error}{where}"
+    return f"not UTF-8 text ({error})"
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 import orjson
 
 from authz_ledger.cli import render
-from authz_ledger.cli.common import b64, load_verifiers
+from authz_ledger.cli.common import b64, load_verifiers, non_negative
 from authz_ledger.errors import ConfigError, InvalidRequestError, ProofError
 from authz_ledger.readside.client import LocalSource, RemoteSource, Source, read_flag_file
 from authz_ledger.readside.values import EntryFilter, StoredEntry
@@ -344,7 +344,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the read-side subcommands to the ``authz-ledger`` parser."""
     s = sub.add_parser("show", help="print one entry (by index or decision id) with its stored bytes")
     _source_flags(s)
-    s.add_argument("--index", type=int, metavar="N")
+    s.add_argument("--index", type=non_negative, metavar="N")
     s.add_argument("--decision-id", metavar="ID")
     s.add_argument(
         "--json", action="store_true", help="one JSON object, as log --json (default: aligned key: value lines)"
@@ -354,16 +354,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = sub.add_parser("list", help="print entries in sequence order, filtered")
     _source_flags(ls)
     _filter_flags(ls)
-    ls.add_argument("--from", dest="from_", type=int, default=0, metavar="N", help="first index (default 0)")
-    ls.add_argument("--to", type=int, metavar="M", help="stop before index M (default: the current size)")
-    ls.add_argument("--limit", type=int, metavar="K", help="at most K entries")
+    ls.add_argument("--from", dest="from_", type=non_negative, default=0, metavar="N", help="first index (default 0)")
+    ls.add_argument("--to", type=non_negative, metavar="M", help="stop before index M (default: the current size)")
+    ls.add_argument("--limit", type=non_negative, metavar="K", help="at most K entries")
     ls.add_argument("--json", action="store_true", help="one JSON object per line, as log --json")
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("tail", help="print the last entries; with -f, keep printing new ones")
     _source_flags(t)
     _filter_flags(t)
-    t.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="of the last N entries (default 10)")
+    t.add_argument("-n", "--lines", type=non_negative, default=10, metavar="N", help="the last N entries (default 10)")
     t.add_argument("-f", "--follow", action="store_true", help="keep following new entries until interrupted")
     t.add_argument("--json", action="store_true", help="one JSON object per line, as log --json")
     t.set_defaults(func=cmd_tail)
@@ -371,7 +371,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("receipt", help="a C2SP tlog-proof receipt for one decision (verifiable offline)")
     _source_flags(r)
     r.add_argument("--decision-id", metavar="ID")
-    r.add_argument("--index", type=int, metavar="N")
+    r.add_argument("--index", type=non_negative, metavar="N")
     r.add_argument("--out", metavar="FILE", help=f"write the receipt here (e.g. d{receipt.FILE_EXTENSION})")
     r.add_argument("--entry-out", metavar="FILE", help="write the entry's stored bytes here (for verify-receipt)")
     r.set_defaults(func=cmd_receipt)
@@ -391,13 +391,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kinds = pr.add_subparsers(dest="proof", required=True, metavar="KIND")
     pi = kinds.add_parser("inclusion", help="inclusion proof of one entry")
     _source_flags(pi)
-    pi.add_argument("--index", type=int, required=True, metavar="N")
-    pi.add_argument("--tree-size", type=int, metavar="M", help="default: the latest checkpoint's size")
+    pi.add_argument("--index", type=non_negative, required=True, metavar="N")
+    pi.add_argument("--tree-size", type=non_negative, metavar="M", help="default: the latest checkpoint's size")
     pi.add_argument("--json", action="store_true", help='{"index", "tree_size", "leaf_b64", "root", "proof"}')
     pi.set_defaults(func=cmd_proof_inclusion)
     pc = kinds.add_parser("consistency", help="consistency proof between two tree sizes")
     _source_flags(pc)
-    pc.add_argument("--from", dest="from_", type=int, required=True, metavar="M", help="the older tree size")
-    pc.add_argument("--to", type=int, metavar="N", help="the newer tree size (default: the latest checkpoint's)")
+    pc.add_argument("--from", dest="from_", type=non_negative, required=True, metavar="M", help="the older tree size")
+    pc.add_argument("--to", type=non_negative, metavar="N", help="the newer tree size (default: the latest)")
     pc.add_argument("--json", action="store_true", help='{"size1", "root1", "size2", "root2", "proof"}')
     pc.set_defaults(func=cmd_proof_consistency)

@@ -132,8 +132,9 @@ def check_structure(env: Any, env_dir: Path) -> None:
         for _ in range(10):
             with env.begin() as txn:  # held while reading: LMDB reuses none of this snapshot's pages meanwhile
                 snapshot = txn.id()
-                meta = read_meta(fd, path)
-                if meta.txnid != snapshot:
+                # The snapshot's meta is the newest or, after one commit since, the other slot (LMDB alternates).
+                meta = next((m for m in read_metas(fd, path) if m.txnid == snapshot), None)
+                if meta is None:
                     continue  # two commits since the snapshot was taken: its meta slot is gone; take a new one
                 try:
                     _Walk(fd, os.fstat(fd).st_size, meta, main_only=False).run()
@@ -147,6 +148,15 @@ def check_structure(env: Any, env_dir: Path) -> None:
 
 def read_meta(fd: int, path: Path) -> Meta:
     """The newest valid meta page, checked as mdb_env_read_header does (both must be valid)."""
+    first, second = read_metas(fd, path)
+    newest = second if first.txnid < second.txnid else first  # mdb_env_pick_meta
+    if newest.last_page < _META_PAGES - 1:
+        raise _file_error(path, f"meta page {newest.slot} names last page {newest.last_page}")
+    return newest
+
+
+def read_metas(fd: int, path: Path) -> tuple[Meta, Meta]:
+    """Both meta pages, each checked as mdb_env_read_header checks it."""
     size = os.fstat(fd).st_size
     if size == 0:
         raise _file_error(path, "it is empty (0 bytes); if this directory never held a ledger, remove the file")
@@ -154,10 +164,7 @@ def read_meta(fd: int, path: Path) -> Meta:
     second = _read_one_meta(fd, path, size, 1, first.page_size)
     if second.page_size != first.page_size:
         raise _file_error(path, f"its meta pages disagree on the page size ({first.page_size}, {second.page_size})")
-    newest = second if first.txnid < second.txnid else first  # mdb_env_pick_meta
-    if newest.last_page < _META_PAGES - 1:
-        raise _file_error(path, f"meta page {newest.slot} names last page {newest.last_page}")
-    return newest
+    return first, second
 
 
 def _read_one_meta(fd: int, path: Path, size: int, slot: int, offset: int) -> Meta:

@@ -90,6 +90,9 @@ def load_signers(cfg: LedgerConfig, paths: LedgerPaths) -> tuple[list[note.Signe
 def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
     paths = LedgerPaths(Path(cfg.data_dir).expanduser())
     paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for directory, what in ((paths.data_dir, "data directory"), (paths.signing_key.parent, "keys directory")):
+        if directory.exists():
+            keys.check_directory(directory, what)
     lock = _lock_data_dir(paths)
     signers, created = load_signers(cfg, paths)
     names = {s.name for s in signers}

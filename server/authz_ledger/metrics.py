@@ -44,6 +44,11 @@ class Metrics:
             "authz_ledger_refused_checks", "Checks denied because the ledger could not take them, by reason.",
             ["reason"], registry=r,
         )  # fmt: skip
+        self.oversize_checks = Counter(
+            "authz_ledger_oversize_checks",
+            "Checks larger than server.max_recv_msg_size: denied (413) and recorded without their body.",
+            registry=r,
+        )
         build = Gauge("authz_ledger_build_info", "Build information.", ["version"], registry=r)
         build.labels(__version__).set(1)
 

@@ -227,15 +227,16 @@ def start(cfg: Config) -> Running:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.server.threads, thread_name_prefix="check"),
             options=[
-                # Above Envoy's with_request_body.max_request_bytes plus headers.
-                ("grpc.max_receive_message_length", cfg.server.max_recv_msg_size),
+                # server.max_recv_msg_size is enforced by the Check handler, which denies and records a larger
+                # Check; the transport takes TRANSPORT_HEADROOM times as much so that one reaches it.
+                ("grpc.max_receive_message_length", cfg.server.max_recv_msg_size * check.TRANSPORT_HEADROOM),
                 # Two servers must never silently share a port (grpcio enables SO_REUSEPORT by default).
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        check.add_to_server(service, server)
+        check.add_to_server(service, server, cfg.server.max_recv_msg_size)
         health_servicer = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if cfg.server.reflection:

@@ -23,9 +23,11 @@ Fail closed: an allow is never sent before its entry is queued (``async``) or du
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -76,19 +78,45 @@ class MalformedCheckRequest:
     error: str
 
 
-def parse_check_request(data: bytes) -> external_auth_pb2.CheckRequest | MalformedCheckRequest:
+@dataclass(frozen=True, slots=True)
+class OversizeCheckRequest:
+    """A CheckRequest over ``server.max_recv_msg_size``. The transport takes up to TRANSPORT_HEADROOM times that
+    much so that such a Check reaches the handler and is denied and recorded, instead of failing inside gRPC with
+    no trace. ``request``: what it said, without its body (None if it did not parse)."""
+
+    request: external_auth_pb2.CheckRequest | None
+    size: int
+    limit: int
+
+
+TRANSPORT_HEADROOM = 4
+"""The gRPC transport limit is this many times ``server.max_recv_msg_size``; larger still is refused by gRPC."""
+
+CheckArgument: TypeAlias = "external_auth_pb2.CheckRequest | MalformedCheckRequest | OversizeCheckRequest"
+
+
+def parse_check_request(data: bytes, limit: int | None = None) -> CheckArgument:
     """The request deserializer of the Check method: never raises."""
     try:
-        return external_auth_pb2.CheckRequest.FromString(data)
+        request = external_auth_pb2.CheckRequest.FromString(data)
     except DecodeError as e:
+        if limit is not None and len(data) > limit:
+            return OversizeCheckRequest(None, len(data), limit)
         return MalformedCheckRequest(len(data), str(e) or "undecodable protobuf")
+    if limit is not None and len(data) > limit:
+        http = request.attributes.request.http
+        http.ClearField("body")
+        http.ClearField("raw_body")
+        return OversizeCheckRequest(request, len(data), limit)
+    return request
 
 
-def add_to_server(service: CheckService, server: grpc.Server) -> None:
-    """Register Authorization/Check with the never-failing deserializer above."""
+def add_to_server(service: CheckService, server: grpc.Server, max_recv_msg_size: int | None = None) -> None:
+    """Register Authorization/Check with the never-failing deserializer above (``max_recv_msg_size``: larger
+    requests become OversizeCheckRequest; the server's transport limit must be TRANSPORT_HEADROOM times it)."""
     handler = grpc.unary_unary_rpc_method_handler(
         service.Check,
-        request_deserializer=parse_check_request,
+        request_deserializer=functools.partial(parse_check_request, limit=max_recv_msg_size),
         response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
     )
     service_name = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -114,9 +142,7 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self.metrics = metrics
         self._responses = result.ResponseCache(dry_run=options.dry_run)
 
-    def Check(
-        self, request: external_auth_pb2.CheckRequest | MalformedCheckRequest, context: grpc.ServicerContext
-    ) -> external_auth_pb2.CheckResponse:
+    def Check(self, request: CheckArgument, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         remaining = context.time_remaining()
         if remaining is not None and remaining <= _EXPIRED and self.writer is not None:
@@ -135,6 +161,13 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         if isinstance(request, MalformedCheckRequest):
             record = DecisionRecord(time_unix_nano=time.time_ns(), decision_id=str(decision_id))
             response, error = self._malformed(request, record)
+        elif isinstance(request, OversizeCheckRequest):
+            record = (
+                _describe_request(request.request, str(decision_id), self.redactor)
+                if request.request is not None
+                else DecisionRecord(time_unix_nano=time.time_ns(), decision_id=str(decision_id))
+            )
+            response, error = self._oversize(request, record, context.peer()), None
         else:
             record = (
                 _describe_request(request, str(decision_id), self.redactor)
@@ -271,6 +304,31 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.decision_path = self.engine.decision_path
         error = RequestParseError(f"malformed CheckRequest ({request.size} bytes): {request.error}")
         return self._parse_error(record, error, logging.WARNING), None
+
+    def _oversize(
+        self, request: OversizeCheckRequest, record: DecisionRecord, peer: str
+    ) -> external_auth_pb2.CheckResponse:
+        """Denied with 413 and recorded, without its body and without asking the policy (Envoy's
+        with_request_body.max_request_bytes should keep requests far below; one this large is a misconfiguration
+        or an attack, and either way the operator must see it)."""
+        record.engine = self.engine.name
+        record.decision_path = self.engine.decision_path
+        record.policy_version = self.engine.policy_version()
+        record.outcome = OUTCOME_DENY
+        record.http_status = 413
+        record.grpc_code = _GRPC_PERMISSION_DENIED
+        record.error_class = "request_too_large"
+        record.error = (
+            f"request_too_large: the CheckRequest is {request.size} bytes, over server.max_recv_msg_size "
+            f"({request.limit}); denied without a policy decision, its body not kept"
+        )
+        if self.metrics is not None:
+            self.metrics.oversize_checks.inc()
+        log.warning(
+            "decision %s (request %s) from %s: %s", record.decision_id, record.request_id, peer, record.error,
+            extra=_log_fields(record),
+        )  # fmt: skip
+        return result.request_too_large_response(record.error, decision_id=record.decision_id).response
 
     def _parse_error(
         self, record: DecisionRecord, error: RequestParseError, level: int

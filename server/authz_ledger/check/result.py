@@ -329,6 +329,17 @@ def request_parse_error_response(error: RequestParseError, *, decision_id: str) 
     return Outcome(response=response, allowed=False, http_status=400, decision_id=decision_id)
 
 
+def request_too_large_response(message: str, *, decision_id: str) -> Outcome:
+    """A Check larger than ``server.max_recv_msg_size``: denied with 413, as a parse error is with 400 (the
+    plugin's gRPC server would refuse the call at the transport instead, leaving Envoy only its failure mode)."""
+    response = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_PERMISSION_DENIED, message=message),
+        denied_response=external_auth_pb2.DeniedHttpResponse(status=http_status_pb2.HttpStatus(code=413), body=message),
+    )
+    response.dynamic_metadata.fields["decision_id"].string_value = decision_id
+    return Outcome(response=response, allowed=False, http_status=413, decision_id=decision_id)
+
+
 def fail_closed_response(*, decision_id: str, http_status: int, reason: str) -> Outcome:
     """Deny because the decision cannot be recorded (ledger full, closed or failing); no plugin equivalent.
 

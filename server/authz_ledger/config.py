@@ -128,6 +128,10 @@ class LedgerConfig:
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
 
 
+AUDIT_THREADS = 16
+"""Threads of the audit listener: at most this many audit RPCs at once."""
+
+
 @dataclass
 class AuditConfig:
     """The read side (``authzledger.v1.Ledger`` gRPC API) on its own listener, loopback unless exposed on purpose."""
@@ -140,6 +144,13 @@ class AuditConfig:
     tls_key: str = ""
     client_ca: str = ""
     """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    max_streams: int = 8
+    """Streaming calls (ListEntries, Tail) at once, in all: fewer than the listener's 16 threads, so that unary
+    calls (GetEntry, proofs, receipts) always find one."""
+    max_streams_per_client: int = 4
+    """Streaming calls at once from one client address."""
+    tail_idle_timeout_s: float = 300.0
+    """A Tail that has sent nothing for this long is ended (OK); clients follow on from where it stopped."""
 
 
 @dataclass
@@ -195,6 +206,9 @@ class Config:
             ("ledger.map_size_mb", self.ledger.map_size_mb),
             ("server.threads", self.server.threads),
             ("policy.embedded.workers", self.policy.embedded.workers),
+            ("audit.max_streams", self.audit.max_streams),
+            ("audit.max_streams_per_client", self.audit.max_streams_per_client),
+            ("audit.tail_idle_timeout_s", self.audit.tail_idle_timeout_s),
         ):
             if value <= 0:
                 raise ConfigError(f"{key} must be positive, got {value}")
@@ -202,6 +216,11 @@ class Config:
             raise ConfigError(
                 "policy.embedded.memory_limit_mb must be 0 (no limit) or more, "
                 f"got {self.policy.embedded.memory_limit_mb}"
+            )
+        if self.audit.max_streams >= AUDIT_THREADS:
+            raise ConfigError(
+                f"audit.max_streams must be below the audit listener's {AUDIT_THREADS} threads (so that unary calls "
+                f"always find one), got {self.audit.max_streams}"
             )
         for key, status in (
             ("policy.error_http_status", self.policy.error_http_status),

@@ -174,6 +174,12 @@ class PermissionsError(AuthzLedgerError):
     code = "permissions"
 
 
+class TooManyStreamsError(AuthzLedgerError):
+    """The audit API's streaming calls (ListEntries, Tail) are at their limit, for this client or in all."""
+
+    code = "too_many_streams"
+
+
 class NoteError(AuthzLedgerError):
     """A C2SP signed note, checkpoint or verifier key is malformed or does not verify."""
 

@@ -5,7 +5,9 @@ Invariants:
 * Its own ``grpc.server`` and thread pool, bound to ``audit.addr`` (loopback by default), so the read side is
   never reachable through the ext_authz listener the mesh talks to, and a busy auditor never takes a Check
   thread. At most ``threads`` RPCs run at once; more are refused with RESOURCE_EXHAUSTED, never queued behind
-  long-lived Tails.
+  long-lived Tails. Streaming calls are limited further (``audit.max_streams`` in all, below ``threads``, and
+  ``audit.max_streams_per_client``), and a Tail idle for ``audit.tail_idle_timeout_s`` ends, so that no client
+  can hold every thread.
 * TLS when ``audit.tls_cert``/``audit.tls_key`` are set; mutual TLS (a client certificate signed by
   ``audit.client_ca`` is required) when ``audit.client_ca`` is set. A half-configured TLS setup is a ConfigError,
   never a silent fallback to plaintext.
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +39,8 @@ from grpc_reflection.v1alpha import reflection
 
 from authz_ledger._proto.authzledger.v1 import audit_pb2 as _pb
 from authz_ledger._proto.authzledger.v1 import audit_pb2_grpc as _pb_grpc
-from authz_ledger.config import AuditConfig
-from authz_ledger.errors import AuthzLedgerError, ConfigError, InvalidRequestError
+from authz_ledger.config import AUDIT_THREADS, AuditConfig
+from authz_ledger.errors import AuthzLedgerError, ConfigError, InvalidRequestError, TooManyStreamsError
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.readside.reader import LedgerReader, poll_store
@@ -74,12 +79,60 @@ def _fail(context: grpc.ServicerContext, error: AuthzLedgerError) -> None:
     grpc_status.abort(context, error)
 
 
+class StreamSlots:
+    """The audit API's streaming calls in flight, in all and per client address: a client that opens stream
+    after stream (or leaves Tails idle) gets RESOURCE_EXHAUSTED instead of taking every thread."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self._lock = threading.Lock()
+        self._by_client: dict[str, int] = {}
+
+    @contextmanager
+    def held(self, peer: str) -> Iterator[None]:
+        client = client_address(peer)
+        with self._lock:
+            if sum(self._by_client.values()) >= self.total:
+                raise TooManyStreamsError(
+                    f"the audit API serves at most {self.total} streaming calls at once (audit.max_streams); "
+                    "retry later"
+                )
+            if self._by_client.get(client, 0) >= self.per_client:
+                raise TooManyStreamsError(
+                    f"{client} already has {self.per_client} streaming calls open (audit.max_streams_per_client)"
+                )
+            self._by_client[client] = self._by_client.get(client, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._by_client[client] -= 1
+                if not self._by_client[client]:
+                    del self._by_client[client]
+
+
+def client_address(peer: str) -> str:
+    """``ipv4:10.0.0.1:5555`` -> ``ipv4:10.0.0.1``; ``ipv6:[::1]:5555`` -> ``ipv6:[::1]``; others unchanged."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rpartition(":")[0]
+    return peer
+
+
 class LedgerService:
     """``authzledger.v1.Ledger`` over a LedgerReader. In the proto's requests, 0 means "the default" for sizes."""
 
-    def __init__(self, reader: LedgerReader, wait: WaitForSize) -> None:
+    def __init__(
+        self,
+        reader: LedgerReader,
+        wait: WaitForSize,
+        slots: StreamSlots | None = None,
+        tail_idle_timeout_s: float = 300.0,
+    ) -> None:
         self._reader = reader
         self._wait = wait
+        self._slots = slots or StreamSlots(8, 4)
+        self._tail_idle = tail_idle_timeout_s
 
     def GetEntry(self, request: Any, context: grpc.ServicerContext) -> Any:
         try:
@@ -97,15 +150,16 @@ class LedgerService:
 
     def ListEntries(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            entries = self._reader.list_entries(
-                request.start_index,
-                request.end_index or None,
-                request.limit or None,
-                _filter(request.filter),
-                is_active=context.is_active,
-            )
-            for e in entries:
-                yield entry_message(e)
+            with self._slots.held(context.peer()):
+                entries = self._reader.list_entries(
+                    request.start_index,
+                    request.end_index or None,
+                    request.limit or None,
+                    _filter(request.filter),
+                    is_active=context.is_active,
+                )
+                for e in entries:
+                    yield entry_message(e)
         except AuthzLedgerError as e:
             _fail(context, e)
 
@@ -118,8 +172,15 @@ class LedgerService:
                 start = None
             elif start == -1:
                 start = None
-            for e in self._reader.follow(start, _filter(request.filter), self._wait, context.is_active):
-                yield entry_message(e)
+            with self._slots.held(context.peer()):
+                last_sent = [time.monotonic()]
+
+                def active() -> bool:  # ends an idle Tail: the client follows on with a new one
+                    return context.is_active() and time.monotonic() - last_sent[0] < self._tail_idle
+
+                for e in self._reader.follow(start, _filter(request.filter), self._wait, active):
+                    yield entry_message(e)
+                    last_sent[0] = time.monotonic()
         except AuthzLedgerError as e:
             _fail(context, e)
 
@@ -177,6 +238,7 @@ class AuditServer:
     port: int
     address: str
     health: health.HealthServicer
+    slots: StreamSlots
 
     def stop(self, grace: float = 1.0) -> None:
         self.health.enter_graceful_shutdown()
@@ -217,7 +279,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def start_audit_server(
-    cfg: AuditConfig, store: Store, writer: LedgerWriter | None, *, threads: int = 16
+    cfg: AuditConfig, store: Store, writer: LedgerWriter | None, *, threads: int = AUDIT_THREADS
 ) -> AuditServer:
     """Serve ``authzledger.v1.Ledger`` over ``store`` on ``cfg.addr``; raise ConfigError if it cannot listen.
 
@@ -233,10 +295,16 @@ def start_audit_server(
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.http2.max_pings_without_data", 0),
+            # Keepalive enforcement: a client pinging more often than every 10 s without data is sent GOAWAY
+            # after 2 strikes; a connection idle (no RPC) for 5 minutes is closed.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.max_connection_idle_ms", 300_000),
         ],
         maximum_concurrent_rpcs=threads,
     )
-    _pb_grpc.add_LedgerServicer_to_server(LedgerService(reader, wait), server)
+    slots = StreamSlots(cfg.max_streams, cfg.max_streams_per_client)
+    _pb_grpc.add_LedgerServicer_to_server(LedgerService(reader, wait, slots, cfg.tail_idle_timeout_s), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if cfg.reflection:
@@ -260,4 +328,4 @@ def start_audit_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     security = "mutual TLS" if cfg.client_ca else "TLS" if credentials else "plaintext"
     log.info("audit API (%s) on %s, %s", LEDGER_SERVICE, cfg.addr, security)
-    return AuditServer(server, port, address, health_servicer)
+    return AuditServer(server, port, address, health_servicer, slots)

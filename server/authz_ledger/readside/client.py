@@ -170,7 +170,12 @@ class RemoteSource:
         return max(0, size - n)
 
     def follow(self, start: int, flt: EntryFilter, stop: threading.Event) -> Iterator[StoredEntry]:
-        return self._stream("Tail", _pb.TailRequest(start_index=start, filter=_filter_pb(flt)), stop)
+        # The server ends a Tail that stayed idle (audit.tail_idle_timeout_s); follow on from where it stopped.
+        pos = start
+        while not stop.is_set():
+            for found in self._stream("Tail", _pb.TailRequest(start_index=pos, filter=_filter_pb(flt)), stop):
+                pos = found.index + 1
+                yield found
 
     def checkpoint(self, size: int | None) -> SignedCheckpoint:
         if size == 0:

@@ -25,6 +25,7 @@ from authz_ledger.errors import (
     PolicyUnavailableError,
     ProofError,
     RequestParseError,
+    TooManyStreamsError,
 )
 
 _CODES: tuple[tuple[type[AuthzLedgerError], grpc.StatusCode], ...] = (
@@ -42,6 +43,7 @@ _CODES: tuple[tuple[type[AuthzLedgerError], grpc.StatusCode], ...] = (
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
+    (TooManyStreamsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 
@@ -68,6 +70,7 @@ _CLIENT_ERRORS: dict[grpc.StatusCode, type[AuthzLedgerError]] = {
     grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
     grpc.StatusCode.DATA_LOSS: LedgerCorruptError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: TooManyStreamsError,
 }
 
 

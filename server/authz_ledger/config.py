@@ -48,6 +48,14 @@ class ServerConfig:
     grace_seconds: float = 5.0
     log_level: str = "info"
     log_format: str = "plain"
+    tls_cert: str = ""
+    """PEM certificate chain of the Check listener; with ``tls_key`` it serves TLS (re-read when the files change)."""
+    tls_key: str = ""
+    client_ca: str = ""
+    """PEM CA bundle; when set, callers must present a certificate it signed (mutual TLS)."""
+    allowed_client_ids: list[str] = field(default_factory=list)
+    """With ``client_ca``: the only client identities (SPIFFE IDs or DNS names from the certificate's subject
+    alternative names, or its common name) whose Checks are decided; others are refused and counted, unrecorded."""
 
 
 @dataclass
@@ -216,6 +224,11 @@ class Config:
             raise ConfigError(
                 "policy.embedded.memory_limit_mb must be 0 (no limit) or more, "
                 f"got {self.policy.embedded.memory_limit_mb}"
+            )
+        if self.server.allowed_client_ids and not self.server.client_ca:
+            raise ConfigError(
+                "server.allowed_client_ids needs server.client_ca (mutual TLS): without a client certificate there "
+                "is no identity to check"
             )
         if self.audit.max_streams >= AUDIT_THREADS:
             raise ConfigError(

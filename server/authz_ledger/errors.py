@@ -180,6 +180,13 @@ class TooManyStreamsError(AuthzLedgerError):
     code = "too_many_streams"
 
 
+class CallerNotAllowedError(AuthzLedgerError):
+    """A mutual-TLS caller of the Check listener whose certificate names no identity in
+    ``server.allowed_client_ids``."""
+
+    code = "caller_not_allowed"
+
+
 class NoteError(AuthzLedgerError):
     """A C2SP signed note, checkpoint or verifier key is malformed or does not verify."""
 

@@ -49,6 +49,11 @@ class Metrics:
             "Checks larger than server.max_recv_msg_size: denied (413) and recorded without their body.",
             registry=r,
         )
+        self.refused_callers = Counter(
+            "authz_ledger_refused_callers",
+            "Checks refused before the handler: the mutual-TLS caller is not in server.allowed_client_ids.",
+            registry=r,
+        )
         build = Gauge("authz_ledger_build_info", "Build information.", ["version"], registry=r)
         build.labels(__version__).set(1)
 

@@ -38,7 +38,8 @@ from authz_ledger.metrics import Metrics, MetricsServer, serve_metrics
 from authz_ledger.policy import PolicyEngine
 from authz_ledger.readside.audit import AuditServer, start_audit_server
 from authz_ledger.record.redact import RedactionRules, Redactor
-from authz_ledger.rpc.serving import MethodAwarePool, grpc_address
+from authz_ledger.rpc import tls
+from authz_ledger.rpc.serving import MethodAwarePool, grpc_address, is_loopback
 from authz_ledger.witness.endpoint import WitnessEndpoint
 from authz_ledger.witness.publisher import WitnessPublisher
 
@@ -236,7 +237,7 @@ def start(cfg: Config) -> Running:
                 ("grpc.http2.max_pings_without_data", 0),
             ],
         )
-        check.add_to_server(service, server, cfg.server.max_recv_msg_size)
+        check.add_to_server(service, server, cfg.server.max_recv_msg_size, cfg.server.allowed_client_ids)
         health_servicer = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         if cfg.server.reflection:
@@ -244,12 +245,24 @@ def start(cfg: Config) -> Running:
                 (AUTHORIZATION_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=MethodAwarePool()
             )
         address = grpc_address(cfg.server.addr)
+        credentials, _ = tls.server_credentials(
+            tls.TlsFiles("server", cfg.server.tls_cert, cfg.server.tls_key, cfg.server.client_ca)
+        )
         try:
-            port = server.add_insecure_port(address)
+            port = (
+                server.add_insecure_port(address)
+                if credentials is None
+                else server.add_secure_port(address, credentials)
+            )
         except RuntimeError as e:
             raise ConfigError(f"cannot listen on {cfg.server.addr}: {e}") from e
         if port == 0 and not address.startswith("unix:"):
             raise ConfigError(f"cannot listen on {cfg.server.addr}")
+        if credentials is None and not is_loopback(address):
+            log.warning(
+                "Check listener on %s without TLS: anyone who can reach it can send Checks that become permanent "
+                "ledger records (set server.tls_cert, server.tls_key and server.client_ca)", cfg.server.addr,
+            )  # fmt: skip
         if cfg.metrics.enabled:
             metrics_server = serve_metrics(metrics, cfg.metrics.addr)
         if cfg.audit.enabled and ledger is not None:

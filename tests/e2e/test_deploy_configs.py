@@ -201,6 +201,7 @@ def test_the_expected_deployment_files_exist() -> None:
         "istio/mesh-config.yaml", "istio/authorization-policy.yaml", "istio/service-entry.yaml",
         "kubernetes/deployment-sidecar.yaml", "kubernetes/deployment-standalone.yaml", "kubernetes/service.yaml",
         "kubernetes/pvc.yaml", "kubernetes/secret.yaml", "kubernetes/configmap.yaml",
+        "kubernetes/networkpolicy.yaml", "istio/peer-authentication.yaml",
     }  # fmt: skip
     assert expected <= {rel(p) for p in ALL_YAML}
     assert {rel(p) for p in BOOTSTRAPS} >= {"envoy.yaml", "envoy-two-replicas.yaml"}
@@ -538,7 +539,7 @@ def test_the_standalone_provider_is_the_kubernetes_service() -> None:
 
 
 def test_authorization_policies_delegate_to_a_known_provider() -> None:
-    policies = [d for d in ISTIO if d["kind"] == "AuthorizationPolicy"]
+    policies = [d for d in ISTIO if d["kind"] == "AuthorizationPolicy" and d["spec"]["action"] == "CUSTOM"]
     assert policies
     used = set()
     for policy in policies:
@@ -553,6 +554,39 @@ def test_authorization_policies_delegate_to_a_known_provider() -> None:
     [policy] = [p for p in policies if p["spec"]["provider"]["name"] == "authz-ledger-local"]
     assert policy["metadata"]["namespace"] == sidecar["metadata"]["namespace"]
     assert labels_match(policy["spec"]["selector"]["matchLabels"], sidecar["spec"]["template"]["metadata"]["labels"])
+
+
+def _authz_ledger_pods() -> list[dict[str, Any]]:
+    """The pod templates of the standalone and sharded authz-ledger workloads."""
+    return [
+        d["spec"]["template"]["metadata"]["labels"]
+        for d in K8S
+        if d["kind"] in ("Deployment", "StatefulSet")
+        and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "authz-ledger"
+    ]
+
+
+def test_a_network_policy_admits_only_the_check_port_from_client_namespaces() -> None:
+    policy = find(K8S, "NetworkPolicy", "authz-ledger-check-callers", "authz-ledger")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    pods = _authz_ledger_pods()
+    assert len(pods) >= 2 and all(labels_match(spec["podSelector"]["matchLabels"], labels) for labels in pods)
+    [rule] = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9191}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"authz-ledger/client": "true"}}}]
+
+
+def test_istio_requires_mtls_and_admits_only_mesh_identities_on_the_check_port() -> None:
+    peer = find(ISTIO, "PeerAuthentication", "authz-ledger-strict-mtls", "authz-ledger")
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
+    allow = find(ISTIO, "AuthorizationPolicy", "authz-ledger-only-mesh-proxies", "authz-ledger")
+    assert allow["spec"]["action"] == "ALLOW"
+    [rule] = allow["spec"]["rules"]
+    assert rule["from"] == [{"source": {"principals": ["*"]}}]
+    assert rule["to"] == [{"operation": {"ports": ["9191"]}}]
+    for selector in (peer["spec"]["selector"], allow["spec"]["selector"]):
+        assert all(labels_match(selector["matchLabels"], labels) for labels in _authz_ledger_pods())
 
 
 # --- a known limitation, kept visible ------------------------------------------------------------------------------

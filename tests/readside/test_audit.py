@@ -4,7 +4,6 @@ gRPC status codes for malformed requests, Tail, slow clients, TLS and mutual TLS
 from __future__ import annotations
 
 import base64
-import datetime
 import ipaddress
 import json
 import socket
@@ -18,10 +17,6 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -40,6 +35,7 @@ from authz_ledger.readside.audit import (
 from authz_ledger.tlog import receipt
 from tests.conftest import make_writer, tool
 from tests.support import rfc9162
+from tests.support.pki import Pki, make_pki
 from tests.support.readside import Ledger, build_ledger, open_ledger
 from tests.support.waits import threads_running, wait_until
 
@@ -467,82 +463,6 @@ def test_clients_that_stop_reading_do_not_stall_the_writer(tmp_path: Path) -> No
 
 
 # --- TLS and mutual TLS ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Pki:
-    ca: bytes
-    server_cert: bytes
-    server_key: bytes
-    client_cert: bytes
-    client_key: bytes
-    rogue_cert: bytes
-    rogue_key: bytes
-
-    def write(self, d: Path) -> dict[str, str]:
-        paths = {}
-        for name in ("ca", "server_cert", "server_key", "client_cert", "client_key", "rogue_cert", "rogue_key"):
-            p = d / f"{name}.pem"
-            p.write_bytes(getattr(self, name))
-            paths[name] = str(p)
-        return paths
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    usage: x509.ObjectIdentifier | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if usage is not None:
-        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        b = b.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def make_pki() -> Pki:
-    pem = serialization.Encoding.PEM
-    ca_key, rogue_ca_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("audit test CA", ca_key, None, ca_key, ca=True)
-    rogue_ca = _cert("someone else's CA", rogue_ca_key, None, rogue_ca_key, ca=True)
-    server_key, client_key, rogue_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    server = _cert("localhost", server_key, ca, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH)
-    client = _cert("auditor", client_key, ca, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    rogue = _cert("auditor", rogue_key, rogue_ca, rogue_ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    return Pki(
-        ca.public_bytes(pem),
-        server.public_bytes(pem),
-        _pem_key(server_key),
-        client.public_bytes(pem),
-        _pem_key(client_key),
-        rogue.public_bytes(pem),
-        _pem_key(rogue_key),
-    )
 
 
 @pytest.fixture(scope="module")

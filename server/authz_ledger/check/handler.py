@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -36,7 +37,7 @@ from google.protobuf.message import DecodeError
 
 from authz_ledger.check import input as input_document
 from authz_ledger.check import result
-from authz_ledger.errors import LedgerError, PolicyError, RequestParseError
+from authz_ledger.errors import CallerNotAllowedError, LedgerError, PolicyError, RequestParseError
 from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.metrics import Metrics
 from authz_ledger.policy import PolicyEngine
@@ -45,6 +46,7 @@ from authz_ledger.record.entry import OUTCOME_ALLOW, OUTCOME_DENY, OUTCOME_ERROR
 from authz_ledger.record.ids import new_decision_id
 from authz_ledger.record.redact import Redactor
 from authz_ledger.rpc import status as grpc_status
+from authz_ledger.rpc import tls
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +113,38 @@ def parse_check_request(data: bytes, limit: int | None = None) -> CheckArgument:
     return request
 
 
-def add_to_server(service: CheckService, server: grpc.Server, max_recv_msg_size: int | None = None) -> None:
+def add_to_server(
+    service: CheckService,
+    server: grpc.Server,
+    max_recv_msg_size: int | None = None,
+    allowed_client_ids: Sequence[str] = (),
+) -> None:
     """Register Authorization/Check with the never-failing deserializer above (``max_recv_msg_size``: larger
-    requests become OversizeCheckRequest; the server's transport limit must be TRANSPORT_HEADROOM times it)."""
+    requests become OversizeCheckRequest; the server's transport limit must be TRANSPORT_HEADROOM times it).
+
+    ``allowed_client_ids``: with mutual TLS, only callers whose certificate names one of them are decided;
+    anyone else is refused before the handler -- counted and logged, but not recorded: a caller outside the mesh
+    must not be able to write permanent ledger records."""
+    method = service.Check
+    if allowed_client_ids:
+        allowed = frozenset(allowed_client_ids)
+
+        def method(request: CheckArgument, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:
+            ids = tls.client_ids(context)
+            if allowed.isdisjoint(ids):
+                service.refuse_caller(context.peer(), ids)
+                grpc_status.abort(
+                    context,
+                    CallerNotAllowedError(
+                        f"caller {', '.join(ids) or '(no client certificate identity)'} is not in "
+                        "server.allowed_client_ids"
+                    ),
+                )
+                return external_auth_pb2.CheckResponse()
+            return service.Check(request, context)
+
     handler = grpc.unary_unary_rpc_method_handler(
-        service.Check,
+        method,
         request_deserializer=functools.partial(parse_check_request, limit=max_recv_msg_size),
         response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
     )
@@ -304,6 +333,11 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.decision_path = self.engine.decision_path
         error = RequestParseError(f"malformed CheckRequest ({request.size} bytes): {request.error}")
         return self._parse_error(record, error, logging.WARNING), None
+
+    def refuse_caller(self, peer: str, ids: list[str]) -> None:
+        if self.metrics is not None:
+            self.metrics.refused_callers.inc()
+        log.warning("Check from %s refused: client identities %s are not in server.allowed_client_ids", peer, ids)
 
     def _oversize(
         self, request: OversizeCheckRequest, record: DecisionRecord, peer: str

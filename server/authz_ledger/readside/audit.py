@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -30,7 +29,6 @@ from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,7 +44,8 @@ from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.readside.reader import LedgerReader, poll_store
 from authz_ledger.readside.values import EntryFilter, StoredEntry, WaitForSize
 from authz_ledger.rpc import status as grpc_status
-from authz_ledger.rpc.serving import MethodAwarePool, grpc_address
+from authz_ledger.rpc import tls
+from authz_ledger.rpc.serving import MethodAwarePool, grpc_address, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -245,37 +244,11 @@ class AuditServer:
         self.server.stop(grace).wait()
 
 
-def _read_pem(key: str, path: str) -> bytes:
-    try:
-        return Path(path).expanduser().read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{key}: cannot read {path}: {e.strerror}") from e
-
-
 def server_credentials(cfg: AuditConfig) -> grpc.ServerCredentials | None:
-    """TLS (and mutual TLS) credentials from the audit configuration; None for plaintext."""
-    if not cfg.tls_cert and not cfg.tls_key:
-        if cfg.client_ca:
-            raise ConfigError("audit.client_ca is set but audit.tls_cert / audit.tls_key are not: mutual TLS needs TLS")
-        return None
-    if not (cfg.tls_cert and cfg.tls_key):
-        raise ConfigError("audit.tls_cert and audit.tls_key must be set together")
-    cert = _read_pem("audit.tls_cert", cfg.tls_cert)
-    key = _read_pem("audit.tls_key", cfg.tls_key)
-    ca = _read_pem("audit.client_ca", cfg.client_ca) if cfg.client_ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
-
-
-def _is_loopback(address: str) -> bool:
-    if address.startswith("unix:"):
-        return True
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """TLS (and mutual TLS) credentials from the audit configuration, re-read when the files change; None for
+    plaintext (rpc/tls.py)."""
+    credentials, _ = tls.server_credentials(tls.TlsFiles("audit", cfg.tls_cert, cfg.tls_key, cfg.client_ca))
+    return credentials
 
 
 def start_audit_server(
@@ -321,7 +294,7 @@ def start_audit_server(
         raise ConfigError(f"audit.addr: cannot listen on {cfg.addr}: {e}") from e
     if port == 0 and not address.startswith("unix:"):
         raise ConfigError(f"audit.addr: cannot listen on {cfg.addr}")
-    if not _is_loopback(address) and credentials is None:
+    if not is_loopback(address) and credentials is None:
         log.warning("audit API on %s without TLS: anyone who can reach it can read every recorded decision", cfg.addr)
     server.start()
     for name in ("", LEDGER_SERVICE):

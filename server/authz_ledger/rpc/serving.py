@@ -6,6 +6,7 @@ the same thing on both and ``grpcurl describe Service.Method`` works on both.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from google.protobuf import descriptor_pool
@@ -43,3 +44,16 @@ class MethodAwarePool:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
+
+
+def is_loopback(address: str) -> bool:
+    """A listen address only this host can reach (loopback, or a unix socket)."""
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,6 +13,7 @@ import grpc
 from authz_ledger.errors import (
     AuthzLedgerError,
     BackpressureError,
+    CallerNotAllowedError,
     ConfigError,
     InvalidRequestError,
     LedgerClosedError,
@@ -44,6 +45,7 @@ _CODES: tuple[tuple[type[AuthzLedgerError], grpc.StatusCode], ...] = (
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
     (TooManyStreamsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (CallerNotAllowedError, grpc.StatusCode.PERMISSION_DENIED),
 )
 
 

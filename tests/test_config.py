@@ -101,3 +101,24 @@ def test_an_environment_variable_that_names_no_key_is_an_error(name: str, messag
 
 def test_the_test_tools_cache_variable_is_not_a_setting() -> None:
     assert config.load(environ={"AUTHZ_LEDGER_CACHE": "/tmp/x"}) == config.load(environ={})
+
+
+def test_redaction_extras_add_to_the_defaults_and_a_replaced_list_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from authz_ledger.ledger.opening import redaction_rules
+    from authz_ledger.record.secrets import DEFAULT_DIGEST_HEADERS
+
+    added = config.load(sets=["ledger.redaction.digest_headers_extra=x-my-token"], environ={})
+    rules = redaction_rules(added.ledger.redaction, announce=False)
+    assert set(DEFAULT_DIGEST_HEADERS) | {"x-my-token"} == rules.digest_headers
+    replaced = config.load(sets=["ledger.redaction.digest_headers=x-only"], environ={})
+    with caplog.at_level("WARNING"):
+        rules = redaction_rules(replaced.ledger.redaction)
+    assert rules.digest_headers == {"x-only"}
+    assert any("replaces the defaults: api-key" in r.getMessage() for r in caplog.records)
+
+
+def test_a_name_pattern_that_is_not_a_regular_expression_is_refused() -> None:
+    with pytest.raises(ConfigError, match="name_pattern is not a regular expression"):
+        config.load(sets=["ledger.redaction.name_pattern=(unclosed"], environ={})

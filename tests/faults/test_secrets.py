@@ -20,11 +20,14 @@ import json
 import secrets
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 
+from authz_ledger.record.secrets import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS
 from tests.conftest import free_port, serve_process, stop_process, write_policy
 
 POLICY = """
@@ -64,6 +67,34 @@ SECRETS = {
 BASIC = base64.b64encode(f"svc:{SECRETS['basic']}".encode()).decode()
 MARKER = f"not-secret-{secrets.token_hex(8)}"
 
+# Every default secret shape: each header and query parameter on the default lists, their array and case
+# variants, and credentials in headers and parameters whose names say nothing (caught by their shape).
+_LISTED_HEADERS = [h for h in DEFAULT_DIGEST_HEADERS if h not in ("authorization", "proxy-authorization", "cookie")]
+NAMED = {f"header {h}": _secret("h") for h in _LISTED_HEADERS}
+NAMED |= {f"param {q}": _secret("q") for q in DEFAULT_DIGEST_QUERY_PARAMS}
+NAMED |= {
+    "param access_token[]": _secret("arr"),
+    "param Refresh-Token": _secret("case"),
+    "param client_secret[0]": _secret("idx"),
+    "header X-Custom-Password": _secret("pattern"),
+    "param user_password": _secret("pattern"),
+}
+
+
+def _jwt() -> str:
+    part = lambda n: base64.urlsafe_b64encode(secrets.token_bytes(n)).decode().rstrip("=")  # noqa: E731
+    return "eyJhbGciOiJIUzI1NiJ9." + part(48) + "." + part(32)
+
+
+SHAPED = {
+    "header x-upstream-hint": _jwt(),  # a JWT under an innocent name
+    "header x-thing": "Ab1" + secrets.token_urlsafe(40),  # a long random key
+    "header x-forwarded-credentials": f"Bearer {_secret('bearer2')}",  # a scheme and a credential
+    "param state": _jwt(),
+    "param ref": "Zq9" + secrets.token_urlsafe(40),
+}
+SECRETS |= NAMED | SHAPED
+
 
 def _request(path: str, *, method: str = "GET", body: str = "", raw: bytes = b"", ctype: str = "") -> bytes:
     req = external_auth_pb2.CheckRequest()
@@ -84,6 +115,10 @@ def _request(path: str, *, method: str = "GET", body: str = "", raw: bytes = b""
             "x-api-key": SECRETS["apikey-header"],
         }
     )
+    for label, value in (NAMED | SHAPED).items():
+        kind, name = label.split(" ", 1)
+        if kind == "header":
+            http.headers[name] = value
     if ctype:
         http.headers["content-type"] = ctype
     if body:
@@ -99,6 +134,11 @@ def _requests() -> list[bytes]:
     q = (
         f"access_token={SECRETS['access-token']}&id_token={SECRETS['id-token']}"
         f"&api_key={SECRETS['api-key-param']}&apikey={SECRETS['apikey-param']}&page=2"
+    )
+    q += "".join(
+        f"&{quote(label.split(' ', 1)[1], safe='[]')}={quote(value, safe='')}"
+        for label, value in (NAMED | SHAPED).items()
+        if label.startswith("param ")
     )
     return [
         _request(f"/api/items?{q}"),
@@ -146,9 +186,9 @@ def _drive(port: int) -> int:
 
 
 def _needles(secret: str) -> list[bytes]:
-    """The secret, and its base64 in each of the three alignments (as it would sit inside entry_b64)."""
+    """The secret, URL-encoded, and its base64 in each of the three alignments (as it would sit in entry_b64)."""
     raw = secret.encode()
-    out = [raw]
+    out = [raw, quote(secret, safe="").encode()]
     for pad in range(3):
         enc = base64.b64encode(b"\0" * pad + raw)
         start = (pad * 4 + 2) // 3 + 1  # skip the characters that mix the padding bytes in
@@ -169,11 +209,20 @@ def test_no_plaintext_secret_in_the_data_dir_the_exports_or_the_logs(tmp_path: P
     logs = {"plain": tmp_path / "plain.log", "json": tmp_path / "json.log"}
     sent = 0
     for fmt, log in logs.items():
+        metrics_addr = f"127.0.0.1:{free_port()}"
         proc = serve_process(
-            data, free_port(), f"server.log_format={fmt}", "server.log_level=debug", policy=policy, log=log
+            data,
+            free_port(),
+            f"server.log_format={fmt}",
+            "server.log_level=debug",
+            f"metrics.addr={metrics_addr}",
+            policy=policy,
+            log=log,
         )
         try:
             sent += _drive(int(proc.args[proc.args.index("--addr") + 1].rpartition(":")[2]))
+            with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5) as response:
+                (tmp_path / f"metrics-{fmt}.txt").write_bytes(response.read())
         finally:
             assert stop_process(proc) == 0
     tiles, jsonl = tmp_path / "tiles", tmp_path / "entries.jsonl"
@@ -191,6 +240,7 @@ def test_no_plaintext_secret_in_the_data_dir_the_exports_or_the_logs(tmp_path: P
         "jsonl export": _files(jsonl, decoded_entries),
         "plain log": [logs["plain"]],
         "json log": [logs["json"]],
+        "metrics": [tmp_path / "metrics-plain.txt", tmp_path / "metrics-json.txt"],
     }
     blobs = {where: b"".join(p.read_bytes() for p in files) for where, files in places.items()}
     assert all(blobs.values()), {k: len(v) for k, v in blobs.items()}

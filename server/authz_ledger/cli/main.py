@@ -198,6 +198,21 @@ def cmd_log(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_redaction(args: argparse.Namespace, out: TextIO) -> int:
+    """The redaction ``serve`` would apply with the same configuration sources."""
+    from authz_ledger.ledger.opening import redaction_rules
+
+    cfg = config.load(args.config, args.set)
+    rules = redaction_rules(cfg.ledger.redaction, announce=False).describe()
+    if args.json:
+        print(json.dumps(rules), file=out)
+        return 0
+    for key, value in rules.items():
+        shown = ", ".join(value) if isinstance(value, list) else value
+        print(f"{key:20s} {shown}", file=out)
+    return 0
+
+
 def cmd_health(args: argparse.Namespace, out: TextIO) -> int:
     """gRPC health check of a running service: for probes that cannot speak gRPC themselves (exec probes)."""
     import grpc
@@ -306,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--limit", type=non_negative, metavar="K", help="at most K entries")
     lg.add_argument("--json", action="store_true", help="one JSON object per line, with entry_b64")
     lg.set_defaults(func=cmd_log)
+
+    rd = sub.add_parser(
+        "redaction",
+        help="print the redaction serve applies before storing (lists, name pattern, value detection, body)",
+    )
+    rd.add_argument("--config", metavar="FILE")
+    rd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rd.add_argument("--json", action="store_true", help="one JSON object")
+    rd.set_defaults(func=cmd_redaction)
 
     h = sub.add_parser("health", help="ask a running service's gRPC health service; exit 0 only if SERVING")
     h.add_argument("--addr", default="127.0.0.1:9191", help="address of the service (default 127.0.0.1:9191)")

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz_ledger import keys
-from authz_ledger.config import LedgerConfig
+from authz_ledger.config import LedgerConfig, RedactionConfig
 from authz_ledger.errors import LedgerCorruptError, LedgerError, RollbackError
 from authz_ledger.ledger.files import write_file_atomically
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.trust import Trust, verify_ledger
 from authz_ledger.ledger.verify import VerifyReport
 from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions
-from authz_ledger.record.redact import RedactionRules, Redactor
+from authz_ledger.record.redact import DEFAULT_DIGEST_HEADERS, DEFAULT_DIGEST_QUERY_PARAMS, RedactionRules, Redactor
 from authz_ledger.tlog import checkpoint, note
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,32 @@ def load_signers(cfg: LedgerConfig, paths: LedgerPaths) -> tuple[list[note.Signe
     return [signer], created
 
 
+def redaction_rules(cfg: RedactionConfig, *, announce: bool = True) -> RedactionRules:
+    """The effective redaction: each list, or the default it replaces, plus its ``…_extra`` additions; logged at
+    start-up (``announce``) with a warning for every default an explicit list dropped."""
+    rules = RedactionRules.build(
+        [*cfg.digest_headers, *cfg.digest_headers_extra],
+        cfg.remove_headers,
+        [*cfg.digest_query_params, *cfg.digest_query_params_extra],
+        cfg.body,
+        cfg.name_pattern,
+        cfg.detect_values,
+    )
+    if announce:
+        for key, defaults, given in (
+            ("digest_headers", DEFAULT_DIGEST_HEADERS, rules.digest_headers),
+            ("digest_query_params", DEFAULT_DIGEST_QUERY_PARAMS, rules.digest_query_params),
+        ):
+            dropped = sorted(set(defaults) - given)
+            if dropped:
+                log.warning(
+                    "ledger.redaction.%s replaces the defaults: %s are no longer digested by name "
+                    "(add names with ledger.redaction.%s_extra instead)", key, ", ".join(dropped), key,
+                )  # fmt: skip
+        log.info("redaction in force: %s", rules.describe())
+    return rules
+
+
 def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
     paths = LedgerPaths(Path(cfg.data_dir).expanduser())
     paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -101,15 +127,7 @@ def open_for_serving(cfg: LedgerConfig) -> OpenLedger:
             f"no signing key is named after the origin {cfg.origin!r} (keys: {', '.join(sorted(names))}); "
             "C2SP tlog-checkpoint binds a log's identity to its origin"
         )
-    redactor = Redactor(
-        RedactionRules.build(
-            cfg.redaction.digest_headers,
-            cfg.redaction.remove_headers,
-            cfg.redaction.digest_query_params,
-            cfg.redaction.body,
-        ),
-        keys.load_or_create_redaction_key(paths.redaction_key),
-    )
+    redactor = Redactor(redaction_rules(cfg.redaction), keys.load_or_create_redaction_key(paths.redaction_key))
     store = Store(paths.store, map_size=cfg.map_size_mb << 20)
     try:
         verifiers = [note.Verifier.from_vkey(s.verifier_key()) for s in signers]

@@ -10,6 +10,7 @@ nobody without the secret can test guesses against them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -20,10 +21,25 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from authz_ledger.record import gojson
+from authz_ledger.record.secrets import (
+    DEFAULT_DIGEST_HEADERS,
+    DEFAULT_DIGEST_QUERY_PARAMS,
+    DEFAULT_NAME_PATTERN,
+    NameRules,
+    may_hold_token,
+    value_shape,
+)
 
-DEFAULT_DIGEST_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
-DEFAULT_DIGEST_QUERY_PARAMS = ("access_token", "id_token", "api_key", "apikey")
+__all__ = [
+    "DEFAULT_DIGEST_HEADERS",
+    "DEFAULT_DIGEST_QUERY_PARAMS",
+    "DEFAULT_NAME_PATTERN",
+    "RedactionRules",
+    "Redactor",
+]
+
 BODY_FIELDS = ("body", "rawBody")
+_PLAIN, _DIGEST, _URL, _REMOVE = range(4)  # what happens to a request header, by its name
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 PATH_HEADERS = frozenset({":path", "x-envoy-original-path", "referer"})
 """Headers that carry a URL, query string included: Envoy copies ``:path`` into the CheckRequest's headers."""
@@ -38,6 +54,10 @@ class RedactionRules:
     digest_query_params: frozenset[str] = frozenset(DEFAULT_DIGEST_QUERY_PARAMS)
     body: str = "digest"
     """``digest`` (default), ``remove``, or ``unsafe_keep`` (the raw body goes into the ledger)."""
+    name_pattern: str = DEFAULT_NAME_PATTERN
+    """Header and parameter names matching it are digested too ("": only the lists)."""
+    detect_values: bool = True
+    """Digest any header or parameter value shaped like a credential (record/secrets.py), with a marker."""
 
     @classmethod
     def build(
@@ -46,13 +66,28 @@ class RedactionRules:
         remove_headers: Iterable[str],
         digest_query_params: Iterable[str],
         body: str,
+        name_pattern: str = DEFAULT_NAME_PATTERN,
+        detect_values: bool = True,
     ) -> RedactionRules:
         return cls(
             frozenset(h.lower() for h in digest_headers),
             frozenset(h.lower() for h in remove_headers),
             frozenset(digest_query_params),
             body,
+            name_pattern,
+            detect_values,
         )
+
+    def describe(self) -> dict[str, object]:
+        """The effective rules, as the start-up log and ``authz-ledger redaction`` show them."""
+        return {
+            "digest_headers": sorted(self.digest_headers),
+            "remove_headers": sorted(self.remove_headers),
+            "digest_query_params": sorted(self.digest_query_params),
+            "name_pattern": self.name_pattern,
+            "detect_values": self.detect_values,
+            "body": self.body,
+        }
 
 
 class Redactor:
@@ -60,10 +95,30 @@ class Redactor:
         self.rules = rules
         self._secret = secret
         self._header_names = rules.digest_headers | rules.remove_headers
-        self._query_names = frozenset(name.lower() for name in rules.digest_query_params)
-        self._special_headers = self._header_names | PATH_HEADERS
-        self._result_special_headers = self._header_names | RESULT_URL_HEADERS
+        self._header_rules = NameRules(rules.digest_headers, rules.name_pattern)
+        self._query_rules = NameRules(rules.digest_query_params, rules.name_pattern)
+        self._query_names = self._query_rules.names
+        # Before parsing a query string: can any name in it be secret? (names as written: either separator)
+        words = [re.escape(n).replace("_", "[-_]") for n in self._query_names]
+        if rules.name_pattern:
+            words.append(rules.name_pattern.replace("_", "[-_]"))
+        self._query_precheck = re.compile("|".join(words), re.IGNORECASE) if words else None
         self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
+        self._path_cache = functools.lru_cache(maxsize=1024)(self._redact_path)
+        self._header_kinds: dict[str, int] = {}
+
+    def _header_secret(self, name: str) -> bool:
+        return name.lower() not in PATH_HEADERS and self._header_rules.is_secret(name)
+
+    def _param_secret(self, name: str) -> bool:
+        return self._query_rules.is_secret(name)
+
+    def _digest_shape(self, value: str) -> str | None:
+        """The marked digest of a value shaped like a credential, or None."""
+        if not self.rules.detect_values:
+            return None
+        shape = value_shape(value)
+        return self._marked_digest(value, shape) if shape else None
 
     def digest(self, value: str | bytes) -> str:
         data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
@@ -72,25 +127,38 @@ class Redactor:
         return "hmac-sha256:" + mac.hexdigest()
 
     def redact_path(self, path: str) -> str:
+        """See :meth:`_redact_path`; the same paths recur request after request, so answers are cached (bounded)."""
+        return self._path_cache(path)
+
+    def _redact_path(self, path: str) -> str:
         """Digest the values of sensitive query parameters inside a request path (or an absolute URL).
 
         Names match case-insensitively and ``;`` separates parameters too: some backends read both, and
         redacting too much is acceptable here where too little is not.
         """
         head, sep, query = path.partition("?")
-        names = self._query_names
-        if not sep or not names:
+        if not sep or not query:
             return path
-        lowered = query.lower()
-        if "%" not in query and not any(name in lowered for name in names):
-            return path  # cheap pre-check: no sensitive name (nor an escape hiding one), no need to parse
+        if (
+            "%" not in query
+            and (self._query_precheck is None or not self._query_precheck.search(query))
+            and not (self.rules.detect_values and may_hold_token(query))
+        ):
+            return path  # cheap pre-check: no sensitive name, no credential-shaped value, no escape hiding one
         pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
-        if not any(k.lower() in names for k, _ in pairs):
+        values = [self._param_value(k, v) for k, v in pairs]
+        if all(new is old for new, (_, old) in zip(values, pairs, strict=True)):
             return path
-        parts = [
-            f"{quote(k, safe='')}={quote(self.digest(v) if k.lower() in names else v, safe=':')}" for k, v in pairs
-        ]
+        parts = [f"{quote(k, safe='')}={quote(v, safe=':+')}" for (k, _), v in zip(pairs, values, strict=True)]
         return head + "?" + "&".join(parts)
+
+    def _param_value(self, name: str, value: str) -> str:
+        """A query parameter's value as stored: digested if its name or its shape says secret, else itself."""
+        if self._param_secret(name):
+            return self.digest(value)
+        if value and may_hold_token(value):
+            return self._digest_shape(value) or value
+        return value
 
     def redact_message(self, message: str) -> str:
         """An error message safe to store and log: quoted fragments (Go %q style, as parse errors quote the body
@@ -113,34 +181,73 @@ class Redactor:
                 continue
             item = dict(item)  # noqa: PLW2901 - a redacted copy replaces the original
             for field in ("value", "rawValue"):
-                if field in item and name in self.rules.digest_headers:
+                if field in item and self._header_secret(name):
                     item[field] = self.digest(str(item[field]))
                 elif field == "value" and field in item and name in PATH_HEADERS:
                     item[field] = self.redact_path(str(item[field]))
+                elif (field == "value" and field in item) or (
+                    field == "rawValue" and field in item and name not in PATH_HEADERS
+                ):
+                    item[field] = self._digest_shape(str(item[field])) or item[field]
             if "rawValue" in item and name in PATH_HEADERS:
                 item["rawValue"] = self.digest(str(item["rawValue"]))  # base64 of a URL: digest it whole
             out.append(item)
         return {**header_map, "headers": out}
 
-    def needs_redaction(self, http: dict[str, Any]) -> bool:
-        headers = http.get("headers")
-        if headers:
-            if not self._header_names.isdisjoint(headers):
-                return True
-            # Envoy sends lower-case names; any other client may not, so compare lower-cased too.
-            if not all(name.islower() for name in headers) and any(
-                name.lower() in self._header_names for name in headers
-            ):
-                return True
+    def _redact_headers(self, headers: dict[str, Any]) -> dict[str, Any]:
+        """The request headers as stored: one dict lookup per name (its treatment is cached), and the value-shape
+        check only for values long enough to be a credential."""
+        kinds, detect = self._header_kinds, self.rules.detect_values
+        out = {}
+        changed = False
+        for name, value in headers.items():
+            kind = kinds.get(name)
+            if kind is None:
+                kind = self._header_kind(name)
+            if kind == _PLAIN:
+                if detect and type(value) is str and len(value) >= 12 and (shape := value_shape(value)):
+                    out[name] = self._marked_digest(value, shape)
+                    changed = True
+                else:
+                    out[name] = value
+            elif kind == _DIGEST:
+                out[name] = self.digest(value) if isinstance(value, str) else self._digest_any(value)
+                changed = True
+            elif kind == _URL:
+                out[name] = self.redact_path(value) if isinstance(value, str) else value  # a path, or a referer URL
+                changed = changed or out[name] != value
+            else:  # _REMOVE: left out
+                changed = True
+        return out if changed else headers
+
+    def _rest_needs_redaction(self, http: dict[str, Any]) -> bool:
+        """Anything besides the headers map to redact: a body, the raw header map, a query string."""
         if self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http):
             return True
         if "headerMap" in http:
             return True
-        if not self.rules.digest_query_params:
-            return False
-        if "?" in http.get("path", ""):
-            return True
-        return isinstance(headers, dict) and any("?" in str(headers.get(name, "")) for name in PATH_HEADERS)
+        path, query = http.get("path"), http.get("query")
+        return (isinstance(path, str) and self.redact_path(path) != path) or (
+            isinstance(query, str) and bool(query) and self.redact_path("?" + query) != "?" + query
+        )
+
+    def _header_kind(self, name: str) -> int:
+        key = name.lower()
+        if key in self.rules.remove_headers:
+            kind = _REMOVE
+        elif key in PATH_HEADERS:
+            kind = _URL
+        elif self._header_rules.is_secret(key):
+            kind = _DIGEST
+        else:
+            kind = _PLAIN
+        if len(self._header_kinds) >= 4096:
+            self._header_kinds.clear()  # names are few in practice; never let odd clients grow it without end
+        self._header_kinds[name] = kind
+        return kind
+
+    def _marked_digest(self, value: str, shape: str) -> str:
+        return self.digest(value).replace("hmac-sha256:", f"hmac-sha256+{shape}:", 1)
 
     def redact_result(self, result: Any) -> Any:
         """A copy of a policy result safe to store; the original (what Envoy is answered with) is not modified.
@@ -160,10 +267,10 @@ class Redactor:
             if redacted is not value:
                 out = {**out, key: redacted}
         params = result.get("query_parameters_to_set")
-        if isinstance(params, dict) and any(str(k).lower() in self._query_names for k in params):
+        if isinstance(params, dict) and any(self._param_secret(str(k)) for k in params):
             out = dict(out)
             out["query_parameters_to_set"] = {
-                k: self._digest_any(v) if str(k).lower() in self._query_names else v for k, v in params.items()
+                k: self._digest_any(v) if self._param_secret(str(k)) else v for k, v in params.items()
             }
         return out
 
@@ -171,14 +278,12 @@ class Redactor:
         """Header objects at any depth of lists: a result of the wrong shape is recorded too (as a policy error),
         so its secrets must be digested like those of a well-formed one."""
         if isinstance(value, dict):
-            if all(str(name).lower() not in self._result_special_headers for name in value):
-                return value
             out = {}
             for name, v in value.items():
                 key = str(name).lower()
                 if key in self.rules.remove_headers:
                     continue
-                if key in self.rules.digest_headers:
+                if self._header_secret(key):
                     out[name] = self._digest_any(v)
                 elif key in RESULT_URL_HEADERS:  # a redirect URL carries query secrets like a request path
                     out[name] = (
@@ -186,9 +291,11 @@ class Redactor:
                         if isinstance(v, list)
                         else (self.redact_path(v) if isinstance(v, str) else v)
                     )
+                elif isinstance(v, str):
+                    out[name] = self._digest_shape(v) or v
                 else:
                     out[name] = v
-            return out
+            return value if all(out.get(k) is v for k, v in value.items()) and len(out) == len(value) else out
         if isinstance(value, list):
             items = [self._redact_header_options(v) for v in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else items
@@ -210,32 +317,25 @@ class Redactor:
         """
         attrs = document.get("attributes")
         http = attrs.get("request", {}).get("http") if isinstance(attrs, dict) else None
-        if not isinstance(http, dict) or not self.needs_redaction(http):
+        if not isinstance(http, dict):
             return document
-        http = dict(http)
         headers = http.get("headers")
-        if isinstance(headers, dict):
-            new_headers = {}
-            special, digest_names = self._special_headers, self.rules.digest_headers
-            for name, value in headers.items():
-                key = name if name in special or name.islower() else name.lower()
-                if key not in special:
-                    new_headers[name] = value  # the common case: one set lookup
-                elif key in self.rules.remove_headers:
-                    continue
-                elif key in digest_names:
-                    new_headers[name] = self.digest(value)
-                elif isinstance(value, str):
-                    new_headers[name] = self.redact_path(value)  # a path or an absolute URL (referer)
-                else:
-                    new_headers[name] = value
-            http["headers"] = new_headers
+        new_headers = self._redact_headers(headers) if isinstance(headers, dict) else headers
+        if new_headers is headers and not self._rest_needs_redaction(http):
+            return document  # the common case: nothing to change, nothing copied
+        http = dict(http)
+        http["headers"] = new_headers
         if "headerMap" in http:
             http["headerMap"] = self._redact_header_map(http["headerMap"])
+        query_changed = False
         if "path" in http:
-            http["path"] = self.redact_path(http["path"])
-        if "query" in http and self.rules.digest_query_params:
-            http["query"] = self.redact_path("?" + http["query"])[1:]
+            path = http["path"]
+            http["path"] = self.redact_path(path) if isinstance(path, str) else path
+            query_changed = http["path"] != path  # (cached answers: compare values, not identity)
+        if "query" in http and isinstance(http["query"], str):
+            redacted_query = self.redact_path("?" + http["query"])[1:]
+            query_changed = query_changed or redacted_query != http["query"]
+            http["query"] = redacted_query
         out = dict(document)
         if self.rules.body != "unsafe_keep":
             for field in BODY_FIELDS:
@@ -248,13 +348,16 @@ class Redactor:
                 out["parsed_body"] = (
                     "<redacted>" if self.rules.body == "remove" else self.digest(gojson.canonical(out["parsed_body"]))
                 )
-        if "parsed_query" in out and self.rules.digest_query_params:
+        if query_changed and isinstance(out.get("parsed_query"), dict):  # parsed from the same query string
             pq = out["parsed_query"]
-            if isinstance(pq, dict) and any(str(k).lower() in self._query_names for k in pq):
-                out["parsed_query"] = {
-                    k: [self.digest(v) for v in vs] if str(k).lower() in self._query_names else vs
-                    for k, vs in pq.items()
-                }
+            redacted_pq = {
+                k: [self._param_value(str(k), v) if isinstance(v, str) else v for v in vs]
+                if isinstance(vs, list)
+                else vs
+                for k, vs in pq.items()
+            }
+            if redacted_pq != pq:
+                out["parsed_query"] = redacted_pq
         new_attrs = dict(attrs)  # type: ignore[arg-type]
         new_request = dict(new_attrs["request"])
         new_request["http"] = http

@@ -31,7 +31,8 @@ from _workload import check_request  # noqa: E402
 from envoy.service.auth.v3 import external_auth_pb2  # noqa: E402
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext  # noqa: E402
 
-from authz_ledger.check.handler import CheckOptions, CheckService, parse_check_request  # noqa: E402
+from authz_ledger.check.arrival import parse_check_request  # noqa: E402
+from authz_ledger.check.handler import CheckOptions, CheckService  # noqa: E402
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
 from authz_ledger.ledger.store import Store  # noqa: E402
 from authz_ledger.ledger.writer import Durability, LedgerWriter, WriterOptions  # noqa: E402

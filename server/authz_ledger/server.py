@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authz_ledger import __version__
+from authz_ledger.check import arrival
 from authz_ledger.check import handler as check
 from authz_ledger.check import input as input_document
 from authz_ledger.check.handler import CheckOptions, CheckService
@@ -230,7 +231,7 @@ def start(cfg: Config) -> Running:
             options=[
                 # server.max_recv_msg_size is enforced by the Check handler, which denies and records a larger
                 # Check; the transport takes TRANSPORT_HEADROOM times as much so that one reaches it.
-                ("grpc.max_receive_message_length", cfg.server.max_recv_msg_size * check.TRANSPORT_HEADROOM),
+                ("grpc.max_receive_message_length", cfg.server.max_recv_msg_size * arrival.TRANSPORT_HEADROOM),
                 # Two servers must never silently share a port (grpcio enables SO_REUSEPORT by default).
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_time_ms", 60_000),

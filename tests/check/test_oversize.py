@@ -10,7 +10,7 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz_ledger.check.handler import TRANSPORT_HEADROOM, OversizeCheckRequest, parse_check_request
+from authz_ledger.check.arrival import TRANSPORT_HEADROOM, OversizeCheckRequest, parse_check_request
 from authz_ledger.record import entry
 from authz_ledger.server import Running
 from tests.conftest import StartService

@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 from hypothesis import HealthCheck, given, settings
 
-from authz_ledger.check.handler import CheckOptions, CheckService, parse_check_request
+from authz_ledger.check.arrival import parse_check_request
+from authz_ledger.check.handler import CheckOptions, CheckService
 from authz_ledger.config import EXAMPLE_POLICY
 from authz_ledger.ledger.store import Store
 from authz_ledger.policy.embedded import EmbeddedEngine

@@ -28,15 +28,19 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf.descriptor_pool import DescriptorPool
-from google.protobuf.message import DecodeError
 
 from authz_ledger.check import input as input_document
 from authz_ledger.check import result
+from authz_ledger.check.arrival import (
+    CheckArgument,
+    MalformedCheckRequest,
+    OversizeCheckRequest,
+    parse_check_request,
+)
 from authz_ledger.errors import CallerNotAllowedError, LedgerError, PolicyError, RequestParseError
 from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.metrics import Metrics
@@ -68,59 +72,15 @@ class CheckOptions:
     overload_http_status: int = 503
 
 
-@dataclass(frozen=True, slots=True)
-class MalformedCheckRequest:
-    """Bytes that are not a CheckRequest (e.g. invalid UTF-8 in a string field, which proto3 rejects).
-
-    gRPC's default deserializer would fail such a call before any handler runs, leaving no trace; decoding
-    ourselves lets the handler deny it and record it like every other Check.
-    """
-
-    size: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class OversizeCheckRequest:
-    """A CheckRequest over ``server.max_recv_msg_size``. The transport takes up to TRANSPORT_HEADROOM times that
-    much so that such a Check reaches the handler and is denied and recorded, instead of failing inside gRPC with
-    no trace. ``request``: what it said, without its body (None if it did not parse)."""
-
-    request: external_auth_pb2.CheckRequest | None
-    size: int
-    limit: int
-
-
-TRANSPORT_HEADROOM = 4
-"""The gRPC transport limit is this many times ``server.max_recv_msg_size``; larger still is refused by gRPC."""
-
-CheckArgument: TypeAlias = "external_auth_pb2.CheckRequest | MalformedCheckRequest | OversizeCheckRequest"
-
-
-def parse_check_request(data: bytes, limit: int | None = None) -> CheckArgument:
-    """The request deserializer of the Check method: never raises."""
-    try:
-        request = external_auth_pb2.CheckRequest.FromString(data)
-    except DecodeError as e:
-        if limit is not None and len(data) > limit:
-            return OversizeCheckRequest(None, len(data), limit)
-        return MalformedCheckRequest(len(data), str(e) or "undecodable protobuf")
-    if limit is not None and len(data) > limit:
-        http = request.attributes.request.http
-        http.ClearField("body")
-        http.ClearField("raw_body")
-        return OversizeCheckRequest(request, len(data), limit)
-    return request
-
-
 def add_to_server(
     service: CheckService,
     server: grpc.Server,
     max_recv_msg_size: int | None = None,
     allowed_client_ids: Sequence[str] = (),
 ) -> None:
-    """Register Authorization/Check with the never-failing deserializer above (``max_recv_msg_size``: larger
-    requests become OversizeCheckRequest; the server's transport limit must be TRANSPORT_HEADROOM times it).
+    """Register Authorization/Check with the never-failing deserializer of check/arrival.py
+    (``max_recv_msg_size``: larger requests become OversizeCheckRequest; the server's transport limit must be
+    TRANSPORT_HEADROOM times it).
 
     ``allowed_client_ids``: with mutual TLS, only callers whose certificate names one of them are decided;
     anyone else is refused before the handler -- counted and logged, but not recorded: a caller outside the mesh

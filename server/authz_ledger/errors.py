@@ -41,6 +41,12 @@ class RequestParseError(AuthzLedgerError):
 
     code = "request_parse_error"
 
+    def __init__(self, message: str, *, raw_from: int | None = None) -> None:
+        super().__init__(message)
+        self.raw_from = raw_from
+        """Where request bytes the message repeats unquoted begin (Go's text, kept for the 400 body): before the
+        message is stored or logged, everything from there is digested."""
+
 
 class PolicyError(AuthzLedgerError):
     """The policy could not produce a usable decision; the Check RPC fails (Envoy applies status_on_error)."""

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,8 +91,9 @@ def add_to_server(
         allowed = frozenset(allowed_client_ids)
 
         def method(request: CheckArgument, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:
-            ids = tls.client_ids(context)
-            if allowed.isdisjoint(ids):
+            identity = tls.client_identity(context)
+            if not any(identity.matches(a) for a in allowed):
+                ids = identity.names()
                 service.refuse_caller(context.peer(), ids)
                 grpc_status.abort(
                     context,
@@ -251,11 +253,10 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
             record.policy_version = evaluation.policy_version
             record.eval_ns = evaluation.eval_ns
             result_json = _compact_json(evaluation.result)
-            record.result_json = result_json
             if self.writer is not None:  # a token the policy hands Envoy must not reach the ledger either
+                # Set only once redacted: if redaction raised, the record must not hold the raw result.
                 stored = self.redactor.redact_result(evaluation.result)
-                if stored is not evaluation.result:
-                    record.result_json = _compact_json(stored)
+                record.result_json = result_json if stored is evaluation.result else _compact_json(stored)
             outcome = self._responses.check_response(evaluation.result, result_json, decision_id=decision_id)
         except PolicyError as e:
             return self._policy_failed(record, e)
@@ -272,11 +273,14 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.outcome = OUTCOME_ERROR
         record.allowed = False
         record.dry_run = False
-        record.error = f"internal error: {type(error).__name__}: {self.redactor.redact_message(str(error))}"
+        record.error = f"internal error: {type(error).__name__}: {self.redactor.digest(str(error))}"
         record.error_class = "internal error"
-        log.exception(
-            "decision %s (request %s): internal error, denied", record.decision_id, record.request_id,
-            extra=_log_fields(record),
+        # Its message may quote request data in any form: stored and logged only as a digest; the frames of the
+        # traceback (code locations, no values) are logged for the bug report.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error(
+            "decision %s (request %s): internal error, denied: %s\n%s", record.decision_id, record.request_id,
+            record.error, frames, extra=_log_fields(record),
         )  # fmt: skip
         outcome = result.fail_closed_response(
             decision_id=record.decision_id, http_status=self.options.error_http_status, reason=record.error
@@ -334,7 +338,10 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         record.grpc_code = _GRPC_PERMISSION_DENIED
         # The message can quote the body or path text the parser choked on: digest it before it is stored or
         # logged (Envoy's client still gets the plugin's full message in the 400 body).
-        record.error = f"request_parse_error: {self.redactor.redact_message(str(error))}"
+        text = str(error)
+        if error.raw_from is not None:
+            text = text[: error.raw_from] + self.redactor.digest(text[error.raw_from :])
+        record.error = f"request_parse_error: {self.redactor.redact_message(text)}"
         record.policy_version = self.engine.policy_version()
         log.log(
             level, "decision %s (request %s): %s", record.decision_id, record.request_id, record.error,
@@ -346,7 +353,9 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self, record: DecisionRecord, error: PolicyError
     ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
         record.outcome = OUTCOME_ERROR
-        record.error = f"{type(error).__name__}: {error}"
+        # Builtin errors quote their arguments (parsing time "Bearer ..."): quoted text is digested before the
+        # message is stored or logged.
+        record.error = f"{type(error).__name__}: {self.redactor.redact_message(str(error))}"
         record.error_class = type(error).__name__
         if not record.policy_version:
             record.policy_version = self.engine.policy_version()

@@ -10,7 +10,7 @@ nobody without the secret can test guesses against them.
 
 from __future__ import annotations
 
-import functools
+import base64
 import hashlib
 import hmac
 import json
@@ -25,6 +25,7 @@ from authz_ledger.record.secrets import (
     DEFAULT_DIGEST_HEADERS,
     DEFAULT_DIGEST_QUERY_PARAMS,
     DEFAULT_NAME_PATTERN,
+    MAX_SCANNED,
     NameRules,
     may_hold_token,
     value_shape,
@@ -40,8 +41,32 @@ __all__ = [
 
 BODY_FIELDS = ("body", "rawBody")
 _PLAIN, _DIGEST, _URL, _REMOVE = range(4)  # what happens to a request header, by its name
+
+
+def document_path(document: dict[str, Any]) -> Any:
+    return document.get("attributes", {}).get("request", {}).get("http", {}).get("path")
+
+
+def _unbase64(text: str) -> str:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return text
+
+
+def _quote(text: str) -> str:
+    """Percent-encode a query key or value; our digests keep their readable ``hmac-sha256+shape:`` prefix."""
+    return quote(text, safe=":+" if text.startswith("hmac-sha256") else "")
+
+
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
-PATH_HEADERS = frozenset({":path", "x-envoy-original-path", "referer"})
+PATH_HEADERS = frozenset(
+    {
+        ":path", "x-envoy-original-path", "referer",
+        # forward-auth proxies (Traefik, nginx auth_request, IIS) hand the original URL over in these
+        "x-forwarded-uri", "x-original-url", "x-original-uri", "x-rewrite-url",
+    }
+)  # fmt: skip
 """Headers that carry a URL, query string included: Envoy copies ``:path`` into the CheckRequest's headers."""
 RESULT_URL_HEADERS = PATH_HEADERS | {"location", "content-location"}
 """Headers of a policy result that carry a URL (a redirect to a login page, say)."""
@@ -104,7 +129,7 @@ class Redactor:
             words.append(rules.name_pattern.replace("_", "[-_]"))
         self._query_precheck = re.compile("|".join(words), re.IGNORECASE) if words else None
         self._hmac = hmac.new(secret, digestmod=hashlib.sha256)
-        self._path_cache = functools.lru_cache(maxsize=1024)(self._redact_path)
+        self._clean_paths: set[str] = set()
         self._header_kinds: dict[str, int] = {}
 
     def _header_secret(self, name: str) -> bool:
@@ -127,30 +152,61 @@ class Redactor:
         return "hmac-sha256:" + mac.hexdigest()
 
     def redact_path(self, path: str) -> str:
-        """See :meth:`_redact_path`; the same paths recur request after request, so answers are cached (bounded)."""
-        return self._path_cache(path)
+        """See :meth:`_redact_path`. The same paths recur request after request: those that need no change are
+        remembered (bounded), so they cost one lookup; a path that carried a secret is never kept."""
+        if path in self._clean_paths:
+            return path
+        redacted = self._redact_path(path)
+        if redacted == path:
+            if len(self._clean_paths) >= 1024:
+                self._clean_paths.clear()
+            self._clean_paths.add(path)
+            return path
+        return redacted
 
     def _redact_path(self, path: str) -> str:
-        """Digest the values of sensitive query parameters inside a request path (or an absolute URL).
+        """Digest what is secret in a request path (or an absolute URL): the values of sensitive query parameters
+        (by name or by shape), a parameter that is itself a credential, a credential-shaped path segment, and the
+        same in a fragment (``#access_token=...``, as implicit-grant redirects carry).
 
         Names match case-insensitively and ``;`` separates parameters too: some backends read both, and
         redacting too much is acceptable here where too little is not.
         """
-        head, sep, query = path.partition("?")
-        if not sep or not query:
+        rest, hash_sep, fragment = path.partition("#")
+        head, sep, query = rest.partition("?")
+        new_head = self._redact_segments(head) if self.rules.detect_values else head
+        new_query = self._redact_query(query) if sep and query else query
+        new_fragment = self._redact_query(fragment) if hash_sep and fragment else fragment
+        if new_head is head and new_query is query and new_fragment is fragment:
             return path
+        return new_head + sep + new_query + hash_sep + new_fragment
+
+    def _redact_segments(self, head: str) -> str:
+        if not may_hold_token(head):
+            return head
+        segments = head.split("/")
+        shaped = [self._digest_shape(seg) if len(seg) >= 12 else None for seg in segments]
+        if not any(shaped):
+            return head
+        return "/".join(d or seg for d, seg in zip(shaped, segments, strict=True))
+
+    def _redact_query(self, query: str) -> str:
+        """A query string (or a fragment of the same form) with its secrets digested; ``query`` itself if none."""
         if (
-            "%" not in query
+            len(query) <= MAX_SCANNED
+            and "%" not in query
             and (self._query_precheck is None or not self._query_precheck.search(query))
             and not (self.rules.detect_values and may_hold_token(query))
         ):
-            return path  # cheap pre-check: no sensitive name, no credential-shaped value, no escape hiding one
+            return query  # cheap pre-check: no sensitive name, no credential-shaped value, no escape hiding one
         pairs = parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+        keys = [self._digest_shape(k) or k if self.rules.detect_values and len(k) >= 12 else k for k, _ in pairs]
         values = [self._param_value(k, v) for k, v in pairs]
-        if all(new is old for new, (_, old) in zip(values, pairs, strict=True)):
-            return path
-        parts = [f"{quote(k, safe='')}={quote(v, safe=':+')}" for (k, _), v in zip(pairs, values, strict=True)]
-        return head + "?" + "&".join(parts)
+        if all(new is old for new, (_, old) in zip(values, pairs, strict=True)) and all(
+            new is old for new, (old, _) in zip(keys, pairs, strict=True)
+        ):
+            return query
+        return "&".join(f"{_quote(k)}={_quote(v)}" for k, v in zip(keys, values, strict=True))
 
     def _param_value(self, name: str, value: str) -> str:
         """A query parameter's value as stored: digested if its name or its shape says secret, else itself."""
@@ -185,10 +241,11 @@ class Redactor:
                     item[field] = self.digest(str(item[field]))
                 elif field == "value" and field in item and name in PATH_HEADERS:
                     item[field] = self.redact_path(str(item[field]))
-                elif (field == "value" and field in item) or (
-                    field == "rawValue" and field in item and name not in PATH_HEADERS
-                ):
+                elif field == "value" and field in item:
                     item[field] = self._digest_shape(str(item[field])) or item[field]
+                elif field == "rawValue" and field in item and name not in PATH_HEADERS:
+                    # base64 of the bytes Envoy got: judge the value itself, as for ``headers``
+                    item[field] = self._digest_shape(_unbase64(str(item[field]))) or item[field]
             if "rawValue" in item and name in PATH_HEADERS:
                 item["rawValue"] = self.digest(str(item["rawValue"]))  # base64 of a URL: digest it whole
             out.append(item)
@@ -267,12 +324,20 @@ class Redactor:
             if redacted is not value:
                 out = {**out, key: redacted}
         params = result.get("query_parameters_to_set")
-        if isinstance(params, dict) and any(self._param_secret(str(k)) for k in params):
-            out = dict(out)
-            out["query_parameters_to_set"] = {
-                k: self._digest_any(v) if self._param_secret(str(k)) else v for k, v in params.items()
-            }
+        if isinstance(params, dict):
+            redacted = {k: self._result_param(str(k), v) for k, v in params.items()}
+            if any(redacted[k] is not v for k, v in params.items()):
+                out = {**out, "query_parameters_to_set": redacted}
+        elif isinstance(params, list):  # the wrong shape (recorded as a policy error): digest it whole
+            out = {**out, "query_parameters_to_set": self._digest_any(params)}
         return out
+
+    def _result_param(self, name: str, value: Any) -> Any:
+        if self._param_secret(name):
+            return self._digest_any(value)
+        if isinstance(value, str):
+            return self._digest_shape(value) or value
+        return value
 
     def _redact_header_options(self, value: Any) -> Any:
         """Header objects at any depth of lists: a result of the wrong shape is recorded too (as a policy error),
@@ -293,6 +358,8 @@ class Redactor:
                     )
                 elif isinstance(v, str):
                     out[name] = self._digest_shape(v) or v
+                elif isinstance(v, list):
+                    out[name] = [self._digest_shape(x) or x if isinstance(x, str) else x for x in v]
                 else:
                     out[name] = v
             return value if all(out.get(k) is v for k, v in value.items()) and len(out) == len(value) else out
@@ -324,7 +391,8 @@ class Redactor:
         if new_headers is headers and not self._rest_needs_redaction(http):
             return document  # the common case: nothing to change, nothing copied
         http = dict(http)
-        http["headers"] = new_headers
+        if "headers" in http:
+            http["headers"] = new_headers
         if "headerMap" in http:
             http["headerMap"] = self._redact_header_map(http["headerMap"])
         query_changed = False
@@ -358,6 +426,12 @@ class Redactor:
             }
             if redacted_pq != pq:
                 out["parsed_query"] = redacted_pq
+        parsed_path = out.get("parsed_path")
+        if self.rules.detect_values and isinstance(parsed_path, list) and http.get("path") != document_path(document):
+            out["parsed_path"] = [
+                (self._digest_shape(seg) or seg) if isinstance(seg, str) and len(seg) >= 12 else seg
+                for seg in parsed_path
+            ]
         new_attrs = dict(attrs)  # type: ignore[arg-type]
         new_request = dict(new_attrs["request"])
         new_request["http"] = http

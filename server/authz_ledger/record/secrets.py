@@ -82,8 +82,14 @@ class NameRules:
 
 
 _SCHEME = re.compile(r"(?i)(?:bearer|basic|digest|negotiate|token|apikey|sso-key)\s+\S{8,}")
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_.~-]{32,}")
+# Possessive quantifiers and a lookbehind: linear on hostile input ("eyJ" repeated 20,000 times took a second
+# with plain quantifiers, which backtrack from every "eyJ" to the end of the run).
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+")
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_.~-]{32,}+")
+MAX_SCANNED = 4096
+"""Only this many leading characters of a value are examined for a credential's shape: every value of every
+Check passes here, and a header may be 60 KiB. (Credentials are far shorter; what a client hides past 4 KiB of
+padding is its own.)"""
 MIN_TOKEN_LENGTH = 32
 MIN_ENTROPY_BITS = 4.0
 """Bits per character (Shannon) from which a 32+ character run of token characters counts as a credential.
@@ -97,6 +103,7 @@ def value_shape(value: str) -> str:
     character cannot start a scheme, and runs of one case (hex and UUID ids) are decided by C string methods."""
     if len(value) < 12:
         return ""
+    value = value[:MAX_SCANNED]
     if value[0] in _SCHEME_INITIALS and _SCHEME.match(value):
         return "bearer"
     if "eyJ" in value and _JWT.search(value):
@@ -124,6 +131,7 @@ def may_hold_token(text: str) -> bool:
     """A cheap pre-check: could ``text`` contain a credential-shaped value at all?"""
     if len(text) < 12:
         return False
+    text = text[:MAX_SCANNED]
     if "eyJ" in text or (len(text) >= MIN_TOKEN_LENGTH and _TOKEN_RUN.search(text) is not None):
         return True
     return len(text) >= 20 and _SCHEME.search(text) is not None

@@ -18,10 +18,12 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import cast
 
 import grpc
+from cryptography import x509
 
 from authz_ledger.errors import ConfigError
 
@@ -119,9 +121,50 @@ def server_credentials(files: TlsFiles) -> tuple[grpc.ServerCredentials | None, 
     return certificates.credentials(), certificates
 
 
-def client_ids(context: grpc.ServicerContext) -> list[str]:
-    """The identities a mutual-TLS peer's certificate names: its URI (SPIFFE) and DNS subject alternative names,
-    and its common name. Empty without a client certificate."""
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """What a mutual-TLS peer's certificate says it is, by kind: an allowed SPIFFE ID must be a URI SAN, an
+    allowed DNS name a DNS SAN -- never a common name or an e-mail SAN that merely spells the same text."""
+
+    uris: frozenset[str]
+    dns_names: frozenset[str]
+    common_name: str  # considered only when the certificate has no subject alternative names (RFC 6125 §6.4.4)
+
+    def matches(self, allowed: str) -> bool:
+        if "://" in allowed:
+            return allowed in self.uris
+        if self.uris or self.dns_names:
+            return allowed in self.dns_names
+        return allowed == self.common_name
+
+    def names(self) -> list[str]:
+        return sorted(self.uris | self.dns_names) or ([self.common_name] if self.common_name else [])
+
+
+_NO_IDENTITY = ClientIdentity(frozenset(), frozenset(), "")
+
+
+@lru_cache(maxsize=1024)
+def _identity_of(pem: bytes) -> ClientIdentity:
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = frozenset(san.get_values_for_type(x509.UniformResourceIdentifier))
+        dns_names = frozenset(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        uris = dns_names = frozenset()
+    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    common_name = str(cns[0].value) if cns else ""
+    return ClientIdentity(uris, dns_names, common_name)
+
+
+def client_identity(context: grpc.ServicerContext) -> ClientIdentity:
+    """The identity in the peer's client certificate (parsed once per certificate); empty without one."""
     auth = cast(Mapping[str, list[bytes]], context.auth_context())  # each property: a list of values
-    names = [*auth.get("x509_subject_alternative_name", []), *auth.get("x509_common_name", [])]
-    return [v.decode("utf-8", "replace") for v in names]
+    pems = auth.get("x509_pem_cert", [])
+    if not pems:
+        return _NO_IDENTITY
+    try:
+        return _identity_of(bytes(pems[0]))
+    except ValueError:
+        return _NO_IDENTITY

@@ -198,7 +198,8 @@ class _Multipart:
         headers: dict[str, list[str]] = {}
         if self.data[self.pos : self.pos + 1] in (b" ", b"\t"):
             first = self._read_line() or b""
-            raise RequestParseError("malformed MIME header initial line: " + first.decode("utf-8", GO_REPLACE))
+            prefix = "malformed MIME header initial line: "
+            raise RequestParseError(prefix + first.decode("utf-8", GO_REPLACE), raw_from=len(prefix))
         while True:
             line = self._read_line()
             if line is None:
@@ -216,7 +217,8 @@ class _Multipart:
                 line += b" " + more.strip(_LWSP)
             key, _, value = line.partition(b":")
             if _HEADER_KEY.fullmatch(key) is None or _HEADER_VALUE_BAD.search(value) is not None:
-                raise RequestParseError("malformed MIME header line: " + line.decode("utf-8", GO_REPLACE))
+                prefix = "malformed MIME header line: "
+                raise RequestParseError(prefix + line.decode("utf-8", GO_REPLACE), raw_from=len(prefix))
             name = key.decode("ascii").lower()
             headers.setdefault(name, []).append(value.lstrip(_LWSP).decode("utf-8", GO_REPLACE))
 

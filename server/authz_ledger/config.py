@@ -10,6 +10,7 @@ parsed as YAML scalars (``true``, ``512``, ``[a, b]``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -227,8 +228,8 @@ class Config:
             ("audit.max_streams_per_client", self.audit.max_streams_per_client),
             ("audit.tail_idle_timeout_s", self.audit.tail_idle_timeout_s),
         ):
-            if value <= 0:
-                raise ConfigError(f"{key} must be positive, got {value}")
+            if not value > 0 or not math.isfinite(value):  # NaN compares false with everything
+                raise ConfigError(f"{key} must be positive and finite, got {value}")
         if self.policy.embedded.memory_limit_mb < 0:
             raise ConfigError(
                 "policy.embedded.memory_limit_mb must be 0 (no limit) or more, "

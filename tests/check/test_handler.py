@@ -10,6 +10,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_ledger.check.handler import CheckOptions, CheckService
+from authz_ledger.errors import PolicyEvaluationError
 from authz_ledger.ledger.store import Store
 from authz_ledger.metrics import Metrics
 from authz_ledger.policy import Evaluation
@@ -292,7 +293,8 @@ def test_an_unexpected_exception_is_a_recorded_deny_never_an_rpc_error(
     [(_, raw)] = list(store.iter_entries())
     recorded = entry.decode(raw)
     assert (recorded.outcome, recorded.allowed) == (entry.OUTCOME_ERROR, False)
-    assert recorded.error == "internal error: RuntimeError: boom"
+    redactor = Redactor(RedactionRules(), b"k" * 32)
+    assert recorded.error == f"internal error: RuntimeError: {redactor.digest('boom')}"  # its text may quote data
 
 
 def test_a_lone_surrogate_after_a_json_body_is_a_recorded_request_parse_error(
@@ -312,3 +314,42 @@ def test_a_lone_surrogate_after_a_json_body_is_a_recorded_request_parse_error(
     assert response.denied_response.body.startswith("request_parse_error: ")
     [(_, raw)] = list(store.iter_entries())
     assert entry.decode(raw).error.startswith("request_parse_error: ")
+
+
+class QuotingErrorEngine(AllowEngine):
+    """A strict builtin error quotes its argument, as OPA's do: ``parsing time "<the header's value>"``."""
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        raise PolicyEvaluationError('eval_builtin_error: time.parse_rfc3339_ns: parsing time "Bearer s3cr3t-T0ken"')
+
+
+class DeepResultEngine(AllowEngine):
+    """A result nested beyond the redactor's recursion, beside a credential it must not store raw."""
+
+    def evaluate(self, input_json: bytes) -> Evaluation:
+        deep: Any = "Bearer s3cr3t-T0ken"
+        for _ in range(1500):
+            deep = [deep]
+        return Evaluation({"allowed": True, "headers": {"authorization": deep}}, "v1", 1000)
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param(QuotingErrorEngine(), id="a policy error quoting a credential"),
+        pytest.param(DeepResultEngine(), id="a result the redactor cannot walk"),
+    ],
+)
+def test_no_credential_reaches_the_ledger_or_the_log_through_an_error(
+    store: Store, signer: note.Signer, caplog: pytest.LogCaptureFixture, engine: AllowEngine
+) -> None:
+    writer = make_writer(store, signer)
+    writer.start()
+    svc = CheckService(engine, writer, Redactor(RedactionRules(), b"k" * 32), CheckOptions(on_error="deny"))
+    with caplog.at_level("INFO"):
+        svc.Check(external_auth_pb2.CheckRequest(), Context(remaining=5.0))
+    writer.close()
+    [(_, raw)] = list(store.iter_entries())
+    assert entry.decode(raw).outcome == entry.OUTCOME_ERROR
+    assert b"s3cr3t" not in raw
+    assert "s3cr3t" not in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from authz_ledger.config import AuditConfig
 from authz_ledger.errors import ConfigError, TooManyStreamsError
 from authz_ledger.readside.audit import AuditServer, StreamSlots, client_address, start_audit_server
 from authz_ledger.readside.client import RemoteSource
-from authz_ledger.readside.values import NO_FILTER
+from authz_ledger.readside.values import NO_FILTER, EntryFilter
 from tests.support.readside import Ledger, open_ledger
 from tests.support.waits import wait_until
 
@@ -136,3 +137,33 @@ def test_an_idle_tail_ends_and_the_client_follows_on(ledger: Ledger) -> None:
 def test_max_streams_must_leave_threads_for_unary_calls() -> None:
     with pytest.raises(ConfigError, match=r"audit\.max_streams must be below the audit listener's 16 threads"):
         config.load(sets=["audit.max_streams=16"], environ={})
+
+
+def test_a_filtered_tail_that_matches_nothing_still_moves_forward_and_leaves_no_threads(ledger: Ledger) -> None:
+    server = _serve(ledger, tail_idle_timeout_s=0.2)
+    source = RemoteSource(f"127.0.0.1:{server.port}", None, None, None)
+    starts: list[int] = []
+    stream = source._stream
+
+    def spy(method: str, request: Any, *rest: Any) -> Any:
+        starts.append(request.start_index)
+        return stream(method, request, *rest)
+
+    source._stream = spy  # type: ignore[method-assign]
+    stop = threading.Event()
+    seen: list[int] = []
+    follower = threading.Thread(
+        target=lambda: seen.extend(e.index for e in source.follow(0, EntryFilter(path_prefix="/none"), stop))
+    )
+    threads_before = threading.active_count()
+    follower.start()
+    try:
+        ledger.append(40)
+        wait_until(lambda: list(starts), lambda s: len(s) >= 4 and s[-1] == 45, message="the Tail never moved on")
+        assert threading.active_count() <= threads_before + 3  # the follower and one watcher, not one per call
+    finally:
+        stop.set()
+        follower.join(5)
+        source.close()
+        server.stop(0)
+    assert seen == []

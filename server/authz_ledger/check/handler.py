@@ -42,7 +42,13 @@ from authz_ledger.check.arrival import (
     OversizeCheckRequest,
     parse_check_request,
 )
-from authz_ledger.errors import CallerNotAllowedError, LedgerError, PolicyError, RequestParseError
+from authz_ledger.errors import (
+    CallerNotAllowedError,
+    LedgerError,
+    PolicyError,
+    PolicyEvaluationError,
+    RequestParseError,
+)
 from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.metrics import Metrics
 from authz_ledger.policy import PolicyEngine
@@ -353,9 +359,10 @@ class CheckService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignor
         self, record: DecisionRecord, error: PolicyError
     ) -> tuple[external_auth_pb2.CheckResponse, PolicyError | None]:
         record.outcome = OUTCOME_ERROR
-        # Builtin errors quote their arguments (parsing time "Bearer ..."): quoted text is digested before the
-        # message is stored or logged.
-        record.error = f"{type(error).__name__}: {self.redactor.redact_message(str(error))}"
+        # The engine's builtin errors quote their arguments (parsing time "Bearer ..."): there quoted text is
+        # digested before the message is stored or logged. Our own messages quote only field names.
+        text = self.redactor.redact_message(str(error)) if isinstance(error, PolicyEvaluationError) else str(error)
+        record.error = f"{type(error).__name__}: {text}"
         record.error_class = type(error).__name__
         if not record.policy_version:
             record.policy_version = self.engine.policy_version()

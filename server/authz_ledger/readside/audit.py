@@ -42,7 +42,7 @@ from authz_ledger.errors import AuthzLedgerError, ConfigError, InvalidRequestErr
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.writer import LedgerWriter
 from authz_ledger.readside.reader import LedgerReader, poll_store
-from authz_ledger.readside.values import EntryFilter, StoredEntry, WaitForSize
+from authz_ledger.readside.values import NEXT_INDEX_METADATA, EntryFilter, StoredEntry, WaitForSize
 from authz_ledger.rpc import status as grpc_status
 from authz_ledger.rpc import tls
 from authz_ledger.rpc.serving import MethodAwarePool, grpc_address, is_loopback
@@ -173,13 +173,16 @@ class LedgerService:
                 start = None
             with self._slots.held(context.peer()):
                 last_sent = [time.monotonic()]
+                scanned: list[int] = []
 
                 def active() -> bool:  # ends an idle Tail: the client follows on with a new one
                     return context.is_active() and time.monotonic() - last_sent[0] < self._tail_idle
 
-                for e in self._reader.follow(start, _filter(request.filter), self._wait, active):
+                for e in self._reader.follow(start, _filter(request.filter), self._wait, active, position=scanned):
                     yield entry_message(e)
                     last_sent[0] = time.monotonic()
+                if scanned:  # where a follow-on Tail starts, even if the filter matched nothing meanwhile
+                    context.set_trailing_metadata(((NEXT_INDEX_METADATA, str(scanned[0])),))
         except AuthzLedgerError as e:
             _fail(context, e)
 

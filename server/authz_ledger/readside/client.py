@@ -25,6 +25,7 @@ from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
 from authz_ledger.readside.reader import LedgerReader, check_decision_id, poll_store
 from authz_ledger.readside.values import (
+    NEXT_INDEX_METADATA,
     ConsistencyProof,
     EntryFilter,
     InclusionProof,
@@ -127,18 +128,32 @@ class RemoteSource:
         except grpc.RpcError as e:
             raise self._error(e) from None
 
-    def _stream(self, method: str, request: Any, stop: threading.Event | None = None) -> Iterator[StoredEntry]:
+    def _stream(
+        self, method: str, request: Any, stop: threading.Event | None = None, ended: list[Any] | None = None
+    ) -> Iterator[StoredEntry]:
+        """The entries of a server-streaming call; ``ended``, if given, receives the call's trailing metadata."""
         call = getattr(self._stub, method)(request)
+        done = threading.Event()
         if stop is not None:
-            # Cancel from the side: the call's iterator blocks until a message or the end of the stream.
-            threading.Thread(target=lambda: stop.wait() and call.cancel(), daemon=True).start()
+            # Cancel from the side: the call's iterator blocks until a message or the end of the stream. The
+            # watcher ends with the call, so following across many calls leaves no thread behind.
+            def watch() -> None:
+                while not done.wait(0.2):
+                    if stop.is_set():
+                        call.cancel()
+                        return
+
+            threading.Thread(target=watch, daemon=True).start()
         try:
             for msg in call:
                 yield _stored_entry(msg)
+            if ended is not None:
+                ended.extend(call.trailing_metadata() or ())
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 raise self._error(e) from None
         finally:
+            done.set()
             call.cancel()
 
     def _error(self, e: grpc.RpcError) -> Exception:
@@ -173,9 +188,15 @@ class RemoteSource:
         # The server ends a Tail that stayed idle (audit.tail_idle_timeout_s); follow on from where it stopped.
         pos = start
         while not stop.is_set():
-            for found in self._stream("Tail", _pb.TailRequest(start_index=pos, filter=_filter_pb(flt)), stop):
+            ended: list[Any] = []
+            request = _pb.TailRequest(start_index=pos, filter=_filter_pb(flt))
+            for found in self._stream("Tail", request, stop, ended):
                 pos = found.index + 1
                 yield found
+            # The server says how far it scanned: a filter that matched nothing still moves forward.
+            for key, value in ended:
+                if key == NEXT_INDEX_METADATA:
+                    pos = max(pos, int(value))
 
     def checkpoint(self, size: int | None) -> SignedCheckpoint:
         if size == 0:

@@ -261,11 +261,12 @@ class LedgerReader:
         is_active: Callable[[], bool],
         *,
         poll_seconds: float = 0.25,
+        position: list[int] | None = None,
     ) -> Iterator[StoredEntry]:
         """Entries from ``start`` (None: from the current end) that match ``filter``, then every new one.
 
         Waits with ``wait`` (the writer's commit notification, or :func:`poll_store`) between commits and ends
-        when ``is_active()`` turns false, checked at least every ``poll_seconds``.
+        when ``is_active()`` turns false, checked at least every ``poll_seconds``. ``position``: see _follow.
         """
         filter.validate()
         size = self.size()
@@ -275,7 +276,7 @@ class LedgerReader:
             raise InvalidRequestError(f"start index must be non-negative, got {start}")
         if start > size:
             raise OutOfRangeError(f"start index {start} is beyond the ledger's {size} entries")
-        return self._follow(start, filter, wait, is_active, poll_seconds)
+        return self._follow(start, filter, wait, is_active, poll_seconds, position)
 
     def _follow(
         self,
@@ -284,14 +285,22 @@ class LedgerReader:
         wait: WaitForSize,
         is_active: Callable[[], bool],
         poll_seconds: float,
+        position: list[int] | None,
     ) -> Iterator[StoredEntry]:
+        """``position``, if given, holds the first index not yet scanned whenever the loop checks in."""
         while is_active():
+            if position is not None:
+                position[:] = [pos]
             size = self.size()
             if pos < size:
                 yield from self._scan(pos, size, None, flt, is_active)
+                if not is_active():
+                    break  # the scan may have stopped short: only a completed one moves the position
                 pos = size
                 continue
             wait(pos, poll_seconds)
+        if position is not None:
+            position[:] = [pos]
 
     # --- checkpoints ---
 

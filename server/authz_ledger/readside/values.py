@@ -151,3 +151,7 @@ def check_checkpoint_root(cp: SignedCheckpoint, root: bytes) -> None:
         raise LedgerCorruptError(
             f"the signed checkpoint for tree size {cp.size} disagrees with the stored tree", cp.size - 1
         )
+
+
+NEXT_INDEX_METADATA = "authz-ledger-next-index"
+"""Trailing metadata of a Tail the server ended (idle): the first index it has not scanned, where to follow on."""

@@ -3,6 +3,8 @@ values shaped like credentials -- without taking request ids, trace ids or ordin
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 
 import pytest
@@ -81,3 +83,41 @@ def test_value_detection_can_be_turned_off() -> None:
     r = Redactor(RedactionRules(detect_values=False), b"k" * 32)
     doc = {"attributes": {"request": {"http": {"headers": {"x-innocent": _jwt()}}}}}
     assert r.redact_input(doc)["attributes"]["request"]["http"]["headers"]["x-innocent"] == _jwt()
+
+
+JWT = _jwt()
+RAW_BASIC = base64.b64encode(b"Basic dXNlcjpw").decode()
+
+
+@pytest.mark.parametrize(
+    ("http", "secret"),
+    [
+        pytest.param({"path": f"/cb?{JWT}"}, JWT, id="a parameter that is itself a credential"),
+        pytest.param({"path": f"/reset/{JWT}/confirm"}, JWT, id="a credential as a path segment"),
+        pytest.param({"path": "/cb#access_token=frag-secret-1&x=1"}, "frag-secret-1", id="a token in a fragment"),
+        pytest.param({"headers": {"x-forwarded-uri": "/r?password=hunter2-x"}}, "hunter2-x",
+                     id="a forward-auth proxy's original URL"),
+        pytest.param({"headers": {"referer": "https://a/#access_token=ref-secret-2"}}, "ref-secret-2",
+                     id="a referer's fragment"),
+        pytest.param({"headerMap": {"headers": [{"key": "x-c", "rawValue": RAW_BASIC}]}}, RAW_BASIC,
+                     id="a raw header value, judged decoded"),
+    ],
+)  # fmt: skip
+def test_secrets_outside_the_usual_places_are_digested(http: dict[str, object], secret: str) -> None:
+    r = Redactor(RedactionRules(), b"k" * 32)
+    path = str(http.get("path", "")).partition("?")[0].partition("#")[0]
+    doc = {"attributes": {"request": {"http": http}}, "parsed_path": path.split("/")[1:]}
+    assert secret not in json.dumps(r.redact_input(doc))
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param({"allowed": True, "headers": {"x-up": ["Bearer abcdefghijklmnop", JWT]}}, id="a header's list"),
+        pytest.param({"allowed": True, "query_parameters_to_set": {"redirect": JWT}}, id="a parameter to set"),
+        pytest.param({"allowed": True, "query_parameters_to_set": [JWT]}, id="parameters of the wrong shape"),
+    ],
+)
+def test_credential_shaped_values_in_a_result_are_digested(result: dict[str, object]) -> None:
+    stored = json.dumps(Redactor(RedactionRules(), b"k" * 32).redact_result(result))
+    assert JWT not in stored and "abcdefghijklmnop" not in stored

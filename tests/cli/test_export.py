@@ -129,3 +129,21 @@ def test_cli_export_verifies_with_the_data_directorys_own_key_by_default(tmp_pat
         store.close()
     code, text = run_cli("export", "--data-dir", str(paths.data_dir), "--tiles", str(tmp_path / "pub"), "--json")
     assert code == 0 and json.loads(text)["size"] == 5
+
+
+def test_cli_export_refuses_a_cosigned_checkpoint_that_does_not_verify(signer: note.Signer, tmp_path: Path) -> None:
+    """The note that becomes the published ``checkpoint`` is the one checked: a stored cosigned form that no
+    trusted key signed (or that says something else than the log signed) is never published."""
+    data_dir = ledger_dir(tmp_path, signer, 20)
+    store = Store(Path(data_dir) / "ledger", map_size=16 << 20)
+    try:
+        found = store.checkpoint(20)
+        assert found is not None
+        _, size, root = found[1].split(b"\n\n")[0].split(b"\n")[:3]  # the right tree, under another origin
+        forged = b"\n".join([b"evil.example/log", size, root]) + "\n\n\u2014 evil.example/log AAAA\n".encode()
+        store.put_cosigned(20, forged)
+    finally:
+        store.close()
+    with pytest.raises(LedgerCorruptError, match="to publish does not verify"):
+        run_cli("export", "--data-dir", data_dir, "--vkey", signer.verifier_key(), "--tiles", str(tmp_path / "p"))
+    assert not (tmp_path / "p" / "checkpoint").exists()

@@ -198,3 +198,28 @@ def test_values_larger_than_a_page_walk_cleanly(big_values: Ledger) -> None:
     )
     integrity.check_structure(big_values.store.env, big_values.store.path)
     integrity.check_before_open(big_values.store.path, full=True)
+
+
+def test_serving_refuses_a_damaged_page_before_writing_anything(healthy: tuple[Path, str, str], tmp_path: Path) -> None:
+    """The writer walks every page before its first write transaction: nothing is built on damage."""
+    data_dir, _, _ = healthy
+    rng = random.Random(7)
+
+    def scramble_a_page_body(path: Path) -> None:
+        size = _page_size(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            meta = integrity.read_meta(fd, path)
+        finally:
+            os.close(fd)
+        page = meta.main.root  # the main database's root: LMDB reads it at every open
+        with path.open("r+b") as f:
+            f.seek(page * size + 16)  # keep the page header, scramble the nodes
+            f.write(rng.randbytes(size - 16))
+
+    copy = _damaged_copy(data_dir, tmp_path, scramble_a_page_body)
+    data_file = LedgerPaths(copy).store / integrity.DATA_FILE
+    before = data_file.read_bytes()
+    with pytest.raises(LedgerFileError):
+        open_for_serving(LedgerConfig(data_dir=str(copy), origin=ORIGIN, map_size_mb=64))
+    assert data_file.read_bytes() == before

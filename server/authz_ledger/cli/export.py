@@ -72,10 +72,11 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     store = Store(paths.store, readonly=True)
     try:
         # The one verification core (ledger.trust): a tampered ledger is refused before a file is written.
-        verified = verify_ledger(store, Trust(verifiers, checkpoint_file=paths.checkpoint)).size
+        report = verify_ledger(store, Trust(verifiers, checkpoint_file=paths.checkpoint))
         if args.tiles is not None:
-            return _tiles(store, args, out, verified)
-        return _jsonl(store, args, out, verified)
+            return _tiles(store, args, out, report.size, verifiers)
+        # JSON Lines stop where signatures stop: entries after the latest checkpoint wait for the next one.
+        return _jsonl(store, args, out, report.latest_checkpoint or 0)
     finally:
         store.close()
 
@@ -88,8 +89,8 @@ def _verifiers(vkeys: list[str], paths: LedgerPaths) -> list[note.Verifier]:
     return [keys.load_signing_key(paths.signing_key).verifier()]
 
 
-def _tiles(store: Store, args: argparse.Namespace, out: TextIO, verified: int) -> int:
-    r = export_tiles(store, args.tiles, checkpoint_size=args.size, verified_size=verified)
+def _tiles(store: Store, args: argparse.Namespace, out: TextIO, verified: int, verifiers: list[note.Verifier]) -> int:
+    r = export_tiles(store, args.tiles, checkpoint_size=args.size, verified_size=verified, verifiers=verifiers)
     if args.json:
         doc: dict[str, Any] = {
             "format": "tlog-tiles",

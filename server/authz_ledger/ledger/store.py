@@ -144,10 +144,20 @@ class Store:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         elif not (path / "data.mdb").exists():
             raise LedgerError(f"no ledger at {path} (data.mdb missing)")
-        self._open()
         if not readonly:
-            self._init_format()
-            self._backfill_time_index()
+            # The one writer (serve holds serve.lock) walks every page before its first write transaction: LMDB
+            # allocates from the free list and reads meta, times and entries while it writes, so damage found
+            # only later would already have been built upon.
+            integrity.check_before_open(path, full=True)
+        self._open()
+        self.walked_at_open = not readonly
+        """A writable open walked every page (integrity.check_before_open(full=True)) before writing."""
+        if not readonly:
+            try:
+                self._init_format()
+                self._backfill_time_index()
+            except lmdb.Error as e:
+                raise LedgerError(f"cannot prepare the ledger at {self.path}: {e}") from e
 
     def _open(self) -> None:
         readonly = self.readonly

@@ -46,13 +46,16 @@ class Trust:
 def verify_ledger(
     store: Store, trust: Trust, *, unsafe_tail_only: bool = False, progress: Progress | None = None
 ) -> VerifyReport:
+    """(See the module docstring.) A store opened writable was walked page by page at open (Store); a read-only
+    one is walked here."""
     """Verify ``store`` against ``trust``; raise LedgerCorruptError (naming the first bad sequence number) or
     RollbackError."""
     # Read the file before the store's snapshot: the writer stores a checkpoint before it writes the file, so an
     # honest file can never be ahead of a snapshot taken after it, even while the service runs.
     published = _read_checkpoint_file(trust.checkpoint_file)
     # Every page LMDB will follow, checked first: a damaged page is LedgerFileError, never a signal mid-verify.
-    integrity.check_structure(store.env, store.path)
+    if not store.walked_at_open:
+        integrity.check_structure(store.env, store.path)
     report = verify_store(
         store, trust.verifiers, origin=trust.origin, from_latest_checkpoint=unsafe_tail_only, progress=progress
     )

@@ -37,6 +37,7 @@ import fcntl
 import os
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -53,8 +54,8 @@ from authz_ledger.errors import (
 )
 from authz_ledger.ledger.files import FileBatchWriter, write_file_atomically
 from authz_ledger.ledger.store import Store, from_u64, u64
-from authz_ledger.tlog import tree
-from authz_ledger.tlog.checkpoint import Checkpoint
+from authz_ledger.tlog import note, tree
+from authz_ledger.tlog.checkpoint import Checkpoint, open_checkpoint
 from authz_ledger.tlog.tiles import (
     MAX_BUNDLED_ENTRY,
     TILE_HEIGHT,
@@ -185,7 +186,9 @@ class _Snapshot:
             seq = first + next(i for i, v in enumerate(run) if len(v) > MAX_BUNDLED_ENTRY)
             raise LedgerCorruptError(f"entry {seq} exceeds {MAX_BUNDLED_ENTRY} bytes", seq) from None
 
-    def checkpoint(self, size: int | None, *, at_most: int | None = None) -> tuple[int, bytes, bool]:
+    def checkpoint(
+        self, size: int | None, *, at_most: int | None = None, plain: bool = False
+    ) -> tuple[int, bytes, bool]:
         """(size, signed note, cosigned?) of the checkpoint at ``size`` or the latest (at or below ``at_most``);
         the cosigned form if any."""
         if size is None:
@@ -200,7 +203,7 @@ class _Snapshot:
             if v is None:
                 raise NotFoundError(f"no checkpoint was published at tree size {size}")
             signed = bytes(v)
-        cosigned = self._txn.get(u64(size), db=self._store.cosigned)
+        cosigned = None if plain else self._txn.get(u64(size), db=self._store.cosigned)
         if cosigned is not None:
             return size, bytes(cosigned), True
         return size, signed, False
@@ -282,13 +285,15 @@ def export_tiles(
     checkpoint_size: int | None = None,
     durable: bool = True,
     verified_size: int | None = None,
+    verifiers: Sequence[note.Verifier] | None = None,
 ) -> ExportReport:
     """Export the tree of the latest checkpoint (or the one at ``checkpoint_size``) as a tlog-tiles directory.
 
     Writes only the tiles and bundles ``out_dir`` lacks, then replaces ``checkpoint`` last (see the module
     docstring). ``durable=False`` skips the fsyncs (tests, or a copy that is uploaded elsewhere anyway); the
     checkpoint is still written last. ``verified_size``: the size the caller verified (ledger.trust); the latest
-    checkpoint at or below it is exported, never one over entries appended since.
+    checkpoint at or below it is exported, never one over entries appended since. ``verifiers``: the note to be
+    published must verify with one of them (and a cosigned one carry the text the log signed).
 
     Raises InvalidRequestError (negative size), NotFoundError (no such checkpoint), LedgerCorruptError (the store
     disagrees with itself), ConfigError (``out_dir`` holds another log or a newer checkpoint) or LedgerError (I/O,
@@ -301,9 +306,26 @@ def export_tiles(
     try:
         out.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
         with _Lock(out), store.env.begin(buffers=True) as txn:
-            return _export_locked(store, txn, out, checkpoint_size, durable, started, verified_size)
+            return _export_locked(store, txn, out, checkpoint_size, durable, started, verified_size, verifiers)
     except OSError as e:
         raise LedgerError(f"cannot export to {out}: {e}") from e
+
+
+def _check_note_to_publish(
+    snap: _Snapshot, size: int, signed: bytes, cosigned: bool, verifiers: Sequence[note.Verifier]
+) -> None:
+    """The exact note that becomes the published ``checkpoint`` verifies with a trusted key, and a cosigned one
+    says exactly what the log signed (C2SP tlog-cosignature: witnesses add signatures, never change the text)."""
+    try:
+        open_checkpoint(signed, verifiers)
+    except NoteError as e:
+        raise LedgerCorruptError(f"the checkpoint at size {size} to publish does not verify: {e}", size) from e
+    if cosigned:
+        _, plain, _ = snap.checkpoint(size, plain=True)
+        if signed.split(b"\n\n", 1)[0] != plain.split(b"\n\n", 1)[0]:
+            raise LedgerCorruptError(
+                f"the cosigned checkpoint at size {size} does not carry the text the log signed", size
+            )
 
 
 def _export_locked(
@@ -314,6 +336,7 @@ def _export_locked(
     durable: bool,
     started: float,
     verified_size: int | None,
+    verifiers: Sequence[note.Verifier] | None = None,
 ) -> ExportReport:
     snap = _Snapshot(store, txn)
     if checkpoint_size is not None and verified_size is not None and checkpoint_size > verified_size:
@@ -326,6 +349,8 @@ def _export_locked(
     # tlog-checkpoint: the root must be the tree's at that size, or every tile we write would contradict it.
     if cp.size != size or snap.tree_hash(size) != cp.root:
         raise LedgerCorruptError(f"stored checkpoint at size {size} does not match the stored tree")
+    if verifiers is not None:
+        _check_note_to_publish(snap, size, signed, cosigned, verifiers)
     replace_checkpoint = _check_existing_checkpoint(out, cp, signed, snap)
 
     output = FileBatchWriter(

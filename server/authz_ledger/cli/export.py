@@ -35,7 +35,8 @@ DIR/checkpoint last, so a cron job keeps a published copy current. --size N expo
 published at size N instead of the latest one.
 
 --jsonl FILE appends one JSON object per entry (as `authz-ledger log --json`), resuming after the last entry
-already in FILE; --size N stops before entry N. FILE "-" writes to standard output.
+already in FILE, up to the latest signed checkpoint; --size N stops before entry N. FILE "-" writes to standard
+output.
 
 Nothing is published that does not verify: before writing anything, export runs the same verification as
 `authz-ledger verify` (every entry against its leaf hash, the tree, the chain, the decision-id index, every

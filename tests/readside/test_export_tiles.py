@@ -8,16 +8,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz_ledger.errors import BackpressureError, ConfigError, LedgerError, NotFoundError
+from authz_ledger.errors import BackpressureError, ConfigError, LedgerCorruptError, LedgerError, NotFoundError
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.writer import Durability
-from authz_ledger.readside.export_tiles import export_tiles
-from authz_ledger.tlog import checkpoint, note
+from authz_ledger.readside.export_tiles import check_bundle, export_tiles
+from authz_ledger.tlog import checkpoint, note, tree
 from tests.conftest import ORIGIN, make_writer
 from tests.support.exports import append, bodies, publish_checkpoint_at
 from tests.support.spec_tiles import ReaderError, SpecReader, sha256, spec_index_path
@@ -337,3 +338,23 @@ def test_a_tampered_export_is_detected_by_the_spec_reader(
     change(tmp_path)  # type: ignore[operator]
     with pytest.raises(ReaderError, match=message):
         SpecReader(tmp_path, signer.verifier_key()).verify()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad"),
+    [
+        pytest.param(lambda entries: entries, None, id="a bundle of the tile's entries passes"),
+        pytest.param(lambda entries: [entries[0], entries[1] + b"x", entries[2]], 11, id="an altered entry is named"),
+        pytest.param(lambda entries: entries[:2], 12, id="a bundle short of its tile is refused"),
+    ],
+)
+def test_a_bundle_is_checked_against_its_leaves_before_it_is_published(tamper: Any, bad: int | None) -> None:
+    entries = [b"alpha", b"beta", b"gamma"]
+    leaves = b"".join(tree.leaf_hash(e) for e in entries)
+    bundle = b"".join(len(e).to_bytes(2, "big") + e for e in tamper(entries))
+    if bad is None:
+        check_bundle(bundle, leaves, 10)
+    else:
+        with pytest.raises(LedgerCorruptError) as raised:
+            check_bundle(bundle, leaves, 10)
+        assert raised.value.seq == bad

@@ -311,6 +311,21 @@ def export_tiles(
         raise LedgerError(f"cannot export to {out}: {e}") from e
 
 
+def check_bundle(bundle: bytes, leaves: bytes, first: int) -> None:
+    """Each entry of a tlog-tiles bundle (u16 length || bytes) hashes to its leaf in ``leaves`` (RFC 6962 §2.1:
+    SHA-256(0x00 || entry)); else LedgerCorruptError naming the entry."""
+    pos = index = 0
+    while pos < len(bundle):
+        (length,) = _U16.unpack_from(bundle, pos)
+        data = bundle[pos + 2 : pos + 2 + length]
+        if tree.leaf_hash(data) != leaves[index * tree.HASH_SIZE : (index + 1) * tree.HASH_SIZE]:
+            raise LedgerCorruptError(f"entry {first + index} does not hash to its published leaf", first + index)
+        pos += 2 + length
+        index += 1
+    if index * tree.HASH_SIZE != len(leaves):
+        raise LedgerCorruptError(f"the bundle from entry {first} holds {index} entries, its tile more", first + index)
+
+
 def _check_note_to_publish(
     snap: _Snapshot, size: int, signed: bytes, cosigned: bool, verifiers: Sequence[note.Verifier]
 ) -> None:
@@ -370,7 +385,11 @@ def _export_locked(
                 if output.exists(path):
                     existing += 1
                 else:
-                    output.write(path, snap.bundle(n, width))
+                    bundle = snap.bundle(n, width)
+                    # Checked in this export's own snapshot (the verification before it read another one):
+                    # every published entry hashes to the leaf its tile publishes.
+                    check_bundle(bundle, snap.leaf_tile(n, width), n * TILE_WIDTH)
+                    output.write(path, bundle)
                     bundles += 1
                     entries += width
         output.finish()  # every tile the checkpoint names is durable before the checkpoint changes

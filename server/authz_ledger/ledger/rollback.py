@@ -71,18 +71,41 @@ def check_witnessed_file(
         raise RollbackError(f"{path} is not a checkpoint ({e}); refusing to start") from e
     if cp.origin != origin:
         raise RollbackError(f"{path} is a checkpoint of {cp.origin!r}, not of {origin!r}; refusing to start")
-    head = store.head()
-    if cp.size > head.size:
+    check_published_tree(
+        path, cp, authentic, store, store.head().size,
+        what="witnessed", vouched="was witnessed",
+        unverified="no signature by a configured log or witness key verifies", suffix="; refusing to start",
+    )  # fmt: skip
+
+
+def check_published_tree(
+    path: Path,
+    cp: checkpoint.Checkpoint,
+    authentic: bool,
+    store: Store,
+    size: int,
+    *,
+    what: str,
+    vouched: str,
+    unverified: str,
+    suffix: str = "",
+) -> None:
+    """A tree published beside the store (the ``checkpoint`` file, the ``witnessed`` file) against a ledger of
+    ``size`` entries. Any file showing a larger tree means entries went missing (fail closed, authentic or not);
+    an authentic one must also have the ledger's root at its size; an unverifiable one vouches for no root and is
+    otherwise ignored with a warning."""
+    if cp.size > size:
         raise RollbackError(
-            f"{path} shows a witnessed tree of size {cp.size} but the ledger holds only {head.size} entries"
-            + ("" if authentic else " (the file's signatures could not be verified with the configured keys)")
-            + ": an older copy of the ledger was restored or entries were lost; refusing to start"
+            f"{path} shows a {what} tree of size {cp.size} but the ledger holds only {size} entries"
+            + ("" if authentic else f" ({unverified})")
+            + ": an older copy of the ledger was restored or entries were lost"
+            + suffix
         )
     if not authentic:
-        log.warning("ignoring %s: no signature by a configured log or witness key verifies", path)
+        log.warning("ignoring %s: %s", path, unverified)
         return
     if cp.size > 0 and tree.tree_hash(cp.size, store.read_hashes) != cp.root:
         raise RollbackError(
-            f"{path} (size {cp.size}) was witnessed but disagrees with the ledger's tree at that size: the ledger "
-            "was replaced by a different history; refusing to start"
+            f"{path} (size {cp.size}) {vouched} but disagrees with the ledger's tree at that size: the ledger was "
+            "replaced by a different history" + suffix
         )

@@ -221,6 +221,27 @@ class Store:
         """Index the entries written without the time index (a ledger older than it); see time_index.backfill."""
         time_index.backfill(self.env, self.entries, self.meta, self.times, lambda txn: self.head(txn).size, self.path)
 
+    @contextlib.contextmanager
+    def read_txn(self) -> Iterator[Any]:
+        """A short read transaction, lmdb errors converted; adopts a map grown by a writer in another process
+        (MDB_MAP_RESIZED). Callers never keep one open between calls."""
+        try:
+            try:
+                txn = self.env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                # The writer doubled the map; LMDB lets a process with no open transaction adopt the new size
+                # with mapsize 0.
+                self.env.set_mapsize(0)
+                txn = self.env.begin(buffers=True)
+        except lmdb.Error as e:
+            raise LedgerError(f"cannot read the ledger at {self.path}: {e}") from e
+        try:
+            yield txn
+        except lmdb.Error as e:
+            raise LedgerError(f"cannot read the ledger at {self.path}: {e}") from e
+        finally:
+            txn.abort()
+
     def close(self) -> None:
         self.env.close()
 
@@ -267,7 +288,7 @@ class Store:
         the index cannot answer (see ``time_index.seqs_in_range``): the caller scans. ``begin`` opens each
         short read transaction (default: this store's own)."""
         return time_index.seqs_in_range(
-            begin or (lambda: time_index.read_txn(self.env, self.path)),
+            begin or self.read_txn,
             self.meta,
             self.times,
             lambda txn: self.head(txn).size,

@@ -23,14 +23,14 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 from google.protobuf.message import DecodeError
 
-from authz_ledger.errors import LedgerCorruptError, LedgerError
+from authz_ledger.errors import LedgerCorruptError
 from authz_ledger.record import entry
 
 log = logging.getLogger(__name__)
@@ -48,22 +48,7 @@ _KEY = struct.Struct(">QQ")
 _U64 = struct.Struct(">Q")
 
 Begin = Callable[[], AbstractContextManager[Any]]
-"""Opens a short read transaction (the reader's, which also adopts a map grown by another process)."""
-
-
-@contextmanager
-def read_txn(env: Any, path: object) -> Iterator[Any]:
-    """A short read transaction of ``env``, lmdb errors converted (the default :data:`Begin`)."""
-    try:
-        txn = env.begin(buffers=True)
-    except lmdb.Error as e:
-        raise LedgerError(f"cannot read the ledger at {path}: {e}") from e
-    try:
-        yield txn
-    except lmdb.Error as e:
-        raise LedgerError(f"cannot read the ledger at {path}: {e}") from e
-    finally:
-        txn.abort()
+"""Opens a short read transaction (Store.read_txn)."""
 
 
 _TIME_TAG = 3 << 3 | 1  # LedgerEntry.time_unix_nano: field 3, fixed64

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from authz_ledger.errors import LedgerCorruptError, NoteError, RollbackError
 from authz_ledger.ledger import integrity
+from authz_ledger.ledger.rollback import check_published_tree
 from authz_ledger.ledger.store import Store
 from authz_ledger.ledger.verify import Progress, VerifyReport, verify_store
-from authz_ledger.tlog import checkpoint, note, tree
+from authz_ledger.tlog import checkpoint, note
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,7 @@ def check_checkpoint_file(
             log.warning("ignoring %s: %s", path, e)
             return
         authentic = False
-    if cp.size > size:
-        raise RollbackError(
-            f"{path} shows a published tree of size {cp.size} but the ledger holds only {size} entries"
-            + ("" if authentic else " (its signature does not verify with the trusted keys)")
-            + ": an older copy of the ledger was restored or entries were lost"
-        )
-    if not authentic:
-        log.warning("ignoring %s: no trusted key signed it", path)
-        return
-    if cp.size > 0 and tree.tree_hash(cp.size, store.read_hashes) != cp.root:
-        raise RollbackError(
-            f"{path} (size {cp.size}) is signed by a trusted key but disagrees with the ledger's tree at that "
-            "size: the ledger was replaced by a different history"
-        )
+    check_published_tree(
+        path, cp, authentic, store, size,
+        what="published", vouched="is signed by a trusted key", unverified="no trusted key signed it",
+    )  # fmt: skip

@@ -24,15 +24,12 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
-
-import lmdb
 
 from authz_ledger.errors import (
     InvalidRequestError,
     LedgerCorruptError,
-    LedgerError,
     NotFoundError,
     OutOfRangeError,
     ProofError,
@@ -68,25 +65,8 @@ class LedgerReader:
         self.chunk = chunk
         self.listed_max = listed_max
 
-    @contextmanager
-    def _txn(self) -> Iterator[Any]:
-        """A short read transaction; adopts a map grown by a writer in another process (MDB_MAP_RESIZED)."""
-        try:
-            try:
-                txn = self.store.env.begin(buffers=True)
-            except lmdb.MapResizedError:
-                # The writer doubled the map; LMDB lets a process with no open transaction adopt the new size
-                # with mapsize 0. Readers here never keep a transaction open between calls.
-                self.store.env.set_mapsize(0)
-                txn = self.store.env.begin(buffers=True)
-        except lmdb.Error as e:
-            raise LedgerError(f"cannot read the ledger at {self.store.path}: {e}") from e
-        try:
-            yield txn
-        except lmdb.Error as e:
-            raise LedgerError(f"cannot read the ledger at {self.store.path}: {e}") from e
-        finally:
-            txn.abort()
+    def _txn(self) -> AbstractContextManager[Any]:
+        return self.store.read_txn()
 
     def head(self) -> Head:
         with self._txn() as txn:

@@ -277,17 +277,6 @@ class Redactor:
                 changed = True
         return out if changed else headers
 
-    def _rest_needs_redaction(self, http: dict[str, Any]) -> bool:
-        """Anything besides the headers map to redact: a body, the raw header map, a query string."""
-        if self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http):
-            return True
-        if "headerMap" in http:
-            return True
-        path, query = http.get("path"), http.get("query")
-        return (isinstance(path, str) and self.redact_path(path) != path) or (
-            isinstance(query, str) and bool(query) and self.redact_path("?" + query) != "?" + query
-        )
-
     def _header_kind(self, name: str) -> int:
         key = name.lower()
         if key in self.rules.remove_headers:
@@ -388,22 +377,23 @@ class Redactor:
             return document
         headers = http.get("headers")
         new_headers = self._redact_headers(headers) if isinstance(headers, dict) else headers
-        if new_headers is headers and not self._rest_needs_redaction(http):
+        path, query = http.get("path"), http.get("query")
+        new_path = self.redact_path(path) if isinstance(path, str) else path
+        new_query = self.redact_path("?" + query)[1:] if isinstance(query, str) and query else query
+        # (cached answers: compare values, not identity)
+        query_changed = new_path != path or new_query != query
+        has_body = self.rules.body != "unsafe_keep" and ("body" in http or "rawBody" in http)
+        if new_headers is headers and not query_changed and not has_body and "headerMap" not in http:
             return document  # the common case: nothing to change, nothing copied
         http = dict(http)
         if "headers" in http:
             http["headers"] = new_headers
         if "headerMap" in http:
             http["headerMap"] = self._redact_header_map(http["headerMap"])
-        query_changed = False
         if "path" in http:
-            path = http["path"]
-            http["path"] = self.redact_path(path) if isinstance(path, str) else path
-            query_changed = http["path"] != path  # (cached answers: compare values, not identity)
-        if "query" in http and isinstance(http["query"], str):
-            redacted_query = self.redact_path("?" + http["query"])[1:]
-            query_changed = query_changed or redacted_query != http["query"]
-            http["query"] = redacted_query
+            http["path"] = new_path
+        if "query" in http:
+            http["query"] = new_query
         out = dict(document)
         if self.rules.body != "unsafe_keep":
             for field in BODY_FIELDS:

@@ -472,3 +472,31 @@ def test_an_answer_nested_deeper_than_python_reads_is_an_evaluation_error(tmp_pa
     deep = b'{"b": ' + b"[" * 1500 + b"]" * 1500 + b"}"
     with EmbeddedEngine(tmp_path, workers=1) as engine, pytest.raises(PolicyEvaluationError, match="too deeply"):
         engine.evaluate(deep)
+
+
+def test_decisions_queued_behind_a_worker_that_dies_are_answered_by_its_replacement(tmp_path):
+    write_policy(tmp_path, SLOW)
+    with EmbeddedEngine(tmp_path, workers=1, timeout=30.0) as engine:
+        (pid,) = engine.worker_pids()
+        outcomes: dict[str, object] = {}
+
+        def call(name: str, n: int) -> None:
+            try:
+                outcomes[name] = engine.evaluate(json.dumps({"n": n}).encode()).result
+            except PolicyError as exc:
+                outcomes[name] = exc
+
+        idle_cpu = cpu_seconds(pid)
+        slow = threading.Thread(target=call, args=("slow", 5000))
+        slow.start()
+        wait_until(lambda: cpu_seconds(pid) - idle_cpu, lambda busy: busy >= 0.1, message="the worker never started")
+        queued = [threading.Thread(target=call, args=(f"fast{i}", 2)) for i in range(5)]
+        for t in queued:
+            t.start()
+        time.sleep(0.2)  # load, not a wait: the five requests reach the busy worker's socket behind the slow one
+        os.kill(pid, signal.SIGKILL)
+        for t in [slow, *queued]:
+            t.join(30)
+        assert isinstance(outcomes["slow"], PolicyUnavailableError)  # the one it was evaluating fails
+        assert [outcomes[f"fast{i}"] for i in range(5)] == [4] * 5  # the ones it never started are answered
+        assert pid not in engine.worker_pids()

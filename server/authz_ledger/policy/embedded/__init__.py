@@ -16,24 +16,26 @@ Invariants:
   :mod:`.go_engine`), output of the wrong shape → PolicyEvaluationError; no answer within the timeout →
   PolicyTimeoutError (the worker is killed, so it can never deliver a stale answer to a later caller, and its
   memory goes back to the system); a worker that dies mid-decision (its memory limit, RLIMIT_AS, reached) →
-  PolicyUnavailableError. A decision waits at most ``timeout`` for a free worker (then PolicyUnavailableError,
-  the worker pool untouched) and at most ``timeout`` for the evaluation itself: the watchdog times the
-  evaluation only, never the queueing before it, or a burst of queued Checks would get healthy workers killed
-  and empty the pool.
+  PolicyUnavailableError. A decision still queued when its ``timeout`` has passed is given up
+  (PolicyUnavailableError; the worker skips it); an evaluation gets the whole ``timeout`` from when it started,
+  never less for time it spent queued, so a burst of queued Checks never gets a healthy worker killed.
 - The policy is compiled once per worker, at load: a policy that does not compile never serves.
 - The input goes to Go as the JSON bytes the Check handler made (number text and all); the answer comes back as
   the engine's JSON envelope, parsed once, in the parent.
 - A reload compiles the new policy in fresh workers first. Only when all of them report ready is the pool
   swapped, atomically for callers: a decision runs entirely on the old or entirely on the new pool; the old
-  workers finish their in-flight decision and then exit. A policy that does not compile leaves the old pool
+  workers answer the decisions already sent to them and then exit. A policy that does not compile leaves the old pool
   serving and raises PolicyLoadError naming the file and line.
-- Protocol over each worker's pipe (``Connection.send_bytes``, :mod:`.protocol`): request = the input JSON bytes
-  as the caller gave them (the parent never parses them); reply = ``R`` + the engine's envelope, ``U`` (undefined)
-  or ``E`` + message. At start the worker sends ``K`` (ready) or ``L`` + message (load error).
+- Many decisions share one worker's socket (:mod:`.channel`, :mod:`.protocol`): callers write requests as
+  Checks ask, the worker evaluates every request waiting and writes the replies back together, and one reader
+  thread per worker wakes the callers. Several decisions per system call and per wake-up is what makes the engine
+  cheap on the server's core. A worker that exits hands back the decisions it had not started; they go to
+  another worker.
 
-Modules: this one is the engine callers use; :mod:`.pool` holds the parent's side of the processes (workers, the
-pool, the watchdog), :mod:`.watch` the file watcher behind ``watch=True``, :mod:`.protocol` the bytes on the pipe;
-:mod:`.worker` and :mod:`.go_engine` are what runs in an evaluator process.
+Modules: this one is the engine callers use; :mod:`.pool` holds the parent's side of the processes (the pool, the
+watchdog), :mod:`.channel` one worker's socket and its pending decisions, :mod:`.watch` the file watcher behind
+``watch=True``, :mod:`.protocol` the bytes on the socket; :mod:`.worker` and :mod:`.go_engine` are what runs in an
+evaluator process.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ from authz_ledger.errors import (
 )
 from authz_ledger.policy import DEFAULT_DECISION_PATH, Evaluation, normalise_decision_path
 from authz_ledger.policy.bundle import PolicySource, load_source, with_data_files
-from authz_ledger.policy.embedded.pool import Pool, Watchdog, frame_message
-from authz_ledger.policy.embedded.protocol import decode_reply
+from authz_ledger.policy.embedded.channel import DIED, RETRY, Channel, Slot
+from authz_ledger.policy.embedded.pool import Pool, Watchdog
+from authz_ledger.policy.embedded.protocol import EXPIRED, decode_reply
 from authz_ledger.policy.embedded.watch import Watcher
 
 __all__ = ["DEFAULT_MEMORY_LIMIT_MB", "EmbeddedEngine"]
@@ -104,6 +107,7 @@ class EmbeddedEngine:
         self.decision_path = normalise_decision_path(decision_path)
         self.source_path = Path(source_path)
         self.timeout = timeout
+        self._timeout_ns = int(timeout * 1e9)
         self._size = workers
         self._startup_timeout = startup_timeout
         self._memory_limit_mb = memory_limit_mb
@@ -111,8 +115,12 @@ class EmbeddedEngine:
         self._ctx = multiprocessing.get_context(start_method)
         self._reload_lock = threading.Lock()
         self._closed = False
-        self._pool = self._start_pool(self._load())
-        self._watchdog = Watchdog()
+        self._watchdog = Watchdog(timeout)
+        try:
+            self._pool = self._start_pool(self._load())
+        except BaseException:
+            self._watchdog.close()
+            raise
         self._watcher: Watcher | None = None
         if watch:
             self._watcher = Watcher(self.source_path, watch_interval, self._reload_from_watcher)
@@ -123,46 +131,52 @@ class EmbeddedEngine:
     def evaluate(self, input_json: bytes) -> Evaluation:
         """Evaluate the decision for one input document (JSON bytes). Raises PolicyError subclasses only."""
         started = time.perf_counter_ns()
-        deadline = time.monotonic() + self.timeout
-        frame = frame_message(input_json)
-        attempts = 0
-        while True:
+        deadline_ns = time.monotonic_ns() + self._timeout_ns
+        for _ in range(self._size + 2):  # a worker that exits before starting a decision hands it back
             pool = self._pool
             if self._closed:
                 raise PolicyUnavailableError("embedded engine is closed")
-            worker = pool.acquire(deadline)
-            if worker is None:
+            channel = pool.pick(deadline_ns)
+            if channel is None:
                 continue  # retired by a reload between reading and asking it: use the new pool
-            alarm = self._watchdog.arm(time.monotonic() + self.timeout, worker)
-            try:
-                worker.send(frame)
-            except OSError:
-                if self._watchdog.disarm(alarm):
-                    pool.discard(worker, "it did not take the input within the timeout")
-                    raise PolicyTimeoutError(self._timeout_message()) from None
-                # The worker died while idle; it never saw this input, so another worker may safely take it.
-                pool.discard(worker, "its pipe was closed while idle")
-                attempts += 1
-                if attempts > self._size:
-                    raise PolicyUnavailableError("evaluator processes keep dying before a decision") from None
+            slot = Slot()
+            rid = channel.submit(input_json, deadline_ns, slot)
+            if rid is None:
+                continue  # that worker has just exited; it never saw this input
+            reply = self._wait(channel, rid, slot, deadline_ns)
+            if reply == RETRY:
                 continue
-            break
-        try:
-            reply = worker.receive()
-        except OSError:
-            reply = None
-        if self._watchdog.disarm(alarm):
-            pool.discard(worker, "it did not answer within the timeout")
-            raise PolicyTimeoutError(self._timeout_message())
-        if reply is None:
-            code = worker.exitcode()
-            pool.discard(worker, f"it exited during a decision (exit code {code})")
-            raise PolicyUnavailableError(
-                f"evaluator process {worker.pid} exited during the decision (exit code {code})"
-            )
-        pool.release(worker)
-        result = decode_reply(reply)
-        return Evaluation(result, pool.source.version, time.perf_counter_ns() - started)
+            if reply == DIED:
+                if channel.killed_for_time:
+                    raise PolicyTimeoutError(self._timeout_message())
+                code = channel.exitcode()
+                raise PolicyUnavailableError(
+                    f"evaluator process {channel.pid} exited during the decision (exit code {code})"
+                )
+            if reply == EXPIRED:
+                raise PolicyUnavailableError(self._queued_message())
+            result = decode_reply(reply)
+            return Evaluation(result, pool.source.version, time.perf_counter_ns() - started)
+        raise PolicyUnavailableError("evaluator processes keep exiting before they take the decision")
+
+    def _wait(self, channel: Channel, rid: int, slot: Slot, deadline_ns: int) -> bytes:
+        """The reply to ``rid``. An evaluation gets the whole timeout from when it started, never less for time
+        it spent queued; one that outlives it ends its worker (PolicyTimeoutError). A decision still queued at
+        the deadline is given up (PolicyUnavailableError): the worker will not start it."""
+        if slot.done.acquire(timeout=max(deadline_ns - time.monotonic_ns(), 0) / 1e9):
+            return slot.reply
+        evaluating, since = channel.evaluating()
+        if since and evaluating == rid:
+            ends_ns = since + self._timeout_ns
+            if slot.done.acquire(timeout=max(ends_ns - time.monotonic_ns(), 0) / 1e9):
+                return slot.reply
+            if channel.abandon(rid):
+                channel.kill_for_time(rid)
+                raise PolicyTimeoutError(self._timeout_message())
+        elif channel.abandon(rid):
+            raise PolicyUnavailableError(self._queued_message())
+        slot.done.acquire()  # settled while we looked: the reply is there
+        return slot.reply
 
     def policy_version(self) -> str:
         """The version of the policy currently serving."""
@@ -216,12 +230,18 @@ class EmbeddedEngine:
         return with_data_files(load_source(self.source_path), self._data_files)
 
     def _start_pool(self, source: PolicySource) -> Pool:
-        pool = Pool(self._ctx, source, self.decision_path, self._startup_timeout, self._memory_limit_mb)
+        pool = Pool(self._ctx, source, self.decision_path, self._startup_timeout, self._memory_limit_mb, self._watchdog)
         pool.start(self._size)
         return pool
 
     def _timeout_message(self) -> str:
         return f"embedded policy evaluation exceeded the {self.timeout:g} s timeout"
+
+    def _queued_message(self) -> str:
+        return (
+            f"no evaluator process reached the decision within the {self.timeout:g} s timeout "
+            f"({self._size} workers, all busy)"
+        )
 
     def _reload_from_watcher(self) -> None:
         try:

@@ -1,214 +1,86 @@
-"""The parent's side of the evaluator processes: framing, one worker, the pool, and the watchdog that kills a
-worker whose decision outlives its timeout. Why processes, and the invariants they keep: see the package
-docstring (:mod:`authz_ledger.policy.embedded`).
+"""The evaluator processes of one policy version (:class:`Pool`) and the watchdog that ends an evaluation which
+outlives its timeout. Why processes, and the invariants they keep: see the package docstring
+(:mod:`authz_ledger.policy.embedded`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
-import heapq
-import itertools
 import logging
-import os
-import signal
-import socket
-import struct
 import threading
 import time
-from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
-from typing import Any
 
 from authz_ledger.errors import PolicyLoadError, PolicyUnavailableError
 from authz_ledger.policy.bundle import PolicySource
-from authz_ledger.policy.embedded.protocol import LOAD_FAILED, READY
+from authz_ledger.policy.embedded.channel import Channel
+from authz_ledger.policy.embedded.protocol import LOAD_FAILED, READY, STATE_SLOTS
 from authz_ledger.policy.embedded.worker import worker_main
 
 # The engine's logger, as before the package was split: its log lines keep the name operators filter on.
 logger = logging.getLogger("authz_ledger.policy.embedded")
 
-_HEADER = struct.Struct("!i")  # multiprocessing.Connection's framing, which the worker side uses
-_LONG_HEADER = struct.Struct("!iQ")
-_SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
-try:
-    # A ctypes.PyDLL call keeps the GIL. A send that only copies into the socket buffer takes microseconds;
-    # releasing the GIL around it (as socket.send does) would hand it to any busy thread and cost a whole
-    # switch interval (5 ms) to win it back.
-    _libc_send: Any = ctypes.PyDLL(None, use_errno=True).send
-    _libc_send.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
-    _libc_send.restype = ctypes.c_ssize_t
-except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc: plain sendall
-    _libc_send = None
-
-
-def frame_message(payload: bytes) -> bytes:
-    """``payload`` framed as ``Connection.send_bytes`` frames it, for the worker's ``recv_bytes``."""
-    if len(payload) < 0x7FFFFFFF:
-        return _HEADER.pack(len(payload)) + payload
-    return _LONG_HEADER.pack(-1, len(payload)) + payload
-
-
-class Worker:
-    """One evaluator process and the parent's end of its socket pair.
-
-    The parent does its own framed I/O on a blocking socket (a dup of the Connection's descriptor) so that a
-    decision releases the GIL exactly once, while it waits for the reply. With ``Connection.poll`` +
-    ``recv_bytes`` it released it four times, and each time a busy Python thread kept it for up to the 5 ms
-    switch interval: next to a spinning thread that measured 168 decisions/s instead of ~350.
-    """
-
-    __slots__ = ("_fd", "conn", "pid", "process", "sock")
-
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
-        self.process = process
-        self.conn = conn
-        self.pid = process.pid or 0
-        self.sock = socket.socket(fileno=os.dup(conn.fileno()))
-        self.sock.setblocking(True)
-        self._fd = self.sock.fileno()
-
-    def send(self, frame: bytes) -> None:
-        sent = 0
-        if _libc_send is not None:
-            sent = _libc_send(self._fd, frame, len(frame), _SEND_FLAGS)
-            if sent == len(frame):
-                return
-            if sent < 0:
-                err = ctypes.get_errno()
-                if err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    raise OSError(err, os.strerror(err))
-                sent = 0
-        self.sock.sendall(frame[sent:])  # a large input filled the socket buffer: block for the rest
-
-    def receive(self) -> bytes | None:
-        """One reply, or None on EOF (the worker died or was killed by the watchdog)."""
-        buf = self.sock.recv(65536)
-        while len(buf) < _HEADER.size:
-            if not buf:
-                return None
-            more = self.sock.recv(65536)
-            if not more:
-                return None
-            buf += more
-        (size,) = _HEADER.unpack_from(buf)
-        start = _HEADER.size
-        if size == -1:
-            while len(buf) < _LONG_HEADER.size:
-                more = self.sock.recv(65536)
-                if not more:
-                    return None
-                buf += more
-            size = _LONG_HEADER.unpack_from(buf)[1]
-            start = _LONG_HEADER.size
-        end = start + size
-        if len(buf) >= end:
-            return buf[start:end]
-        chunks = [buf]
-        have = len(buf)
-        while have < end:
-            more = self.sock.recv(max(65536, end - have))
-            if not more:
-                return None
-            chunks.append(more)
-            have += len(more)
-        return b"".join(chunks)[start:end]
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-    def exitcode(self) -> int | None:
-        self.process.join(0.2)
-        return self.process.exitcode
-
-    def stop(self, *, kill: bool) -> None:
-        """Close the sockets (a healthy worker exits on EOF); kill if asked or if it lingers."""
-        if kill:
-            self.kill()
-        self.sock.close()
-        self.conn.close()
-        self.process.join(2.0)
-        if self.process.is_alive():
-            self.kill()
-            self.process.join(2.0)
-
-
-class Alarm:
-    __slots__ = ("deadline", "done", "fired", "worker")
-
-    def __init__(self, deadline: float, worker: Worker) -> None:
-        self.deadline = deadline
-        self.worker = worker
-        self.done = False
-        self.fired = False
-
 
 class Watchdog:
-    """Kills a worker whose decision outlives its deadline, which ends the caller's blocking recv with EOF.
+    """Kills a worker whose current evaluation has run longer than the timeout.
 
-    Callers block in a plain ``recv`` (one GIL release) instead of polling with a timeout. Alarms are removed
-    lazily: with a fixed timeout each new deadline is later than every pending one, so arming never wakes this
-    thread; it wakes when the earliest deadline passes and drops the alarms that were disarmed in time.
+    A caller whose evaluation overruns ends it itself; this thread is the backstop for an evaluation nobody waits
+    for any more (its caller gave up while it was still queued, just as the worker took it). It reads each
+    worker's shared state a few times per timeout: a quiet thread, whatever the Check rate.
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Alarm]] = []
-        self._seq = itertools.count()
-        self._closed = False
+    def __init__(self, timeout: float) -> None:
+        self._timeout_ns = int(timeout * 1e9)
+        self._interval = min(max(timeout / 4, 0.01), 1.0)
+        self._channels: set[Channel] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="authz-ledger-rego-watchdog", daemon=True)
         self._thread.start()
 
-    def arm(self, deadline: float, worker: Worker) -> Alarm:
-        alarm = Alarm(deadline, worker)
-        with self._cond:
-            wake = not self._heap or deadline < self._heap[0][0]
-            heapq.heappush(self._heap, (deadline, next(self._seq), alarm))
-            if wake:
-                self._cond.notify()
-        return alarm
+    def watch(self, channel: Channel) -> None:
+        with self._lock:
+            self._channels.add(channel)
 
-    def disarm(self, alarm: Alarm) -> bool:
-        """Mark the decision finished; True if the watchdog had already fired (the worker is dead)."""
-        with self._cond:
-            alarm.done = True
-            return alarm.fired
+    def forget(self, channel: Channel) -> None:
+        with self._lock:
+            self._channels.discard(channel)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+        self._stop.set()
         self._thread.join(5.0)
 
     def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
-                    alarm = heapq.heappop(self._heap)[2]
-                    if not alarm.done:
-                        alarm.done = alarm.fired = True
-                        alarm.worker.kill()  # under the lock: the caller cannot have reaped it yet
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+        while not self._stop.wait(self._interval):
+            now = time.monotonic_ns()
+            with self._lock:
+                channels = list(self._channels)
+            for channel in channels:
+                _, since = channel.evaluating()
+                if since and now - since > self._timeout_ns:
+                    logger.warning("evaluator process %s killed: an evaluation outlived the timeout", channel.pid)
+                    channel.kill_for_time()
 
 
 class Pool:
-    """A fixed-size set of workers serving one PolicySource; hands a free worker to one caller at a time."""
+    """A fixed number of evaluator processes serving one PolicySource."""
 
     def __init__(
-        self, ctx: BaseContext, source: PolicySource, entrypoint: str, startup_timeout: float, memory_limit_mb: int
+        self,
+        ctx: BaseContext,
+        source: PolicySource,
+        entrypoint: str,
+        startup_timeout: float,
+        memory_limit_mb: int,
+        watchdog: Watchdog,
     ) -> None:
         self._ctx = ctx
         self._memory_limit_mb = memory_limit_mb
         self.source = source
         self._entrypoint = entrypoint
         self._startup_timeout = startup_timeout
+        self._watchdog = watchdog
         self._cond = threading.Condition()
-        self._free: list[Worker] = []
-        self._busy: set[Worker] = set()
+        self._live: list[Channel] = []
         self._retired = False
         self._size = 0
 
@@ -217,95 +89,86 @@ class Pool:
         self._size = size
         pending = [self._spawn() for _ in range(size)]
         failure: PolicyLoadError | None = None
-        ready: list[Worker] = []
-        for worker in pending:
+        ready: list[Channel] = []
+        for channel in pending:
             try:
-                self._await_ready(worker)
+                self._await_ready(channel)
             except PolicyLoadError as exc:
                 failure = failure or exc
-                _reap_async(worker, kill=True)
+                _reap_async(channel, kill=True)
             else:
-                ready.append(worker)
+                ready.append(channel)
         if failure is not None:
-            for worker in ready:
-                _reap_async(worker, kill=True)
+            for channel in ready:
+                _reap_async(channel, kill=True)
             raise failure
-        with self._cond:
-            self._free.extend(ready)
+        for channel in ready:
+            self._admit(channel)
 
-    def acquire(self, deadline: float) -> Worker | None:
-        """A free worker, or None if this pool was retired. Raises PolicyUnavailableError at the deadline."""
+    def pick(self, deadline_ns: int) -> Channel | None:
+        """The least busy live worker, or None if this pool was retired. Waits for a replacement until the
+        deadline if none is running (PolicyUnavailableError then)."""
+        live = self._live
+        if live and not self._retired:
+            return live[0] if len(live) == 1 else min(live, key=Channel.load)
         with self._cond:
-            while not self._free and not self._retired:
-                remaining = deadline - time.monotonic()
+            while not self._live and not self._retired:
+                remaining = (deadline_ns - time.monotonic_ns()) / 1e9
                 if remaining <= 0:
                     raise PolicyUnavailableError(
-                        f"no evaluator process became free within the timeout ({self._size} workers, "
-                        f"{len(self._busy)} busy)"
+                        "no evaluator process is running: a replacement did not become ready within the timeout"
                     )
                 self._cond.wait(remaining)
             if self._retired:
                 return None
-            worker = self._free.pop()
-            self._busy.add(worker)
-            return worker
-
-    def release(self, worker: Worker) -> None:
-        with self._cond:
-            self._busy.discard(worker)
-            if not self._retired:
-                self._free.append(worker)
-                self._cond.notify()
-                return
-        _reap_async(worker, kill=False)  # retired while it served its last decision
-
-    def discard(self, worker: Worker, why: str) -> None:
-        """Kill a worker that failed and start a replacement in the background."""
-        logger.warning("evaluator process %s replaced: %s", worker.pid, why)
-        with self._cond:
-            self._busy.discard(worker)
-            retired = self._retired
-        _reap_async(worker, kill=True)
-        if not retired:
-            threading.Thread(target=self._replace, name="authz-ledger-rego-replace", daemon=True).start()
+            return min(self._live, key=Channel.load)
 
     def retire(self, *, kill: bool = False) -> None:
-        """Stop handing out workers; idle ones exit now, busy ones after their decision (now if ``kill``)."""
+        """Stop handing out workers. Each answers what it was sent, then exits (now, if ``kill``)."""
         with self._cond:
             self._retired = True
-            idle, self._free = self._free, []
-            busy = list(self._busy) if kill else []
+            channels, self._live = self._live, []
             self._cond.notify_all()
-        for worker in idle + busy:
-            _reap_async(worker, kill=kill)
+        for channel in channels:
+            if kill:
+                channel.kill()
+            else:
+                channel.finish()
 
     def pids(self) -> list[int]:
-        with self._cond:
-            return sorted(w.pid for w in (*self._free, *self._busy))
+        return sorted(c.pid for c in self._live)
 
-    def _spawn(self) -> Worker:
+    def _spawn(self) -> Channel:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        state = self._ctx.RawArray("q", STATE_SLOTS)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_conn, self.source.modules, self.source.data_json, self._entrypoint, self._memory_limit_mb),
+            args=(
+                child_conn,
+                state,
+                self.source.modules,
+                self.source.data_json,
+                self._entrypoint,
+                self._memory_limit_mb,
+            ),
             name="authz-ledger-rego",
             daemon=True,
         )
         process.start()
         child_conn.close()  # so the parent sees EOF when the worker dies
-        return Worker(process, parent_conn)
+        return Channel(process, parent_conn, state, self._exited)
 
-    def _await_ready(self, worker: Worker) -> None:
+    def _await_ready(self, channel: Channel) -> None:
         try:
-            if not worker.conn.poll(self._startup_timeout):
+            if not channel.conn.poll(self._startup_timeout):
                 raise PolicyLoadError(
                     f"evaluator process did not finish loading the policy within {self._startup_timeout:g} s "
                     "(compiling it and one warm-up decision on an empty input)"
                 )
-            message = worker.conn.recv_bytes()
+            message = channel.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise PolicyLoadError(
-                f"evaluator process exited while loading the policy (exit code {worker.exitcode()})"
+                f"evaluator process exited while loading the policy (exit code {channel.exitcode()})"
             ) from exc
         if message == READY:
             return
@@ -313,31 +176,60 @@ class Pool:
             raise PolicyLoadError(f"{self.source.origin}: {message[1:].decode('utf-8', 'replace')}")
         raise PolicyLoadError(f"evaluator process sent an unrecognised greeting {message[:16]!r}")
 
+    def _admit(self, channel: Channel) -> bool:
+        """Put a ready worker in service; False (and it is stopped) if the pool was retired meanwhile."""
+        with self._cond:
+            if self._retired:
+                admitted = False
+            else:
+                self._live = [*self._live, channel]  # a new list: pick() reads it without the lock
+                self._cond.notify_all()
+                admitted = True
+        if admitted:
+            self._watchdog.watch(channel)
+            channel.start()
+        else:
+            _reap_async(channel, kill=False)
+        return admitted
+
+    def _exited(self, channel: Channel) -> None:
+        """Called by a channel's reader when its worker's socket reached EOF."""
+        self._watchdog.forget(channel)
+        with self._cond:
+            was_live = channel in self._live
+            if was_live:
+                self._live = [c for c in self._live if c is not channel]
+            replace = was_live and not self._retired
+        threading.Thread(target=channel.reap, name="authz-ledger-rego-reap", daemon=True).start()
+        if replace:
+            why = "an evaluation outlived the timeout" if channel.killed_for_time else "it exited"
+            logger.warning("evaluator process %s replaced: %s", channel.pid, why)
+            threading.Thread(target=self._replace, name="authz-ledger-rego-replace", daemon=True).start()
+
     def _replace(self) -> None:
         delay = 0.5
-        while not self._is_retired():
-            worker = self._spawn()
+        while not self._retired:
+            channel = self._spawn()
             try:
-                self._await_ready(worker)
+                self._await_ready(channel)
             except PolicyLoadError as exc:
-                _reap_async(worker, kill=True)
+                _reap_async(channel, kill=True)
                 logger.error("cannot start a replacement evaluator process (retrying in %.1f s): %s", delay, exc)
-                time.sleep(delay)
+                time.sleep(delay)  # load, not a wait: back off between attempts to start a worker
                 delay = min(delay * 2, 30.0)
                 continue
-            with self._cond:
-                if not self._retired:
-                    self._free.append(worker)
-                    self._cond.notify()
-                    return
-            _reap_async(worker, kill=False)
+            self._admit(channel)
             return
 
-    def _is_retired(self) -> bool:
-        with self._cond:
-            return self._retired
 
+def _reap_async(channel: Channel, *, kill: bool) -> None:
+    """Stop a worker that was never put in service, without making the caller wait for it to exit."""
 
-def _reap_async(worker: Worker, *, kill: bool) -> None:
-    """Stop a worker without making the calling thread (often a request thread) wait for it to exit."""
-    threading.Thread(target=worker.stop, kwargs={"kill": kill}, name="authz-ledger-rego-reap", daemon=True).start()
+    def stop() -> None:
+        if kill:
+            channel.kill()
+        else:
+            channel.finish()
+        channel.reap()
+
+    threading.Thread(target=stop, name="authz-ledger-rego-reap", daemon=True).start()

@@ -6,20 +6,43 @@ path and the child imports it from there.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
 import signal
+import socket
+import time
 from multiprocessing.connection import Connection
+from typing import Any
 
 from authz_ledger.errors import PolicyLoadError
 from authz_ledger.policy.embedded.go_engine import GoEvaluator
-from authz_ledger.policy.embedded.protocol import ERROR, LOAD_FAILED, READY
+from authz_ledger.policy.embedded.protocol import (
+    ERROR,
+    EXPIRED,
+    LOAD_FAILED,
+    READY,
+    REPLY,
+    REQUEST,
+    STATE_EVALUATING,
+    STATE_SINCE_NS,
+)
+
+FLUSH_AFTER_NS = 1_000_000
+"""Replies wait in the worker at most this long for the rest of their batch: fast decisions go back many per
+system call, a slow one on its own as soon as it is done."""
 
 
 def worker_main(
-    conn: Connection, modules: dict[str, str], data_json: str, entrypoint: str, memory_limit_mb: int
+    conn: Connection,
+    state: Any,
+    modules: dict[str, str],
+    data_json: str,
+    entrypoint: str,
+    memory_limit_mb: int,
 ) -> None:
-    """Evaluator process entry point: load, report readiness, then answer requests until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our pipe
+    """Evaluator process entry point: load, report readiness, then answer requests until the socket closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our socket
     if memory_limit_mb > 0:
         # A policy that allocates without end makes Go's allocator fail: the process dies with "out of memory",
         # the parent sees EOF, answers PolicyUnavailableError and starts a replacement. The memory goes back to
@@ -35,13 +58,48 @@ def worker_main(
         conn.send_bytes(LOAD_FAILED + f"cannot start OPA's engine: {exc!r}".encode("utf-8", "replace"))
         return
     conn.send_bytes(READY)
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    sock.setblocking(True)
+    with contextlib.suppress(OSError):  # the parent closed the socket (retired) or died
+        _serve(sock, evaluator, state)
+
+
+def _serve(sock: socket.socket, evaluator: GoEvaluator, state: Any) -> None:
+    buf = bytearray()
+    header_size = REQUEST.size
+    clock = time.monotonic_ns
     while True:
-        try:
-            request = conn.recv_bytes()
-        except (EOFError, OSError):
-            return  # the parent closed the pipe (retired) or died
-        try:
-            reply = evaluator.evaluate(request)
-        except Exception as exc:
-            reply = ERROR + f"evaluator error: {exc!r}".encode("utf-8", "replace")
-        conn.send_bytes(reply)
+        data = sock.recv(1 << 20)
+        if not data:
+            return
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        last_flush = clock()
+        while len(buf) - pos >= header_size:
+            size, rid, deadline = REQUEST.unpack_from(buf, pos)
+            end = pos + header_size + size
+            if end > len(buf):
+                break
+            now = clock()
+            if now > deadline:
+                reply = EXPIRED  # its caller has given up: do not spend the core on it
+            else:
+                payload = bytes(buf[pos + header_size : end])
+                state[STATE_EVALUATING] = rid
+                state[STATE_SINCE_NS] = now
+                try:
+                    reply = evaluator.evaluate(payload)
+                except Exception as exc:
+                    reply = ERROR + f"evaluator error: {exc!r}".encode("utf-8", "replace")
+                state[STATE_SINCE_NS] = 0
+            pos = end
+            out.append(REPLY.pack(len(reply), rid))
+            out.append(reply)
+            if clock() - last_flush >= FLUSH_AFTER_NS:
+                sock.sendall(b"".join(out))
+                out.clear()
+                last_flush = clock()
+        del buf[:pos]
+        if out:
+            sock.sendall(b"".join(out))

@@ -22,17 +22,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import _workload
 import orjson
+from bench_check import ALLOW_TRUE_REGO, CLK_TCK, proc_cpu_ticks
 
 from authz_ledger.check.input.document import build_input
 from authz_ledger.policy.embedded import EmbeddedEngine
 
-ALLOW_TRUE = "package envoy.authz\n\nimport rego.v1\n\nallow := true\n"
-
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return proc_cpu_ticks(pid) / CLK_TCK
 
 
 def measure(engine: EmbeddedEngine, body: bytes, threads: int, seconds: float) -> None:
@@ -68,7 +65,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        (pathlib.Path(tmp) / "policy.rego").write_text(ALLOW_TRUE)
+        (pathlib.Path(tmp) / "policy.rego").write_text(ALLOW_TRUE_REGO)
         body = orjson.dumps(build_input(_workload.check_request()))
         with EmbeddedEngine(tmp, workers=args.workers, timeout=1.0) as engine:
             for _ in range(200):

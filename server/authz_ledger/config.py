@@ -190,6 +190,29 @@ class MetricsConfig:
 
 
 @dataclass
+class ConsoleConfig:
+    """The audit console (a read-only web application over the ledger); ``authz-ledger console`` takes the same."""
+
+    enabled: bool = False
+    addr: str = "127.0.0.1:9194"
+    """Loopback by default. Any other address needs TLS and a ``token_file`` or ``client_ca`` (refused otherwise)."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    client_ca: str = ""
+    """PEM CA bundle: browsers must present a client certificate it signed (mutual TLS)."""
+    token_file: str = ""
+    """A file holding the bearer token every request must carry (the console's login form sets it as a cookie)."""
+    index_dir: str = ""
+    """Where the console keeps its own index (derived data; default: under ``$XDG_CACHE_HOME/authz-ledger``)."""
+    user_headers: list[str] = field(
+        default_factory=lambda: ["x-user", "x-forwarded-user", "x-auth-request-user", "x-remote-user"]
+    )
+    """Request headers naming the user, first present wins, when the caller had no mTLS principal."""
+    index_headers: list[str] = field(default_factory=list)
+    """More request headers whose values ``header:name=value`` finds through the index (others are scanned)."""
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -197,6 +220,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     witness: WitnessConfig = field(default_factory=WitnessConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def _resolve_origin(self) -> None:
         if self.ledger.origin:

@@ -17,8 +17,9 @@ import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -43,6 +44,10 @@ from authz_ledger.rpc import tls
 from authz_ledger.rpc.serving import MethodAwarePool, grpc_address, is_loopback
 from authz_ledger.witness.endpoint import WitnessEndpoint
 from authz_ledger.witness.publisher import WitnessPublisher
+
+if TYPE_CHECKING:  # the console (starlette, uvicorn, jinja2) is imported only when it is enabled
+    from authz_ledger.console.context import ConsoleContext
+    from authz_ledger.console.serving import RunningConsole
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,7 @@ class Running:
     metrics_server: MetricsServer | None = None
     publisher: WitnessPublisher | None = None
     audit: AuditServer | None = None
+    console: RunningConsole | None = None
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -166,6 +172,8 @@ class Running:
         self.server.stop(self.cfg.server.grace_seconds).wait()
         if self.audit is not None:
             self.audit.stop(self.cfg.server.grace_seconds)  # before the store closes under its readers
+        if self.console is not None:
+            self.console.stop()  # also before the store closes
         if self.ledger is not None:
             self.ledger.writer.close()  # signs the final checkpoint and hands it to the witness publisher
             if self.publisher is not None:
@@ -194,6 +202,7 @@ def start(cfg: Config) -> Running:
     metrics_server: MetricsServer | None = None
     publisher: WitnessPublisher | None = None
     audit_server: AuditServer | None = None
+    console: RunningConsole | None = None
     try:
         pool = input_document.load_descriptor_set(cfg.policy.proto_descriptor) if cfg.policy.proto_descriptor else None
         if cfg.ledger.enabled:
@@ -268,10 +277,16 @@ def start(cfg: Config) -> Running:
             metrics_server = serve_metrics(metrics, cfg.metrics.addr)
         if cfg.audit.enabled and ledger is not None:
             audit_server = start_audit_server(cfg.audit, ledger.store, ledger.writer)
+        if cfg.console.enabled and ledger is not None:
+            from authz_ledger.console.serving import start_console
+
+            console = start_console(_console_context(cfg, ledger), cfg.console)
         server.start()
         for name in ("", AUTHORIZATION_SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     except BaseException:
+        if console is not None:
+            console.stop()
         if audit_server is not None:
             audit_server.stop(0)
         if metrics_server is not None:
@@ -296,10 +311,33 @@ def start(cfg: Config) -> Running:
         metrics_server,
         publisher,
         audit_server,
+        console,
     )
     if ledger is not None:
         threading.Thread(target=_watch_ledger_health, args=(running,), name="ledger-health", daemon=True).start()
     return running
+
+
+def _console_context(cfg: Config, ledger: OpenLedger) -> ConsoleContext:
+    """The console inside serve reads the serving store and wakes on the writer's commits; it shows the
+    ledger's own verifier keys (and ``ledger.verifier_keys``), which auditors may replace in their browser."""
+    from authz_ledger.console.context import open_context
+    from authz_ledger.keys import load_verifiers
+    from authz_ledger.tlog import note
+
+    verifiers = [note.Verifier.from_vkey(s.verifier_key()) for s in ledger.signers]
+    if cfg.ledger.verifier_keys:
+        verifiers += load_verifiers(cfg.ledger.verifier_keys)
+    c = cfg.console
+    return open_context(
+        ledger.paths.store,
+        verifiers,
+        index_dir=Path(c.index_dir) if c.index_dir else None,
+        user_headers=c.user_headers,
+        indexed_headers=c.index_headers,
+        store=ledger.store,
+        wait_for_size=ledger.writer.wait_for_size,
+    )
 
 
 def _watch_ledger_health(running: Running) -> None:
@@ -346,6 +384,10 @@ def describe(running: Running, out: TextIO) -> None:
     if running.audit is not None:
         tls = "TLS" if cfg.audit.tls_cert else "plaintext"
         lines.append(f"  audit API (authzledger.v1.Ledger): {cfg.audit.addr} (port {running.audit.port}, {tls})")
+    if running.console is not None:
+        scheme = "https" if cfg.console.tls_cert else "http"
+        host = cfg.console.addr.rpartition(":")[0] or "*"
+        lines.append(f"  console: {scheme}://{host}:{running.console.port}/")
     if running.metrics_server is not None:
         host = cfg.metrics.addr.rpartition(":")[0] or "*"
         lines.append(f"  metrics: http://{host}:{running.metrics_server.port}/metrics")

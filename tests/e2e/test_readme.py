@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import ROOT, stop_process
+from tests.support.waits import wait_until
 
 README = (ROOT / "README.md").read_text()
 
@@ -52,3 +54,45 @@ def test_every_try_it_line_runs_as_written_against_the_default_service(tmp_path:
     assert re.search(r"ledger index: \d+", outputs[0]), outputs[0]
     assert outputs[1].startswith("denied (HTTP 403)")
     assert '"decision_id"' in outputs[3]
+
+
+def test_the_console_line_opens_the_console_on_the_default_ledger(tmp_path: Path) -> None:
+    section = README.split("## The audit console", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None, "the console section has no sh block"
+    (line,) = [x for x in block.group(1).splitlines() if x.strip()]
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ, HOME=str(tmp_path))
+    serve = subprocess.Popen(
+        [str(venv_bin / "authz-ledger"), "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "serve.log").open("w"),
+        text=True,
+    )
+    console = None
+    try:
+        assert "serving ext_authz v3" in (serve.stdout.readline() if serve.stdout else "")
+        check = [str(venv_bin / "authz-ledger"), "check", "--path", "/orders/1", "-H", "x-user: bob"]
+        subprocess.run(check, cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
+        console = subprocess.Popen(
+            ["bash", "-c", "exec " + line.replace(".venv/bin/", f"{venv_bin}/")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=(tmp_path / "console.log").open("w"),
+            text=True,
+        )
+        assert "http://127.0.0.1:9194/" in (console.stdout.readline() if console.stdout else "")
+
+        def found() -> bytes:
+            with urllib.request.urlopen("http://127.0.0.1:9194/api/search?q=user:bob", timeout=5) as r:
+                body: bytes = r.read()
+                return body
+
+        assert b'"/orders/1"' in wait_until(found, lambda b: b'"/orders/1"' in b, timeout=30, ignoring=OSError)
+    finally:
+        console_code = None if console is None else stop_process(console)
+        assert stop_process(serve) == 0
+    assert console_code == 0, (tmp_path / "console.log").read_text()

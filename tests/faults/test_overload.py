@@ -50,6 +50,9 @@ def test_backpressure_denies_the_excess_records_the_denials_and_recovers(
         "ledger.enqueue_timeout_ms=1",
         f"ledger.overload_http_status={OVERLOAD_STATUS}",
         "server.threads=32",
+        # This test is about the ledger's backpressure: a generous engine timeout keeps 32 threads queued on one
+        # evaluator process (policy timeouts are tested in tests/policy) from failing an RPC on a slow host.
+        "policy.timeout_ms=5000",
         f"metrics.addr=127.0.0.1:{metrics_port}",
         data_dir=data,
     )

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from authz_ledger import __version__, config, keys
 from authz_ledger.cli import check as cli_check
+from authz_ledger.cli import console as cli_console
 from authz_ledger.cli import evaluate as cli_eval
 from authz_ledger.cli import export as cli_export
 from authz_ledger.cli import read as cli_read
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=cmd_health)
 
     cli_check.register(sub)
+    cli_console.register(sub)
     cli_eval.register(sub)
     cli_export.register(sub)
     cli_read.register(sub)

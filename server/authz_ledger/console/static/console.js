@@ -1,0 +1,155 @@
+// The console's browser side: the verifier key the auditor trusts, verification of an entry against a signed
+// checkpoint (verify.js, WebCrypto), a dropped receipt checked offline, and the live tail. No framework: the
+// pages are rendered by the server; this only adds what must happen in the browser.
+import {
+  VerifyError, b64decode, b64encode, decodeLedgerEntry, hex, leafHash, parseVerifierKey, verifyEntry, verifyReceipt,
+} from "./verify.js";
+
+const PINNED = "authz-ledger-console-vkeys";
+
+function serverKeys() {
+  try { return JSON.parse(document.body.dataset.vkeys || "[]"); } catch { return []; }
+}
+
+// The keys verdicts use: the ones the auditor pinned in this browser, else the console's own (--vkey).
+function trustedKeyTexts() {
+  const pinned = localStorage.getItem(PINNED);
+  return pinned ? { texts: pinned.split("\n").filter((l) => l.trim()), source: "pinned in this browser" }
+    : { texts: serverKeys(), source: "given by this console (--vkey): pin your own to trust the key, not the server" };
+}
+
+async function trustedKeys() {
+  const { texts } = trustedKeyTexts();
+  if (!texts.length) throw new VerifyError("no verifier key: paste one under 'Verifier key'");
+  return Promise.all(texts.map((t) => parseVerifierKey(t.trim())));
+}
+
+function setupKeyBox() {
+  const box = document.getElementById("vkey");
+  if (!box) return;
+  const { texts, source } = trustedKeyTexts();
+  box.value = texts.join("\n");
+  document.getElementById("vkey-source").textContent = `In use: ${source}.`;
+  document.getElementById("vkey-save").addEventListener("click", async () => {
+    try {
+      for (const line of box.value.split("\n").filter((l) => l.trim())) await parseVerifierKey(line.trim());
+      localStorage.setItem(PINNED, box.value.trim());
+      location.reload();
+    } catch (e) { document.getElementById("vkey-source").textContent = `Not a verifier key: ${e.message}`; }
+  });
+  document.getElementById("vkey-reset").addEventListener("click", () => { localStorage.removeItem(PINNED); location.reload(); });
+}
+
+function verdict(ok, text) {
+  const el = document.getElementById("verdict");
+  el.className = `verdict ${ok === null ? "pending" : ok ? "ok" : "failed"}`;
+  el.textContent = text;
+}
+
+function step(text, ok = true) {
+  const li = document.createElement("li");
+  li.className = ok ? "ok" : "failed";
+  li.textContent = text;
+  document.getElementById("steps").append(li);
+}
+
+async function fetchJSON(url) {
+  const r = await fetch(url, { credentials: "same-origin" });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw Object.assign(new Error(body.error || `${url}: HTTP ${r.status}`), { status: r.status });
+  return body;
+}
+
+// What the page shows must be what the verified bytes say: a server could serve good bytes beside a false page.
+function comparePage(section, decoded) {
+  const shown = { decision_id: section.dataset.decisionId, path: section.dataset.path };
+  for (const [k, v] of Object.entries(shown)) {
+    if ((decoded[k] ?? "") !== v) throw new VerifyError(`the page shows ${k} "${v}" but the verified bytes say "${decoded[k]}"`);
+  }
+}
+
+async function verifyEntryPage() {
+  const section = document.getElementById("entry");
+  const index = Number(section.dataset.index);
+  try {
+    const keys = await trustedKeys();
+    const [entry, inclusion] = await Promise.all([fetchJSON(`/api/entry/${index}`), fetchJSON(`/api/proof/${index}`)]);
+    const entryBytes = b64decode(entry.entry_b64);
+    step(`entry bytes: ${entryBytes.length} B, leaf hash ${b64encode(await leafHash(entryBytes))} (RFC 9162 §2.1.1)`);
+    const { checkpoint } = await verifyEntry({
+      entryBytes, index, proof: inclusion.proof, checkpointNote: new TextEncoder().encode(inclusion.checkpoint), keys,
+      leafHash: inclusion.leaf_hash,
+    });
+    step(`checkpoint: ${checkpoint.origin}, tree size ${checkpoint.size}, root ${b64encode(checkpoint.root)}, signature checked with ${keys.map((k) => k.name).join(", ")}`);
+    step(`inclusion proof: ${inclusion.proof.length} hashes lead from the leaf to that root (RFC 9162 §2.1.3.2)`);
+    const decoded = decodeLedgerEntry(entryBytes);
+    comparePage(section, decoded);
+    step("the fields on this page are the ones the verified bytes hold");
+    verdict(true, `verified: entry ${index} is in the signed log of ${checkpoint.size} entries, unaltered`);
+  } catch (e) {
+    if (e.status === 409) {
+      verdict(null, `not covered by a signed checkpoint yet: ${e.message} (checking again shortly)`);
+      setTimeout(() => { document.getElementById("steps").replaceChildren(); verifyEntryPage(); }, 2000);
+      return;
+    }
+    step(e.message, false);
+    verdict(false, `FAILED: ${e.message}`);
+  }
+}
+
+async function readFile(file) { return new Uint8Array(await file.arrayBuffer()); }
+
+async function verifyDropped(files) {
+  document.getElementById("steps").replaceChildren();
+  try {
+    let receipt = null, entryBytes = null;
+    for (const f of files) {
+      const bytes = await readFile(f);
+      const head = new TextDecoder().decode(bytes.slice(0, 23));
+      if (head === "c2sp.org/tlog-proof@v1\n".slice(0, 23)) receipt = bytes; else entryBytes = bytes;
+    }
+    if (!receipt) throw new VerifyError("no receipt among the files (its first line is c2sp.org/tlog-proof@v1)");
+    if (!entryBytes) throw new VerifyError("no entry bytes among the files: add the entry the receipt is for");
+    const keys = await trustedKeys();
+    const cp = await verifyReceipt(receipt, entryBytes, keys);
+    step(`checkpoint: ${cp.origin}, tree size ${cp.size}, signature checked with ${keys.map((k) => k.name).join(", ")}`);
+    const decoded = decodeLedgerEntry(entryBytes);
+    step(`entry: decision ${decoded.decision_id}, ${decoded.method} ${decoded.path}, ${decoded.outcome_name}`);
+    verdict(true, `verified: the entry is in the signed log of ${cp.size} entries (leaf hash ${hex(await leafHash(entryBytes)).slice(0, 16)}…)`);
+  } catch (e) {
+    step(e.message, false);
+    verdict(false, `FAILED: ${e.message}`);
+  }
+}
+
+function setupDrop() {
+  const drop = document.getElementById("drop");
+  document.getElementById("files").addEventListener("change", (ev) => verifyDropped([...ev.target.files]));
+  drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); verifyDropped([...ev.dataTransfer.files]); });
+}
+
+function setupLive() {
+  const box = document.getElementById("live");
+  if (!box) return;
+  let source = null;
+  box.addEventListener("change", () => {
+    if (source) { source.close(); source = null; }
+    if (!box.checked) return;
+    const params = new URLSearchParams(location.search);
+    params.delete("before");
+    source = new EventSource(`/api/tail?${params}`);
+    source.addEventListener("row", (ev) => {
+      const body = document.getElementById("rows");
+      body.insertAdjacentHTML("afterbegin", ev.data);
+      body.firstElementChild.classList.add("new");
+    });
+  });
+}
+
+setupKeyBox();
+const page = document.body.dataset.page;
+if (page === "entry") verifyEntryPage();
+if (page === "verify") setupDrop();
+if (page === "search") setupLive();

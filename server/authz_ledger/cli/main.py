@@ -20,6 +20,7 @@ from authz_ledger.cli import console as cli_console
 from authz_ledger.cli import evaluate as cli_eval
 from authz_ledger.cli import export as cli_export
 from authz_ledger.cli import read as cli_read
+from authz_ledger.cli import replay as cli_replay
 from authz_ledger.cli import verify_tiles as cli_verify_tiles
 from authz_ledger.cli.common import b64, load_verifiers, non_negative
 from authz_ledger.errors import (
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_eval.register(sub)
     cli_export.register(sub)
     cli_read.register(sub)
+    cli_replay.register(sub)
     cli_verify_tiles.register(sub)
     return p
 

@@ -14,6 +14,7 @@ Entries the index has not reached yet (it follows the ledger a moment behind) ar
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -188,8 +189,6 @@ def _page(rows: list[Facts], last: int, limit: int) -> Page:
 
 
 def _uuid_key(decision_id: str) -> bytes:
-    import uuid
-
     return uuid.UUID(decision_id).bytes
 
 

@@ -139,6 +139,8 @@ function setupLive() {
     if (!box.checked) return;
     const params = new URLSearchParams(location.search);
     params.delete("before");
+    // Follow on from the ledger's size when this page was rendered: nothing recorded in between is missed.
+    params.set("after", document.getElementById("rows").dataset.after);
     source = new EventSource(`/api/tail?${params}`);
     source.addEventListener("row", (ev) => {
       const body = document.getElementById("rows");

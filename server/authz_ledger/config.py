@@ -189,6 +189,10 @@ class MetricsConfig:
     addr: str = "127.0.0.1:9193"
 
 
+DEFAULT_USER_HEADERS = ("x-user", "x-forwarded-user", "x-auth-request-user", "x-remote-user")
+"""Request headers an authenticating proxy sets to name the user (the console's ``user:``), first present wins."""
+
+
 @dataclass
 class ConsoleConfig:
     """The audit console (a read-only web application over the ledger); ``authz-ledger console`` takes the same."""
@@ -204,9 +208,7 @@ class ConsoleConfig:
     """A file holding the bearer token every request must carry (the console's login form sets it as a cookie)."""
     index_dir: str = ""
     """Where the console keeps its own index (derived data; default: under ``$XDG_CACHE_HOME/authz-ledger``)."""
-    user_headers: list[str] = field(
-        default_factory=lambda: ["x-user", "x-forwarded-user", "x-auth-request-user", "x-remote-user"]
-    )
+    user_headers: list[str] = field(default_factory=lambda: list(DEFAULT_USER_HEADERS))
     """Request headers naming the user, first present wins, when the caller had no mTLS principal."""
     index_headers: list[str] = field(default_factory=list)
     """More request headers whose values ``header:name=value`` finds through the index (others are scanned)."""

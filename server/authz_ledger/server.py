@@ -17,7 +17,6 @@ import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
@@ -328,15 +327,8 @@ def _console_context(cfg: Config, ledger: OpenLedger) -> ConsoleContext:
     verifiers = [note.Verifier.from_vkey(s.verifier_key()) for s in ledger.signers]
     if cfg.ledger.verifier_keys:
         verifiers += load_verifiers(cfg.ledger.verifier_keys)
-    c = cfg.console
     return open_context(
-        ledger.paths.store,
-        verifiers,
-        index_dir=Path(c.index_dir) if c.index_dir else None,
-        user_headers=c.user_headers,
-        indexed_headers=c.index_headers,
-        store=ledger.store,
-        wait_for_size=ledger.writer.wait_for_size,
+        ledger.paths.store, verifiers, cfg.console, store=ledger.store, wait_for_size=ledger.writer.wait_for_size
     )
 
 

@@ -42,13 +42,9 @@ def ledger(tmp_path: Path) -> Iterator[ConsoleLedger]:
 
 def start(ledger: ConsoleLedger, tmp_path: Path, **settings: str) -> RunningConsole:
     signer = ledger.writer.signers[0]
-    ctx = open_context(
-        ledger.store.path,
-        [note.Verifier.from_vkey(signer.verifier_key())],
-        index_dir=tmp_path / "index",
-        store=ledger.store,
-    )
-    running = start_console(ctx, ConsoleConfig(enabled=True, addr="127.0.0.1:0", **settings))
+    cfg = ConsoleConfig(enabled=True, addr="127.0.0.1:0", index_dir=str(tmp_path / "index"), **settings)
+    ctx = open_context(ledger.store.path, [note.Verifier.from_vkey(signer.verifier_key())], cfg, store=ledger.store)
+    running = start_console(ctx, cfg)
     wait_until(lambda: ctx.index.covered() == ledger.size, timeout=30, message="the index catches up")
     return running
 

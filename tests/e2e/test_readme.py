@@ -15,17 +15,24 @@ from tests.support.waits import wait_until
 README = (ROOT / "README.md").read_text()
 
 
-def try_it_lines() -> list[str]:
-    section = README.split("## Try it", 1)[1]
+def sh_lines(heading: str) -> list[str]:
+    """The lines of the first sh block under a README heading."""
+    section = README.split(f"## {heading}", 1)[1]
     block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block is not None, "the Try it section has no sh block"
+    assert block is not None, f"the {heading} section has no sh block"
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
-def test_every_try_it_line_runs_as_written_against_the_default_service(tmp_path: Path) -> None:
+def try_it_lines() -> list[str]:
+    return sh_lines("Try it")
+
+
+def start_default_service(tmp_path: Path) -> tuple[Path, dict[str, str], subprocess.Popen[str]]:
+    """``authz-ledger serve`` with no arguments, HOME in tmp_path (~/.local/share/authz-ledger: a fresh ledger);
+    returns the venv's bin directory (the README's .venv/bin), the environment and the process, serving."""
     # The first command's venv is .venv at the repository root; the test command may use another one.
     venv_bin = Path(sys.executable).parent
-    env = dict(os.environ, HOME=str(tmp_path))  # ~/.local/share/authz-ledger: a fresh ledger for this test
+    env = dict(os.environ, HOME=str(tmp_path))
     serve = subprocess.Popen(
         [str(venv_bin / "authz-ledger"), "serve"],
         cwd=ROOT,
@@ -34,9 +41,16 @@ def test_every_try_it_line_runs_as_written_against_the_default_service(tmp_path:
         stderr=(tmp_path / "serve.log").open("w"),
         text=True,
     )
+    first = serve.stdout.readline() if serve.stdout else ""
+    if "serving ext_authz v3" not in first:
+        stop_process(serve)
+        raise AssertionError((tmp_path / "serve.log").read_text()[-2000:])
+    return venv_bin, env, serve
+
+
+def test_every_try_it_line_runs_as_written_against_the_default_service(tmp_path: Path) -> None:
+    venv_bin, env, serve = start_default_service(tmp_path)
     try:
-        first = serve.stdout.readline() if serve.stdout else ""
-        assert "serving ext_authz v3" in first, (tmp_path / "serve.log").read_text()[-2000:]
         codes = []
         outputs = []
         for line in try_it_lines():
@@ -57,23 +71,10 @@ def test_every_try_it_line_runs_as_written_against_the_default_service(tmp_path:
 
 
 def test_the_console_line_opens_the_console_on_the_default_ledger(tmp_path: Path) -> None:
-    section = README.split("## The audit console", 1)[1]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block is not None, "the console section has no sh block"
-    (line,) = [x for x in block.group(1).splitlines() if x.strip()]
-    venv_bin = Path(sys.executable).parent
-    env = dict(os.environ, HOME=str(tmp_path))
-    serve = subprocess.Popen(
-        [str(venv_bin / "authz-ledger"), "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "serve.log").open("w"),
-        text=True,
-    )
+    (line,) = sh_lines("The audit console")
+    venv_bin, env, serve = start_default_service(tmp_path)
     console = None
     try:
-        assert "serving ext_authz v3" in (serve.stdout.readline() if serve.stdout else "")
         check = [str(venv_bin / "authz-ledger"), "check", "--path", "/orders/1", "-H", "x-user: bob"]
         subprocess.run(check, cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
         console = subprocess.Popen(

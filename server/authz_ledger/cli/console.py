@@ -60,13 +60,7 @@ def cmd_console(args: argparse.Namespace, out: TextIO) -> int:
         user_headers=args.user_header or ConsoleConfig().user_headers,
         index_headers=args.index_header,
     )
-    ctx = open_context(
-        LedgerPaths(args.data_dir).store,
-        load_verifiers(args.vkey),
-        index_dir=Path(cfg.index_dir) if cfg.index_dir else None,
-        user_headers=cfg.user_headers,
-        indexed_headers=cfg.index_headers,
-    )
+    ctx = open_context(LedgerPaths(args.data_dir).store, load_verifiers(args.vkey), cfg)
     print(f"authz-ledger console: {'https' if cfg.tls_cert else 'http'}://{cfg.addr}/", file=out, flush=True)
     run_console(ctx, cfg)
     return 0

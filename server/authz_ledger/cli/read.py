@@ -39,6 +39,7 @@ from authz_ledger.errors import ConfigError, InvalidRequestError, ProofError
 from authz_ledger.readside.client import LocalSource, RemoteSource, Source, read_flag_file
 from authz_ledger.readside.values import EntryFilter, StoredEntry
 from authz_ledger.record import entry
+from authz_ledger.record.redact import document_headers
 from authz_ledger.tlog import receipt
 
 _OUTCOMES = {name: value for value, name in entry.OUTCOME_NAMES.items()}
@@ -155,10 +156,10 @@ def _with_headers(entries: Iterator[StoredEntry], pairs: list[tuple[str, str]]) 
         if not e.message.input_json:
             continue
         try:
-            headers = orjson.loads(e.message.input_json)["attributes"]["request"]["http"]["headers"]
-        except (ValueError, KeyError, TypeError):
+            headers = document_headers(orjson.loads(e.message.input_json))
+        except ValueError:
             continue
-        if isinstance(headers, dict) and all(headers.get(name) == value for name, value in pairs):
+        if all(headers.get(name) == value for name, value in pairs):
             yield e
 
 

@@ -6,22 +6,10 @@ readable, so columns may be widened or added.
 
 from __future__ import annotations
 
-import datetime
 import json
 
-from authz_ledger.readside.values import StoredEntry
+from authz_ledger.readside.values import StoredEntry, iso_time
 from authz_ledger.record import entry
-
-
-def iso_time(unix_nano: int, *, digits: int = 3) -> str:
-    """ISO 8601 in UTC with ``digits`` fractional digits (up to 9: the ledger keeps nanoseconds)."""
-    seconds, nanos = divmod(unix_nano, 1_000_000_000)
-    try:
-        when = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    except (OverflowError, ValueError, OSError):  # beyond year 9999: show what is stored
-        return f"{unix_nano}ns"
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}"[:digits] + "Z"
-
 
 # The people's view of list / tail: one aligned row per entry, the path last (it has no useful width limit).
 COLUMNS = (("INDEX", 8, ">"), ("TIME (UTC)", 24, "<"), ("OUTCOME", 7, "<"), ("HTTP", 4, ">"), ("METHOD", 7, "<"),

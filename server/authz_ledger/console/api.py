@@ -18,19 +18,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from authz_ledger.console import query, search
 from authz_ledger.console.context import ConsoleContext
-from authz_ledger.console.pages import _int_param, query_text, row
+from authz_ledger.console.pages import ctx_of, int_param, query_text, row
 from authz_ledger.errors import NotFoundError, OutOfRangeError
-from authz_ledger.ledger.store import from_u64, u64
+from authz_ledger.readside.values import SignedCheckpoint
 from authz_ledger.tlog import proof, tree
 from authz_ledger.tlog.receipt import FILE_EXTENSION
 
 TAIL_POLL_SECONDS = 0.5
 TAIL_PING_SECONDS = 15.0
-
-
-def _ctx(request: Request) -> ConsoleContext:
-    ctx: ConsoleContext = request.app.state.ctx
-    return ctx
 
 
 def _b64(data: bytes) -> str:
@@ -39,9 +34,9 @@ def _b64(data: bytes) -> str:
 
 async def search_json(request: Request) -> Response:
     """``{"rows": [...], "next_before": N | null, "partial": bool, "query": canonical text}``."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     q = query.parse(query_text(request))
-    page = await anyio.to_thread.run_sync(functools.partial(search.search, ctx.index, q, _int_param(request, "before")))
+    page = await anyio.to_thread.run_sync(functools.partial(search.search, ctx.index, q, int_param(request, "before")))
     return JSONResponse(
         {
             "rows": [row(f) for f in page.rows],
@@ -52,37 +47,30 @@ async def search_json(request: Request) -> Response:
     )
 
 
-def _stored(ctx: ConsoleContext, index: int) -> bytes:
-    with ctx.store.read_txn() as txn:
-        raw = txn.get(u64(index), db=ctx.store.entries)
-        if raw is None:
-            size = ctx.store.head(txn).size
-            raise NotFoundError(f"no entry {index}: the ledger holds {size} entries (0 .. {size - 1})")
-        return bytes(raw)
-
-
 async def entry(request: Request) -> Response:
     """``{"index", "entry_b64"}``: the stored bytes, exactly as hashed (RFC 9162 §2.1.1 leaf input)."""
     index = int(request.path_params["index"])
-    return JSONResponse({"index": index, "entry_b64": _b64(_stored(_ctx(request), index))})
+    return JSONResponse({"index": index, "entry_b64": _b64(ctx_of(request).entry_bytes(index))})
 
 
 async def entry_raw(request: Request) -> Response:
     index = int(request.path_params["index"])
     return Response(
-        _stored(_ctx(request), index),
+        ctx_of(request).entry_bytes(index),
         media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="entry-{index}.bin"'},
     )
 
 
-def _latest_checkpoint(ctx: ConsoleContext, txn: object) -> tuple[int, bytes]:
-    cur = txn.cursor(db=ctx.store.checkpoints)  # type: ignore[attr-defined]
-    if not cur.last():
-        raise OutOfRangeError("no checkpoint has been published yet")
-    size = from_u64(cur.key())
-    cosigned = txn.get(u64(size), db=ctx.store.cosigned)  # type: ignore[attr-defined]
-    return size, bytes(cosigned if cosigned is not None else cur.value())
+def _latest_checkpoint(ctx: ConsoleContext) -> SignedCheckpoint:
+    """The latest signed checkpoint, in its cosigned form when witnesses cosigned that very tree size.
+
+    None yet is "not yet" (409: the page checks again), not "no such thing"."""
+    try:
+        latest = ctx.reader.checkpoint()
+    except NotFoundError as e:
+        raise OutOfRangeError(str(e)) from e
+    return ctx.reader.checkpoint(latest.size, cosigned=True)
 
 
 async def inclusion(request: Request) -> Response:
@@ -90,15 +78,16 @@ async def inclusion(request: Request) -> Response:
     (RFC 9162 §2.1.3.1) from the stored tree hashes, against the latest signed checkpoint (with its cosignatures).
     ``leaf_hash`` is the stored leaf hash: trusted for nothing, it lets the page tell a changed entry (its bytes
     no longer hash to it) from a proof that is not the log's."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     index = int(request.path_params["index"])
+    signed = _latest_checkpoint(ctx)
+    size = signed.size
+    if index >= size:
+        raise OutOfRangeError(
+            f"entry {index} is not covered by the latest signed checkpoint (tree size {size}) yet: "
+            "the next checkpoint will cover it"
+        )
     with ctx.store.read_txn() as txn:
-        size, note = _latest_checkpoint(ctx, txn)
-        if index >= size:
-            raise OutOfRangeError(
-                f"entry {index} is not covered by the latest signed checkpoint (tree size {size}) yet: "
-                "the next checkpoint will cover it"
-            )
         read = functools.partial(ctx.store.read_hashes, txn=txn)
         hashes = proof.inclusion_proof(index, size, read)
         leaf = read([tree.stored_hash_index(0, index)])[0]
@@ -108,14 +97,14 @@ async def inclusion(request: Request) -> Response:
             "tree_size": size,
             "leaf_hash": _b64(leaf),
             "proof": [_b64(h) for h in hashes],
-            "checkpoint": note.decode("utf-8"),
+            "checkpoint": signed.note.decode("utf-8"),
         }
     )
 
 
 async def receipt(request: Request) -> Response:
     """A C2SP tlog-proof receipt for the entry, to keep and check offline (``verify-receipt`` or /verify)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     index = int(request.path_params["index"])
     issued = await anyio.to_thread.run_sync(functools.partial(ctx.reader.receipt, index=index))
     return Response(
@@ -127,17 +116,15 @@ async def receipt(request: Request) -> Response:
 
 async def checkpoint(request: Request) -> Response:
     """The latest signed checkpoint note, with witness cosignatures when they are stored."""
-    ctx = _ctx(request)
-    with ctx.store.read_txn() as txn:
-        _, note = _latest_checkpoint(ctx, txn)
-    return Response(note, media_type="text/plain; charset=utf-8")
+    ctx = ctx_of(request)
+    return Response(_latest_checkpoint(ctx).note, media_type="text/plain; charset=utf-8")
 
 
 async def tail(request: Request) -> Response:
     """Server-sent events: one ``row`` event (the row's HTML) per new decision matching the query."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     q = query.parse(query_text(request))
-    after = _int_param(request, "after")
+    after = int_param(request, "after")
     start = ctx.store.head().size - 1 if after is None else after
     env = request.app.state.templates
     template = env.get_template("_row.html")
@@ -164,5 +151,5 @@ async def tail(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     return JSONResponse({"size": ctx.store.head().size, "indexed": ctx.index.covered(), "error": ctx.index_error})

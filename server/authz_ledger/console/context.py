@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from authz_ledger.console.facts import DEFAULT_USER_HEADERS
+from authz_ledger.config import ConsoleConfig
 from authz_ledger.console.index import ConsoleIndex
-from authz_ledger.errors import AuthzLedgerError
-from authz_ledger.ledger.store import Store
+from authz_ledger.errors import AuthzLedgerError, NotFoundError
+from authz_ledger.ledger.store import Store, u64
 from authz_ledger.readside.reader import LedgerReader
 from authz_ledger.tlog import note
 
@@ -42,6 +42,15 @@ class ConsoleContext:
 
     def __post_init__(self) -> None:
         self.reader = LedgerReader(self.store)
+
+    def entry_bytes(self, index: int) -> bytes:
+        """The stored bytes of entry ``index`` exactly as hashed, whatever they hold (the browser checks them)."""
+        with self.store.read_txn() as txn:
+            raw = txn.get(u64(index), db=self.store.entries)
+            if raw is None:
+                size = self.store.head(txn).size
+                raise NotFoundError(f"no entry {index}: the ledger holds {size} entries (0 .. {size - 1})")
+            return bytes(raw)
 
     @property
     def vkeys(self) -> list[str]:
@@ -81,20 +90,18 @@ class ConsoleContext:
 def open_context(
     ledger_dir: Path,
     verifiers: Sequence[note.Verifier],
+    cfg: ConsoleConfig,
     *,
-    index_dir: Path | None = None,
-    user_headers: Sequence[str] = DEFAULT_USER_HEADERS,
-    indexed_headers: Sequence[str] = (),
     store: Store | None = None,
     wait_for_size: Callable[[int, float], int] | None = None,
 ) -> ConsoleContext:
-    """Open the ledger read-only (unless ``serve`` hands in its own store) and the console index beside it."""
+    """Open the ledger read-only (unless ``serve`` hands in its own store) and the console index ``cfg`` names."""
     if store is None:
         store = Store(ledger_dir, readonly=True)
     index = ConsoleIndex(
-        index_dir or default_index_dir(ledger_dir),
+        Path(cfg.index_dir) if cfg.index_dir else default_index_dir(ledger_dir),
         store,
-        user_headers=user_headers,
-        indexed_headers=indexed_headers,
+        user_headers=cfg.user_headers,
+        indexed_headers=cfg.index_headers,
     )
     return ConsoleContext(store, index, verifiers, wait_for_size)

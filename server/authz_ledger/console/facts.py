@@ -14,11 +14,12 @@ from typing import Any
 
 import orjson
 
+from authz_ledger.config import DEFAULT_USER_HEADERS
 from authz_ledger.console.query import Query, words_of
 from authz_ledger.errors import LedgerCorruptError
 from authz_ledger.record import entry
+from authz_ledger.record.redact import document_headers
 
-DEFAULT_USER_HEADERS = ("x-user", "x-forwarded-user", "x-auth-request-user", "x-remote-user")
 UNDECODABLE = "undecodable"
 """The outcome the console gives an entry whose bytes are not a LedgerEntry (verification names it)."""
 
@@ -48,14 +49,8 @@ class Facts:
 
 
 def request_headers(input_doc: Any) -> dict[str, str]:
-    """``input.attributes.request.http.headers`` of an opa-envoy-plugin input document ({} if absent)."""
-    try:
-        headers = input_doc["attributes"]["request"]["http"]["headers"]
-    except (KeyError, TypeError):
-        return {}
-    if not isinstance(headers, dict):
-        return {}
-    return {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
+    """The recorded request's headers, names lower-cased, string values only."""
+    return {str(k).lower(): v for k, v in document_headers(input_doc).items() if isinstance(v, str)}
 
 
 def facts_of(seq: int, raw: bytes, user_headers: Sequence[str] = DEFAULT_USER_HEADERS) -> Facts:
@@ -64,6 +59,11 @@ def facts_of(seq: int, raw: bytes, user_headers: Sequence[str] = DEFAULT_USER_HE
         msg = entry.decode(raw, seq)
     except LedgerCorruptError:
         return Facts(seq)
+    return facts_from(seq, msg, user_headers)
+
+
+def facts_from(seq: int, msg: Any, user_headers: Sequence[str] = DEFAULT_USER_HEADERS) -> Facts:
+    """Facts of an entry already decoded (a LedgerEntry)."""
     headers: dict[str, str] = {}
     if msg.input_json:
         try:

@@ -32,8 +32,9 @@ from typing import Any
 
 import lmdb
 
+from authz_ledger.config import DEFAULT_USER_HEADERS
 from authz_ledger.console import postings
-from authz_ledger.console.facts import DEFAULT_USER_HEADERS, Facts, facts_of
+from authz_ledger.console.facts import Facts, facts_of
 from authz_ledger.errors import LedgerError
 from authz_ledger.ledger.store import Store, from_u64, u64
 from authz_ledger.tlog import tree

@@ -6,7 +6,6 @@ shared with another auditor. Form fields for the common filters are folded into 
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import time
@@ -20,8 +19,9 @@ from starlette.responses import HTMLResponse, Response
 from authz_ledger.console import charts, query, search
 from authz_ledger.console.context import ConsoleContext
 from authz_ledger.console.facts import Facts, facts_of
-from authz_ledger.errors import InvalidRequestError, NotFoundError
+from authz_ledger.errors import InvalidRequestError
 from authz_ledger.ledger.store import u64
+from authz_ledger.readside.values import iso_time
 
 FILTERS = ("user", "outcome", "status", "method", "host", "path", "header", "version", "since", "until")
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -35,17 +35,9 @@ def render(request: Request, name: str, status_code: int = 200, **values: object
     return HTMLResponse(html, status_code=status_code)
 
 
-def _ctx(request: Request) -> ConsoleContext:
+def ctx_of(request: Request) -> ConsoleContext:
     ctx: ConsoleContext = request.app.state.ctx
     return ctx
-
-
-def iso(ns: int) -> str:
-    try:
-        when = datetime.datetime.fromtimestamp(ns // 1_000_000_000, datetime.UTC)
-    except (OverflowError, ValueError, OSError):
-        return f"{ns}ns"
-    return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{ns % 1_000_000_000:09d}"[:3] + "Z"
 
 
 def row(f: Facts) -> dict[str, Any]:
@@ -53,7 +45,7 @@ def row(f: Facts) -> dict[str, Any]:
     m = f.message
     return {
         "index": f.seq,
-        "time": iso(f.time_ns) if m is not None else "",
+        "time": iso_time(f.time_ns) if m is not None else "",
         "outcome": f.outcome + ("*" if m is not None and m.dry_run else ""),
         "status": f.status or "",
         "method": f.method,
@@ -72,14 +64,14 @@ def query_text(request: Request) -> str:
     for key in FILTERS:
         value = params.get(key, "").strip()
         if value:
-            parts.append(f"{key}:{query._quote(value)}")
+            parts.append(f"{key}:{query.quote(value)}")
     return " ".join(p for p in parts if p)
 
 
 async def search_page(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     text = query_text(request)
-    before = _int_param(request, "before")
+    before = int_param(request, "before")
     try:
         q = query.parse(text)
     except InvalidRequestError as e:
@@ -103,7 +95,7 @@ def _status(ctx: ConsoleContext) -> dict[str, Any]:
     return {"size": size, "covered": ctx.index.covered(), "index_error": ctx.index_error}
 
 
-def _int_param(request: Request, name: str) -> int | None:
+def int_param(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
@@ -127,14 +119,9 @@ def pretty_json(data: bytes) -> Markup:
 
 
 async def entry_page(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     index = int(request.path_params["index"])
-    with ctx.store.read_txn() as txn:
-        raw = txn.get(u64(index), db=ctx.store.entries)
-        data = None if raw is None else bytes(raw)
-    if data is None:
-        size = ctx.store.head().size
-        raise NotFoundError(f"no entry {index}: the ledger holds {size} entries (0 .. {size - 1})")
+    data = ctx.entry_bytes(index)
     f = facts_of(index, data, ctx.index.user_headers)
     m = f.message
     prev, nxt = search.neighbours(ctx.index, f.principal, index)
@@ -156,7 +143,7 @@ async def entry_page(request: Request) -> Response:
 
 
 async def stats_page(request: Request) -> Response:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     name = request.query_params.get("range", "24h")
     if name not in RANGES:
         raise InvalidRequestError(f"range must be one of {', '.join(RANGES)}")
@@ -175,7 +162,7 @@ async def stats_page(request: Request) -> Response:
         totals=totals,
         top_paths=ctx.index.top_denied("p", since, until),
         top_principals=ctx.index.top_denied("u", since, until),
-        versions=[(s, iso(t), v) for s, t, v in versions],
+        versions=[(s, iso_time(t), v) for s, t, v in versions],
         checkpoints=_checkpoints(ctx),
         all_versions=len(ctx.index.version_changes()),
     )
@@ -194,7 +181,7 @@ def _checkpoints(ctx: ConsoleContext, n: int = 20) -> list[dict[str, Any]]:
             signers = [line[2:].split(" ")[0] for line in lines.split("\n\n", 1)[-1].splitlines() if line]
             last = txn.get(u64(size - 1), db=ctx.store.entries) if size else None
             when = facts_of(size - 1, bytes(last)).time_ns if last is not None else 0
-            out.append({"size": size, "time": iso(when) if when else "", "signers": signers})
+            out.append({"size": size, "time": iso_time(when) if when else "", "signers": signers})
             ok = cur.prev()
     return out
 

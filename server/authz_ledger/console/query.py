@@ -71,14 +71,14 @@ class Query:
         parts: list[str] = []
         for key in KEYS:
             if key == "header":
-                parts.extend(f"header:{_quote(f'{n}={v}')}" for n, v in self.headers)
+                parts.extend(f"header:{quote(f'{n}={v}')}" for n, v in self.headers)
             elif key in self.source:
-                parts.append(f"{key}:{_quote(self.source[key])}")
-        parts.extend(_quote(w) for w in self.words)
+                parts.append(f"{key}:{quote(self.source[key])}")
+        parts.extend(quote(w) for w in self.words)
         return " ".join(parts)
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     return value if value and re.fullmatch(r"[^\s\"']+", value) else '"' + value.replace('"', "") + '"'
 
 

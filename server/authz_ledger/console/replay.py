@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authz_ledger.check.result import check_response
-from authz_ledger.console.facts import Facts, facts_of, matches
+from authz_ledger.console.facts import Facts, facts_from, matches
 from authz_ledger.console.index import path_pattern
 from authz_ledger.console.query import Query
 from authz_ledger.errors import PolicyError
@@ -105,7 +105,7 @@ def decide(engine: PolicyEngine, input_json: bytes) -> tuple[str, str]:
 def _entries(store: Store, q: Query) -> Iterator[Facts]:
     reader = LedgerReader(store)
     for e in reader.list_entries(filter=EntryFilter(since_unix_nano=q.since_ns, until_unix_nano=q.until_ns)):
-        f = facts_of(e.index, e.raw)
+        f = facts_from(e.index, e.message)
         if f.message is not None and matches(q, f):
             yield f
 

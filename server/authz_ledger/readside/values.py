@@ -7,6 +7,7 @@ exactly as hashed or signed.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -155,3 +156,13 @@ def check_checkpoint_root(cp: SignedCheckpoint, root: bytes) -> None:
 
 NEXT_INDEX_METADATA = "authz-ledger-next-index"
 """Trailing metadata of a Tail the server ended (idle): the first index it has not scanned, where to follow on."""
+
+
+def iso_time(unix_nano: int, *, digits: int = 3) -> str:
+    """ISO 8601 in UTC with ``digits`` fractional digits (up to 9: the ledger keeps nanoseconds)."""
+    seconds, nanos = divmod(unix_nano, 1_000_000_000)
+    try:
+        when = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, ValueError, OSError):  # beyond year 9999: show what is stored
+        return f"{unix_nano}ns"
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}"[:digits] + "Z"

@@ -47,6 +47,15 @@ def document_path(document: dict[str, Any]) -> Any:
     return document.get("attributes", {}).get("request", {}).get("http", {}).get("path")
 
 
+def document_headers(document: Any) -> dict[str, Any]:
+    """``attributes.request.http.headers`` of an opa-envoy-plugin input document, as recorded ({} if absent)."""
+    try:
+        headers = document["attributes"]["request"]["http"]["headers"]
+    except (KeyError, TypeError):
+        return {}
+    return headers if isinstance(headers, dict) else {}
+
+
 def _unbase64(text: str) -> str:
     try:
         return base64.b64decode(text, validate=True).decode("utf-8", "replace")

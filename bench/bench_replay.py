@@ -2,12 +2,13 @@
 
 Usage (from the repository root)::
 
-    python bench/bench_replay.py [--entries 20000] [--keep DIR] [--workers 2]
+    python bench/bench_replay.py [--entries 20000] [--keep DIR] [--engine in-process|processes] [--workers N]
 
 Reuses (``--keep``) or builds a ledger exactly as bench_console.py does, then runs the replay of its first
-``--entries`` decisions in this process pinned to CPU 0 (the evaluator processes inherit the pinning), with the
-bundled example policy: decisions/s, and CPU 0's busy time per decision (parent and evaluators together,
-and anything else that ran there: run it on a quiet machine).
+``--entries`` decisions in this process pinned to CPU 0 (Go's threads and the evaluator processes inherit the
+pinning), with the bundled example policy and the engine ``authz-ledger replay`` uses (``--engine``, default
+in-process, one thread; ``processes``: 2 evaluator processes): decisions/s, and CPU 0's busy time per decision
+(this process and its evaluators together, and anything else that ran there: run it on a quiet machine).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from bench_console import T_END, build  # noqa: E402
 
 from authz_ledger.config import EXAMPLE_POLICY  # noqa: E402
 from authz_ledger.console.query import Query  # noqa: E402
-from authz_ledger.console.replay import replay  # noqa: E402
+from authz_ledger.console.replay import IN_PROCESS, PROCESSES, open_engine, replay  # noqa: E402
 from authz_ledger.ledger.opening import LedgerPaths  # noqa: E402
 from authz_ledger.ledger.store import Store  # noqa: E402
-from authz_ledger.policy.embedded import EmbeddedEngine  # noqa: E402
+from authz_ledger.policy.embedded.inprocess import GOGC  # noqa: E402
 
 
 def cpu0_busy_seconds() -> float:
@@ -46,8 +47,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--entries", type=int, default=20_000)
     ap.add_argument("--keep", type=Path)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="evaluations in flight (default: 8 per worker)")
+    ap.add_argument("--engine", choices=(IN_PROCESS, PROCESSES), default=IN_PROCESS)
+    ap.add_argument("--workers", type=int, default=0, help="threads in-process (default 1), or processes (2)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="evaluations in flight (default: the threads, or 8 per process)"
+    )
     args = ap.parse_args()
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="bench-replay-")) / "data"
     if not (LedgerPaths(data_dir).store / "data.mdb").exists():
@@ -58,15 +62,24 @@ def main() -> int:
     # The bench ledger spreads its entries evenly over 30 days: the first N of them end at this time.
     span = 30 * 86_400 * 10**9
     q = Query(until_ns=T_END - span + span * args.entries // size)
-    with EmbeddedEngine(str(EXAMPLE_POLICY), workers=args.workers, timeout=5.0) as engine:
+    in_process = args.engine == IN_PROCESS
+    workers = args.workers or (1 if in_process else 2)
+    threads = args.threads or (workers if in_process else workers * 8)
+
+    def overrun(error: Exception) -> None:
+        print(f"bench_replay: {error}", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    with open_engine(EXAMPLE_POLICY, where=args.engine, workers=workers, timeout_ms=5000, on_overrun=overrun) as engine:
         started, cpu = time.perf_counter(), cpu0_busy_seconds()
-        report = replay(store, engine, q, threads=args.threads or args.workers * 8)
+        report = replay(store, engine, q, threads=threads)
         seconds = time.perf_counter() - started
         cpu = cpu0_busy_seconds() - cpu
     store.close()
     print(
-        f"replayed {report.replayed:,} decisions in {seconds:.2f} s on one core, {args.workers} evaluator processes, "
-        f"{args.threads or args.workers * 8} in flight: "
+        f"replayed {report.replayed:,} decisions in {seconds:.2f} s on one core, engine {args.engine}, "
+        f"{workers} {'threads' if in_process else 'evaluator processes'}, {threads} in flight, "
+        f"GOGC={os.environ.get('GOGC', GOGC if in_process else '400')}: "
         f"{report.replayed / seconds:,.0f} decisions/s; CPU 0 busy {cpu / seconds:.0%}, "
         f"{cpu / report.replayed * 1e6:.0f} µs of it per decision; "
         f"{len(report.changes)} would change"

@@ -212,6 +212,9 @@ class ConsoleConfig:
     """Request headers naming the user, first present wins, when the caller had no mTLS principal."""
     index_headers: list[str] = field(default_factory=list)
     """More request headers whose values ``header:name=value`` finds through the index (others are scanned)."""
+    candidate_policies: list[str] = field(default_factory=list)
+    """Policies (directories or bundle ``.tar.gz`` files) the replay page may evaluate, named by their file or
+    directory name. Only the operator chooses them: a browser never sends one (a policy can call ``http.send``)."""
 
 
 @dataclass

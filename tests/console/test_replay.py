@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -26,6 +29,21 @@ ONLY_ALICE = """
 default allow := false
 
 allow if input.attributes.request.http.headers["x-user"] == "alice"
+"""
+ENGINES = ("in-process", "processes")
+"""Where ``replay --engine`` evaluates: this process (the default) or evaluator processes."""
+RUNAWAY = """
+default allow := false
+
+# Bob's decisions compute for about 20 s (9M iterations): far past any re-evaluation's timeout.
+allow if {
+    input.attributes.request.http.headers["x-user"] == "bob"
+    every i in numbers.range(1, 3000) {
+        every j in numbers.range(1, 3000) {
+            i + j > 0
+        }
+    }
+}
 """
 
 
@@ -50,6 +68,12 @@ def run(*argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     out = io.StringIO()
     code = main(["replay", *argv, "--json", "--workers", "1"], out)
     return code, json.loads(out.getvalue())
+
+
+def run_process(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The command in its own process: the in-process engine's overrun ends the process it runs in."""
+    command = [sys.executable, "-m", "authz_ledger.cli", "replay", *argv, "--json"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_replaying_with_the_policy_that_decided_changes_nothing(recorded: Path) -> None:
@@ -83,3 +107,46 @@ def test_a_filter_limits_the_replay_and_a_failing_candidate_is_reported_as_error
     assert report["replayed"] == 2
     assert {c["now"] for c in report["changes"]} == {"error"}
     assert all("to_number" in c["error"] for c in report["changes"])
+
+
+def test_evaluating_in_this_process_or_in_evaluator_processes_gives_the_same_report(
+    recorded: Path, tmp_path: Path
+) -> None:
+    candidate = write_policy(tmp_path / "candidate", ONLY_ALICE)
+    reports = [run("--data-dir", str(recorded), "--policy", str(candidate), "--engine", e) for e in ENGINES]
+    assert reports[0] == reports[1]
+    assert reports[0][1]["changed"] == 2
+
+
+def test_a_candidate_that_does_not_compile_is_an_error_not_a_change(recorded: Path, tmp_path: Path) -> None:
+    broken = write_policy(tmp_path / "broken", "allow if {")
+    done = run_process("--data-dir", str(recorded), "--policy", str(broken))
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.startswith("authz-ledger replay: ")
+
+
+@pytest.mark.parametrize(
+    ("engine", "code"),
+    [("in-process", 2), ("processes", 1)],
+    ids=["in this process it ends the replay", "in evaluator processes its decisions are errors"],
+)
+def test_a_candidate_that_computes_without_end_is_bounded_by_the_timeout(
+    recorded: Path, tmp_path: Path, engine: str, code: int
+) -> None:
+    runaway = write_policy(tmp_path / "runaway", RUNAWAY)
+    started = time.monotonic()
+    done = run_process(
+        *("--data-dir", str(recorded), "--policy", str(runaway), "--filter", "user:bob"),
+        *("--engine", engine, "--timeout-ms", "500", "--workers", "1"),
+    )
+    assert time.monotonic() - started < 15  # a decision takes ~20 s: the bound, not the policy, ended it
+    assert done.returncode == code, done.stderr
+    if engine == "in-process":
+        assert done.stdout == ""
+        assert "PolicyTimeoutError: an evaluation has run for" in done.stderr
+        assert "past its 0.5 s timeout" in done.stderr
+        assert "with --engine processes such a decision is reported as an error" in done.stderr
+    else:
+        report = json.loads(done.stdout)
+        assert [(c["principal"], c["now"]) for c in report["changes"]] == [("bob", "error"), ("bob", "error")]

@@ -60,11 +60,14 @@ class ConsoleLedger:
     writer: LedgerWriter
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     size: int = 0
+    shift_ns: int = 0
+    """Added to every entry's time: replicas of a fleet whose decisions interleave in time."""
 
     def append(self, n: int, *, version: str = "v1", batch: int = 500) -> None:
         pending = []
         for _ in range(n):
             rec = record(self.size, self.rng, version)
+            rec.time_unix_nano += self.shift_ns
             self.size += 1
             pending.append(Pending(rec.encode(), bytes.fromhex(rec.decision_id.replace("-", "")), False))
         for start in range(0, len(pending), batch):

@@ -48,6 +48,8 @@ class Ledger:
     store: Store
     writer: LedgerWriter
     decision_ids: list[str] = field(default_factory=list)
+    shift_ns: int = 0
+    """Added to every entry's time: replicas of a fleet whose decisions interleave in time."""
 
     def append(self, n: int, *, batch: int = 0, rng: random.Random | None = None) -> None:
         """Commit n more entries in batches (random sizes up to ``batch``, or all in one)."""
@@ -55,6 +57,7 @@ class Ledger:
         pending = []
         for _ in range(n):
             rec = record(len(self.decision_ids))
+            rec.time_unix_nano += self.shift_ns
             self.decision_ids.append(rec.decision_id)
             pending.append(Pending(rec.encode(), bytes.fromhex(rec.decision_id.replace("-", "")), False))
         while pending:
@@ -66,6 +69,7 @@ class Ledger:
         """Hand n more entries to the running writer thread (as Checks do)."""
         for _ in range(n):
             rec = record(len(self.decision_ids))
+            rec.time_unix_nano += self.shift_ns
             self.decision_ids.append(rec.decision_id)
             self.writer.record(rec.encode(), bytes.fromhex(rec.decision_id.replace("-", "")))
 
@@ -79,18 +83,23 @@ class Ledger:
         self.store.close()
 
 
-def open_ledger(data_dir: Path, map_size: int = 64 << 20) -> Ledger:
+def open_ledger(data_dir: Path, map_size: int = 64 << 20, *, origin: str = ORIGIN) -> Ledger:
     paths = LedgerPaths(data_dir)
-    signer, _ = load_or_create_signing_key(paths.signing_key, ORIGIN)
+    signer, _ = load_or_create_signing_key(paths.signing_key, origin)
     store = Store(paths.store, map_size=map_size)
     writer = make_writer(store, signer)
     writer.checkpoint_file = paths.checkpoint
     return Ledger(data_dir, signer, store, writer)
 
 
-def build_ledger(data_dir: Path, sizes: list[int], *, batch: int = 7) -> Ledger:
-    """A ledger with a checkpoint at each of ``sizes`` (increasing); the last size is the ledger's."""
-    ledger = open_ledger(data_dir)
+def build_ledger(
+    data_dir: Path, sizes: list[int], *, batch: int = 7, origin: str = ORIGIN, shift_ns: int = 0
+) -> Ledger:
+    """A ledger with a checkpoint at each of ``sizes`` (increasing); the last size is the ledger's.
+
+    ``origin`` names its log (and signing key); ``shift_ns`` moves every entry's time (a fleet's replicas)."""
+    ledger = open_ledger(data_dir, origin=origin)
+    ledger.shift_ns = shift_ns
     rng = random.Random(1)
     for size in sizes:
         ledger.append(size - len(ledger.decision_ids), batch=batch, rng=rng)

@@ -18,6 +18,7 @@ from authz_ledger import __version__, config, keys
 from authz_ledger.cli import check as cli_check
 from authz_ledger.cli import console as cli_console
 from authz_ledger.cli import evaluate as cli_eval
+from authz_ledger.cli import evidence as cli_evidence
 from authz_ledger.cli import export as cli_export
 from authz_ledger.cli import read as cli_read
 from authz_ledger.cli import replay as cli_replay
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_check.register(sub)
     cli_console.register(sub)
     cli_eval.register(sub)
+    cli_evidence.register(sub)
     cli_export.register(sub)
     cli_read.register(sub)
     cli_replay.register(sub)

@@ -11,6 +11,9 @@ Contracts (``--json``; field names and meanings never change):
 * ``proof consistency`` -> ``{"size1", "root1", "size2", "root2", "proof"}``
 * ``show``/``list``/``tail`` -> one object per entry, as ``log --json``: ``index``, ``decision_id``,
   ``entry_b64`` (the stored bytes) and the decoded fields.
+* ``list`` over several sources (a fleet, one shard each), or with ``--vkey``: the same object, then ``shard``
+  (the origin of the ledger it is in) and ``verified`` (true: it leads to its shard's latest signed checkpoint;
+  false: no checkpoint covers it yet). Rows are merged by decision time (readside/fleet.py).
 
 A tree size left out means the latest signed checkpoint's size. Proofs fetched from a server are verified
 against the roots it sent before they are printed (fail closed). Commands take ``(args, out)`` and raise the
@@ -21,29 +24,25 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
+import itertools
 import json
-import re
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-import orjson
-
 from authz_ledger.cli import render
 from authz_ledger.cli.common import b64, load_verifiers, non_negative
+from authz_ledger.cli.filters import entry_filter, filter_flags, header_pairs, parse_time, with_headers
 from authz_ledger.errors import ConfigError, InvalidRequestError, ProofError
 from authz_ledger.readside.client import LocalSource, RemoteSource, Source, read_flag_file
+from authz_ledger.readside.fleet import VerifiedShard, check_distinct, merge_by_time, open_sources
 from authz_ledger.readside.values import EntryFilter, StoredEntry
 from authz_ledger.record import entry
-from authz_ledger.record.redact import document_headers
 from authz_ledger.tlog import receipt
 
-_OUTCOMES = {name: value for value, name in entry.OUTCOME_NAMES.items()}
-
+_parse_time = parse_time  # its name here before the filters moved to filters.py
 
 # --- Where the ledger is read from ----------------------------------------------------------------------
 
@@ -99,105 +98,87 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-_AGO = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _parse_time(text: str | None, flag: str, *, now_ns: int | None = None) -> int:
-    """Unix nanoseconds, an ISO 8601 time (UTC when it names no zone), or a duration before now (``90s``,
-    ``30m``, ``1h``, ``2d``, ``1w``, or several: ``1h30m``)."""
-    if not text:
-        return 0
-    if text.isdigit():
-        return int(text)
-    parts = _AGO.findall(text)
-    if parts and "".join(n + u for n, u in parts) == text:
-        ago = sum(float(n) * _UNIT_S[u] for n, u in parts)
-        now = time.time_ns() if now_ns is None else now_ns
-        return max(now - int(ago * 1e9), 1)
-    try:
-        t = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag}: {text!r} is neither Unix nanoseconds, an ISO 8601 time nor a duration such as 1h or 30m"
-        ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=datetime.UTC)
-    return int(t.timestamp() * 1_000_000) * 1000
-
-
-def _entry_filter(args: argparse.Namespace) -> EntryFilter:
-    return EntryFilter(
-        since_unix_nano=_parse_time(args.since, "--since"),
-        until_unix_nano=_parse_time(args.until, "--until"),
-        outcome=_OUTCOMES[args.outcome] if args.outcome else 0,
-        path_prefix=args.path_prefix or "",
-        principal=args.principal or "",
-    )
-
-
-def _header_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    pairs = []
-    for item in args.header or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--header expects NAME=VALUE, got {item!r}")
-        pairs.append((name.strip().lower(), value))
-    return pairs
-
-
-def _with_headers(entries: Iterator[StoredEntry], pairs: list[tuple[str, str]]) -> Iterator[StoredEntry]:
-    """Entries whose recorded request carried every NAME=VALUE (read from the recorded input document, so a
-    header the ledger stores as a digest, such as authorization, matches only its digest)."""
-    if not pairs:
-        yield from entries
-        return
-    for e in entries:
-        if not e.message.input_json:
-            continue
-        try:
-            headers = document_headers(orjson.loads(e.message.input_json))
-        except ValueError:
-            continue
-        if all(headers.get(name) == value for name, value in pairs):
-            yield e
-
-
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    flt = _entry_filter(args)
-    pairs = _header_pairs(args)
-    src = open_source(args)
+    """One source as it always was; with several (a fleet) or ``--vkey``, every row checked (_list_verified)."""
+    flt = entry_filter(args)
+    pairs = header_pairs(args)
+    sources = open_sources(args.data_dir or [], args.server or [], args.ca, args.cert, args.key)
     try:
+        if len(sources) > 1 or args.vkey:
+            _list_verified(args, out, sources, flt, pairs)
+            return 0
         header = [False]
-        found = src.entries(args.from_, args.to, None if pairs else args.limit, flt)
-        for shown, e in enumerate(_with_headers(found, pairs)):
+        found = sources[0][1].entries(args.from_, args.to, None if pairs else args.limit, flt)
+        for shown, e in enumerate(with_headers(found, pairs)):
             if pairs and args.limit is not None and shown >= args.limit:
                 break
             _print_entry(e, args.json, out, header=header)
     finally:
-        src.close()
+        for _, src in sources:
+            src.close()
     return 0
+
+
+def _list_verified(
+    args: argparse.Namespace,
+    out: TextIO,
+    sources: list[tuple[str, Source]],
+    flt: EntryFilter,
+    pairs: list[tuple[str, str]],
+) -> None:
+    """Rows of every shard, each verified against its own shard's signed checkpoint (readside/fleet.py): one
+    source in index order, several merged by decision time. JSON adds ``shard`` (the origin) and ``verified``."""
+    several = len(sources) > 1
+    if several and (args.from_ or args.to is not None):
+        raise ConfigError(
+            "--from and --to are indexes within one ledger: with several sources, select by time (--since, --until)"
+        )
+    if not args.vkey:
+        raise ConfigError("several sources need --vkey: each row is verified with the key named like its shard")
+    verifiers = load_verifiers(args.vkey)
+    shards = [VerifiedShard(src, where, verifiers) for where, src in sources]
+    check_distinct(shards)
+    limit = None if pairs else args.limit
+    start, end = (0, None) if several else (args.from_, args.to)
+    streams = [(s, with_headers(s.entries(s.source.entries(start, end, limit, flt)), pairs)) for s in shards]
+    rows: Iterable[tuple[VerifiedShard, StoredEntry]]
+    if several:
+        rows = merge_by_time(streams, args.limit)
+    else:
+        rows = itertools.islice(((streams[0][0], e) for e in streams[0][1]), args.limit)
+    width = max(len("SHARD"), *(len(s.origin) for s in shards))
+    header = False
+    for shard, e in rows:
+        verified = shard.verify(e)
+        if args.json:
+            doc = {**entry_doc(e), "shard": shard.origin, "verified": verified}
+            print(json.dumps(doc, ensure_ascii=False), file=out)
+            continue
+        if not header:
+            print(render.shard_table_header(width), file=out)
+            header = True
+        print(render.shard_table_row(width, shard.origin, verified, e), file=out)
 
 
 def cmd_tail(args: argparse.Namespace, out: TextIO, stop: threading.Event | None = None) -> int:
     """The last ``-n`` entries (those matching the filters), then with ``-f`` every new matching one."""
     if args.lines < 0:
         raise InvalidRequestError(f"-n must be non-negative, got {args.lines}")
-    flt = _entry_filter(args)
-    pairs = _header_pairs(args)
+    flt = entry_filter(args)
+    pairs = header_pairs(args)
     src = open_source(args)
     try:
         # -n counts matching entries: with a header filter (applied here, not by the source) look further back.
         start = 0 if pairs else src.tail_start(args.lines)
         last: collections.deque[StoredEntry] = collections.deque(maxlen=args.lines)
         if args.lines:
-            last.extend(_with_headers(src.entries(start, None, None, flt), pairs))
+            last.extend(with_headers(src.entries(start, None, None, flt), pairs))
         header = [False]
         for e in last:
             _print_entry(e, args.json, out, flush=True, header=header)
         if args.follow:
             follow_from = last[-1].index + 1 if last else start
-            for e in _with_headers(src.follow(follow_from, flt, stop or threading.Event()), pairs):
+            for e in with_headers(src.follow(follow_from, flt, stop or threading.Event()), pairs):
                 _print_entry(e, args.json, out, flush=True, header=header)
     except KeyboardInterrupt:
         return 0  # the way to end tail -f
@@ -312,33 +293,19 @@ def cmd_proof_consistency(args: argparse.Namespace, out: TextIO) -> int:
 # --- Parser ----------------------------------------------------------------------------------------------
 
 
-def _source_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("where to read (exactly one)")
-    g.add_argument("--data-dir", metavar="DIR", help="a local ledger directory (read-only; safe while serving)")
-    g.add_argument("--server", metavar="ADDR", help="a running server's audit API, e.g. 127.0.0.1:9192")
+def _source_flags(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """``--data-dir`` / ``--server``: exactly one, or with ``several`` any number of either (shards of a fleet)."""
+    g = p.add_argument_group("where to read (one or more: each a shard)" if several else "where to read (exactly one)")
+    more = {"action": "append", "default": []} if several else {}
+    again = "; repeatable" if several else ""
+    dd = "a local ledger directory (read-only; safe while serving)" + again
+    g.add_argument("--data-dir", metavar="DIR", help=dd, **more)  # type: ignore[arg-type]
+    sv = "a running server's audit API, e.g. 127.0.0.1:9192" + again
+    g.add_argument("--server", metavar="ADDR", help=sv, **more)  # type: ignore[arg-type]
     t = p.add_argument_group("TLS for --server")
     t.add_argument("--ca", metavar="PEM", help="CA certificate(s) the server's certificate must chain to")
     t.add_argument("--cert", metavar="PEM", help="client certificate, for servers requiring mutual TLS")
     t.add_argument("--key", metavar="PEM", help="the client certificate's private key")
-
-
-def _filter_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("filters (all must match)")
-    g.add_argument(
-        "--since",
-        metavar="TIME",
-        help="entries at or after TIME: ISO 8601 (UTC if no zone), Unix ns, or a duration ago (1h, 30m, 2d)",
-    )
-    g.add_argument("--until", metavar="TIME", help="entries before TIME")
-    g.add_argument("--outcome", choices=sorted(_OUTCOMES), help="only this outcome")
-    g.add_argument("--path-prefix", metavar="PREFIX", help="only request paths starting with PREFIX")
-    g.add_argument("--principal", metavar="NAME", help="only this source or destination principal")
-    g.add_argument(
-        "--header",
-        action="append",
-        metavar="NAME=VALUE",
-        help="only requests that carried this header value, e.g. --header x-user=alice (repeatable)",
-    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -352,18 +319,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.set_defaults(func=cmd_show)
 
-    ls = sub.add_parser("list", help="print entries in sequence order, filtered")
-    _source_flags(ls)
-    _filter_flags(ls)
+    ls = sub.add_parser(
+        "list", help="print entries in sequence order, filtered; several sources: one view merged by time, verified"
+    )
+    _source_flags(ls, several=True)
+    filter_flags(ls)
     ls.add_argument("--from", dest="from_", type=non_negative, default=0, metavar="N", help="first index (default 0)")
     ls.add_argument("--to", type=non_negative, metavar="M", help="stop before index M (default: the current size)")
     ls.add_argument("--limit", type=non_negative, metavar="K", help="at most K entries")
-    ls.add_argument("--json", action="store_true", help="one JSON object per line, as log --json")
+    ls.add_argument(
+        "--json", action="store_true", help="one JSON object per line, as log --json (with --vkey: + shard, verified)"
+    )
+    ls.add_argument(
+        "--vkey",
+        action="append",
+        metavar="VKEY",
+        help="verify each row against its shard's latest signed checkpoint with the key named like the shard's "
+        "origin (a key or a file of them); repeatable; required with several sources",
+    )
     ls.set_defaults(func=cmd_list)
 
     t = sub.add_parser("tail", help="print the last entries; with -f, keep printing new ones")
     _source_flags(t)
-    _filter_flags(t)
+    filter_flags(t)
     t.add_argument("-n", "--lines", type=non_negative, default=10, metavar="N", help="the last N entries (default 10)")
     t.add_argument("-f", "--follow", action="store_true", help="keep following new entries until interrupted")
     t.add_argument("--json", action="store_true", help="one JSON object per line, as log --json")

@@ -42,6 +42,21 @@ def table_row(e: StoredEntry) -> str:
     return f"{row} {m.path or '-'}" + (f"  error: {m.error}" if m.error else "")
 
 
+# A fleet's rows (list over several sources, or with --vkey) lead with the shard they come from, as wide as the
+# longest origin (origins often differ only at the end), and whether they verified: "pending" is a row its
+# shard's latest signed checkpoint does not cover yet.
+VERIFIED_WIDTH = 8
+
+
+def shard_table_header(shard_width: int) -> str:
+    return f"{cell('SHARD', shard_width, '<')} {cell('VERIFIED', VERIFIED_WIDTH, '<')} {table_header()}"
+
+
+def shard_table_row(shard_width: int, shard: str, verified: bool, e: StoredEntry) -> str:
+    mark = "yes" if verified else "pending"
+    return f"{cell(shard, shard_width, '<')} {cell(mark, VERIFIED_WIDTH, '<')} {table_row(e)}"
+
+
 def _peer(address: str, port: int, principal: str) -> str:
     where = f"{address}:{port}" if address and port else address or "-"
     return f"{where}  {principal}" if principal else where

@@ -28,8 +28,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from authz_ledger.console import api, pages
+from authz_ledger.console import api, fleet_pages, pages, replay_page
 from authz_ledger.console.context import ConsoleContext
+from authz_ledger.console.fleet import Fleet
 from authz_ledger.errors import (
     AuthzLedgerError,
     InvalidRequestError,
@@ -123,14 +124,18 @@ async def _error(request: Request, exc: Exception) -> Response:
     return pages.error_page(request, str(exc), status)
 
 
-def build_app(ctx: ConsoleContext, *, token: str = "", secure_cookie: bool = False) -> Starlette:
-    """The console for one ledger; ``token`` non-empty requires it on every request."""
+def build_app(
+    ctx: ConsoleContext, *, token: str = "", secure_cookie: bool = False, fleet: Fleet | None = None
+) -> Starlette:
+    """The console for one ledger, or with ``fleet`` for several shards (``ctx`` its first); ``token`` non-empty
+    requires it on every request."""
     app = Starlette(
         routes=[
-            Route("/", pages.search_page),
+            Route("/", pages.search_page if fleet is None else fleet_pages.search_page),
             Route("/entry/{index:int}", pages.entry_page),
             Route("/stats", pages.stats_page),
             Route("/verify", pages.verify_page),
+            Route("/replay", replay_page.replay_page),
             Route("/login", pages.login_route, methods=["GET", "POST"]),
             Route("/api/search", api.search_json),
             Route("/api/entry/{index:int}", api.entry),
@@ -138,6 +143,7 @@ def build_app(ctx: ConsoleContext, *, token: str = "", secure_cookie: bool = Fal
             Route("/api/proof/{index:int}", api.inclusion),
             Route("/api/receipt/{index:int}", api.receipt),
             Route("/api/checkpoint", api.checkpoint),
+            Route("/api/replay.json", replay_page.replay_json),
             Route("/api/tail", api.tail),
             Route("/healthz", api.healthz),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -146,5 +152,6 @@ def build_app(ctx: ConsoleContext, *, token: str = "", secure_cookie: bool = Fal
         exception_handlers={AuthzLedgerError: _error},
     )
     app.state.ctx = ctx
+    app.state.fleet = fleet
     app.state.templates = templates()
     return app

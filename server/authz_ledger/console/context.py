@@ -13,6 +13,7 @@ from pathlib import Path
 
 from authz_ledger.config import ConsoleConfig
 from authz_ledger.console.index import ConsoleIndex
+from authz_ledger.console.replay_runs import ReplayRuns, candidate_policies
 from authz_ledger.errors import AuthzLedgerError, NotFoundError
 from authz_ledger.ledger.store import Store, u64
 from authz_ledger.readside.reader import LedgerReader
@@ -35,13 +36,17 @@ class ConsoleContext:
     verifiers: Sequence[note.Verifier]
     wait_for_size: Callable[[int, float], int] | None = None
     """The writer's notification when the console runs inside ``serve``; None: poll the store."""
+    candidates: dict[str, Path] = field(default_factory=dict)
+    """The candidate policies the replay page may evaluate, by name (``console.candidate_policies``)."""
     reader: LedgerReader = field(init=False)
+    replays: ReplayRuns = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     index_error: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.reader = LedgerReader(self.store)
+        self.replays = ReplayRuns(self.store, self.candidates)
 
     def entry_bytes(self, index: int) -> bytes:
         """The stored bytes of entry ``index`` exactly as hashed, whatever they hold (the browser checks them)."""
@@ -79,6 +84,7 @@ class ConsoleContext:
 
     def stop(self) -> None:
         self._stop.set()
+        self.replays.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -96,6 +102,7 @@ def open_context(
     wait_for_size: Callable[[int, float], int] | None = None,
 ) -> ConsoleContext:
     """Open the ledger read-only (unless ``serve`` hands in its own store) and the console index ``cfg`` names."""
+    candidates = candidate_policies(cfg.candidate_policies)  # before anything is opened: a bad path stops the start
     if store is None:
         store = Store(ledger_dir, readonly=True)
     index = ConsoleIndex(
@@ -104,4 +111,4 @@ def open_context(
         user_headers=cfg.user_headers,
         indexed_headers=cfg.index_headers,
     )
-    return ConsoleContext(store, index, verifiers, wait_for_size)
+    return ConsoleContext(store, index, verifiers, wait_for_size, candidates)

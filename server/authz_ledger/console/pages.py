@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from authz_ledger.console import charts, query, search
 from authz_ledger.console.context import ConsoleContext
 from authz_ledger.console.facts import Facts, facts_of
+from authz_ledger.console.fleet import Fleet
 from authz_ledger.errors import InvalidRequestError
 from authz_ledger.ledger.store import u64
 from authz_ledger.readside.values import iso_time
@@ -31,11 +32,18 @@ _MARKER = re.compile(r"hmac-sha256(\+[a-z]+)?:[0-9a-f]{16,64}")
 def render(request: Request, name: str, status_code: int = 200, **values: object) -> HTMLResponse:
     env: Environment = request.app.state.templates
     ctx: ConsoleContext = request.app.state.ctx
-    html = env.get_template(name).render(request=request, vkeys=ctx.vkeys, **values)
+    fleet: Fleet | None = getattr(request.app.state, "fleet", None)
+    # A console over several shards: which one this page is about (links keep it), and all of them.
+    shards = {"shard": request.query_params.get("shard", "") if fleet else "", "shards": fleet.origins if fleet else []}
+    html = env.get_template(name).render(request=request, vkeys=ctx.vkeys, **{**shards, **values})
     return HTMLResponse(html, status_code=status_code)
 
 
-def ctx_of(request: Request) -> ConsoleContext:
+def ctx_of(request: Request, *, first_by_default: bool = False) -> ConsoleContext:
+    """The ledger a request reads: the console's one, or in a fleet the shard ``?shard=`` names (fleet.py)."""
+    fleet: Fleet | None = getattr(request.app.state, "fleet", None)
+    if fleet is not None:
+        return fleet.ctx_for(request.query_params.get("shard"), first_by_default=first_by_default)
     ctx: ConsoleContext = request.app.state.ctx
     return ctx
 
@@ -143,7 +151,7 @@ async def entry_page(request: Request) -> Response:
 
 
 async def stats_page(request: Request) -> Response:
-    ctx = ctx_of(request)
+    ctx = ctx_of(request, first_by_default=True)  # a fleet's first shard unless the selector names another
     name = request.query_params.get("range", "24h")
     if name not in RANGES:
         raise InvalidRequestError(f"range must be one of {', '.join(RANGES)}")
@@ -165,7 +173,14 @@ async def stats_page(request: Request) -> Response:
         versions=[(s, iso_time(t), v) for s, t, v in versions],
         checkpoints=_checkpoints(ctx),
         all_versions=len(ctx.index.version_changes()),
+        shard=_shown_shard(request),
     )
+
+
+def _shown_shard(request: Request) -> str:
+    """The shard a page defaulting to the first one shows (for the selector); "" on a one-ledger console."""
+    fleet: Fleet | None = getattr(request.app.state, "fleet", None)
+    return (request.query_params.get("shard") or fleet.origins[0]) if fleet else ""
 
 
 def _checkpoints(ctx: ConsoleContext, n: int = 20) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import uvicorn
 from authz_ledger.config import ConsoleConfig
 from authz_ledger.console.app import build_app
 from authz_ledger.console.context import ConsoleContext
+from authz_ledger.console.fleet import Fleet
 from authz_ledger.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -72,24 +73,30 @@ def check_exposure(listener: ConsoleConfig) -> None:
 class RunningConsole:
     """A console started in a thread of its own (inside ``serve``, or a test); :meth:`stop` ends it."""
 
-    def __init__(self, server: uvicorn.Server, sock: socket.socket, ctx: ConsoleContext) -> None:
-        self.server, self.sock, self.ctx = server, sock, ctx
+    def __init__(
+        self, server: uvicorn.Server, sock: socket.socket, ctx: ConsoleContext, fleet: Fleet | None = None
+    ) -> None:
+        self.server, self.sock, self.ctx, self.fleet = server, sock, ctx, fleet
         self.port: int = sock.getsockname()[1]
         self.thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="console", daemon=True)
 
     def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
+        if self.fleet is not None:
+            self.fleet.stop()
         self.ctx.stop()
         self.sock.close()
 
 
-def prepare(ctx: ConsoleContext, listener: ConsoleConfig) -> tuple[uvicorn.Server, socket.socket]:
+def prepare(
+    ctx: ConsoleContext, listener: ConsoleConfig, fleet: Fleet | None = None
+) -> tuple[uvicorn.Server, socket.socket]:
     """The uvicorn server and its bound socket (bound now, so a busy port fails at start, not later)."""
     check_exposure(listener)
     host, port = split_addr(listener.addr)
     tls = bool(listener.tls_cert)
-    app = build_app(ctx, token=read_token(listener.token_file), secure_cookie=tls)
+    app = build_app(ctx, token=read_token(listener.token_file), secure_cookie=tls, fleet=fleet)
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -114,18 +121,22 @@ def prepare(ctx: ConsoleContext, listener: ConsoleConfig) -> tuple[uvicorn.Serve
     return uvicorn.Server(config), sock
 
 
-def start_console(ctx: ConsoleContext, listener: ConsoleConfig) -> RunningConsole:
-    """Start the indexer and the console in background threads."""
-    server, sock = prepare(ctx, listener)
-    ctx.start_indexer()
-    running = RunningConsole(server, sock, ctx)
+def start_console(ctx: ConsoleContext, listener: ConsoleConfig, fleet: Fleet | None = None) -> RunningConsole:
+    """Start the indexer (one per shard of a ``fleet``, whose first shard is ``ctx``) and the console in
+    background threads."""
+    server, sock = prepare(ctx, listener, fleet)
+    if fleet is not None:
+        fleet.start_indexers()
+    else:
+        ctx.start_indexer()
+    running = RunningConsole(server, sock, ctx, fleet)
     running.thread.start()
     return running
 
 
-def run_console(ctx: ConsoleContext, cfg: ConsoleConfig) -> None:
+def run_console(ctx: ConsoleContext, cfg: ConsoleConfig, fleet: Fleet | None = None) -> None:
     """Serve until SIGINT / SIGTERM, then stop cleanly (the command exits 0, as ``serve`` does)."""
-    running = start_console(ctx, cfg)
+    running = start_console(ctx, cfg, fleet)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

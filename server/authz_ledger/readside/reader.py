@@ -305,6 +305,20 @@ class LedgerReader:
             raise NotFoundError(f"no checkpoint was published at tree size {size}")
         return parse_stored_checkpoint(*found)
 
+    def checkpoint_covering(self, size: int) -> SignedCheckpoint:
+        """The first checkpoint published at a tree size of at least ``size`` (the one that first committed
+        entry ``size - 1``), in its cosigned form when witnesses cosigned it. OutOfRangeError if none yet."""
+        with self._txn() as txn:
+            cur = txn.cursor(db=self.store.checkpoints)
+            found = (from_u64(cur.key()), bytes(cur.value())) if cur.set_range(u64(size)) else None
+            if found is not None:
+                found = _checkpoint_in(txn, self.store.cosigned, found[0]) or found
+        if found is None:
+            raise OutOfRangeError(
+                f"entries up to {size - 1} are not covered by a signed checkpoint yet; ask again after the next one"
+            )
+        return parse_stored_checkpoint(*found)
+
     def _latest_checkpoint_size(self) -> int:
         with self._txn() as txn:
             found = _checkpoint_in(txn, self.store.checkpoints, None)

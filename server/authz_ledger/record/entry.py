@@ -166,8 +166,9 @@ def decode(data: bytes, seq: int | None = None) -> Any:
     return msg
 
 
-def to_json_fields(msg: Any) -> dict[str, Any]:
-    """Decoded fields for ``log --json`` and the audit API (JSON values, not protobuf JSON strings)."""
+def to_json_fields(msg: Any, *, documents: bool = True) -> dict[str, Any]:
+    """Decoded fields for ``log --json`` and the audit API (JSON values, not protobuf JSON strings); without
+    ``documents``, all but ``input`` and ``result`` (whose JSON text the caller places itself)."""
     out: dict[str, Any] = {
         "sequence": msg.sequence,
         "time_unix_nano": msg.time_unix_nano,
@@ -192,9 +193,10 @@ def to_json_fields(msg: Any) -> dict[str, Any]:
         "grpc_code": msg.grpc_code,
         "error": msg.error,
         "eval_ns": msg.eval_ns,
-        "input": _json_or_none(msg.input_json),
-        "result": _json_or_none(msg.result_json),
     }
+    if documents:
+        out["input"] = _json_or_none(msg.input_json)
+        out["result"] = _json_or_none(msg.result_json)
     for name in ("traceparent", "tracestate", "b3"):
         if getattr(msg, name):
             out[name] = getattr(msg, name)

@@ -27,7 +27,7 @@ from authz_ledger.tlog.tree import (
 # --- Proof generation (RFC 9162 §2.1.3.1, §2.1.4.1) -------------------------------------------------------
 
 
-def _inclusion_ranges(index: int, size: int) -> list[LeafRange]:
+def inclusion_ranges(index: int, size: int) -> list[LeafRange]:
     """The subtrees whose hashes form PATH(index, D[size]), leaf level first (RFC 9162 §2.1.3.1).
 
     PATH(m, D[n]) = PATH(m, D[0:k]) : MTH(D[k:n]) if m < k, else PATH(m - k, D[k:n]) : MTH(D[0:k]); walking
@@ -83,7 +83,7 @@ def inclusion_proof(index: int, size: int, read_hashes: ReadHashes, *, stored_si
     if index >= size:
         raise ProofError(f"leaf index {index} is not in a tree of {size} leaves")
     check_stored_size(size, stored_size)
-    return range_hashes(_inclusion_ranges(index, size), read_hashes)
+    return range_hashes(inclusion_ranges(index, size), read_hashes)
 
 
 def consistency_proof(
@@ -133,7 +133,7 @@ def verify_inclusion(index: int, size: int, leaf_hash: bytes, proof: Sequence[by
     _check_hash("leaf hash", leaf_hash)
     _check_hash("root", root)
     _check_proof_hashes(proof)
-    want = len(_inclusion_ranges(index, size))
+    want = len(inclusion_ranges(index, size))
     if len(proof) != want:
         raise ProofError(f"inclusion proof for leaf {index} of {size} has {len(proof)} hashes, want {want}")
     # RFC 9162 §2.1.3.2 steps 2-5.

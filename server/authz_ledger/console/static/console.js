@@ -71,14 +71,22 @@ function comparePage(section, decoded) {
 async function verifyEntryPage() {
   const section = document.getElementById("entry");
   const index = Number(section.dataset.index);
+  // A console over several shards: this entry is in the log of `shard` (its origin); only the key named like
+  // that origin may vouch for it, and the checkpoint must be that shard's.
+  const shard = section.dataset.shard || undefined;
+  const sq = shard ? `?shard=${encodeURIComponent(shard)}` : "";
   try {
-    const keys = await trustedKeys();
-    const [entry, inclusion] = await Promise.all([fetchJSON(`/api/entry/${index}`), fetchJSON(`/api/proof/${index}`)]);
+    let keys = await trustedKeys();
+    if (shard) {
+      keys = keys.filter((k) => k.name === shard);
+      if (!keys.length) throw new VerifyError(`no verifier key named like this shard, ${shard}: pin its key under 'Verifier key'`);
+    }
+    const [entry, inclusion] = await Promise.all([fetchJSON(`/api/entry/${index}${sq}`), fetchJSON(`/api/proof/${index}${sq}`)]);
     const entryBytes = b64decode(entry.entry_b64);
     step(`entry bytes: ${entryBytes.length} B, leaf hash ${b64encode(await leafHash(entryBytes))} (RFC 9162 §2.1.1)`);
     const { checkpoint } = await verifyEntry({
       entryBytes, index, proof: inclusion.proof, checkpointNote: new TextEncoder().encode(inclusion.checkpoint), keys,
-      leafHash: inclusion.leaf_hash,
+      leafHash: inclusion.leaf_hash, origin: shard,
     });
     step(`checkpoint: ${checkpoint.origin}, tree size ${checkpoint.size}, root ${b64encode(checkpoint.root)}, signature checked with ${keys.map((k) => k.name).join(", ")}`);
     step(`inclusion proof: ${inclusion.proof.length} hashes lead from the leaf to that root (RFC 9162 §2.1.3.2)`);
@@ -150,8 +158,25 @@ function setupLive() {
   });
 }
 
+// The replay page while a replay runs: its progress, asked for every second; the report when it is there. (Without
+// scripts a meta refresh reloads the page instead.)
+function followReplay() {
+  const el = document.querySelector('[data-testid="replay-progress"]');
+  if (!el) return;
+  const tick = async () => {
+    const r = await fetch(el.dataset.json, { credentials: "same-origin" }).catch(() => null);
+    if (!r || r.status !== 202) { location.replace(el.dataset.url); return; } // the report, or what went wrong
+    const p = await r.json();
+    el.querySelector(".progress").textContent = (p.state === "starting" ? "starting the engine (loading and compiling the policy)"
+      : `${p.evaluated} decisions evaluated, at entry ${p.position} of ${p.size}`) + ` (${p.seconds.toFixed(1)} s)`;
+    setTimeout(tick, 1000);
+  };
+  setTimeout(tick, 1000);
+}
+
 setupKeyBox();
 const page = document.body.dataset.page;
 if (page === "entry") verifyEntryPage();
 if (page === "verify") setupDrop();
 if (page === "search") setupLive();
+if (page === "replay") followReplay();

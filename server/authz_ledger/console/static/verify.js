@@ -453,7 +453,7 @@ function splitPoint(n) {
   return 1n << BigInt(bitLength(n - 1n) - 1);
 }
 
-/** The number of hashes in PATH(index, D[size]) (RFC 9162 §2.1.3.1), as proof.py's _inclusion_ranges. */
+/** The number of hashes in PATH(index, D[size]) (RFC 9162 §2.1.3.1), as proof.py's inclusion_ranges. */
 function inclusionPathLength(index, size) {
   let lo = 0n;
   let hi = size;

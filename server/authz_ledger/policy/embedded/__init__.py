@@ -35,7 +35,8 @@ Invariants:
 Modules: this one is the engine callers use; :mod:`.pool` holds the parent's side of the processes (the pool, the
 watchdog), :mod:`.channel` one worker's socket and its pending decisions, :mod:`.watch` the file watcher behind
 ``watch=True``, :mod:`.protocol` the bytes on the socket; :mod:`.worker` and :mod:`.go_engine` are what runs in an
-evaluator process.
+evaluator process. :mod:`.inprocess` loads the same engine into the calling process, for batch jobs only
+(``authz-ledger replay``): no process to kill, so an overrun there ends the job.
 """
 
 from __future__ import annotations

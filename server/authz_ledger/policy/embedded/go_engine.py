@@ -118,6 +118,13 @@ class GoEvaluator:
             return UNDEFINED + envelope if envelope.startswith(b'{"prints":[') else UNDEFINED
         return RESULT + envelope
 
+    def close(self) -> None:
+        """Free the engine instance. A worker process just exits; a process that loaded the engine itself
+        (:mod:`.inprocess`) frees it here, once no evaluation is running."""
+        if self._handle:
+            self._lib.OpaDestroy(self._handle)
+            self._handle = 0
+
 
 _ERRORS_OCCURRED = re.compile(r"^(?:bundle activation failed: )?\d+ errors? occurred:\s*")
 

@@ -267,6 +267,7 @@ API = [
     {"name": "parseCheckpoint", "kind": "Function", "isErrorClass": False},
     {"name": "parseReceipt", "kind": "Function", "isErrorClass": False},
     {"name": "parseVerifierKey", "kind": "AsyncFunction", "isErrorClass": False},
+    {"name": "verifyConsistency", "kind": "AsyncFunction", "isErrorClass": False},
     {"name": "verifyEntry", "kind": "AsyncFunction", "isErrorClass": False},
     {"name": "verifyInclusion", "kind": "AsyncFunction", "isErrorClass": False},
     {"name": "verifyReceipt", "kind": "AsyncFunction", "isErrorClass": False},
@@ -913,6 +914,94 @@ def published_inclusion_cases() -> list[Case]:
     return cases
 
 
+# --- Consistency proofs --------------------------------------------------------------------------------------
+
+
+def consistency_case(
+    id: str, size1: int, size2: int, root1: bytes, root2: bytes, hashes: Sequence[bytes], **kw: Any
+) -> Case:
+    args = [n(size1), n(size2), b(root1), b(root2), [b(h) for h in hashes]]
+    return case(
+        id, "verifyConsistency", args, lambda: proof.verify_consistency(size1, size2, root1, root2, hashes), **kw
+    )
+
+
+def consistency_cases() -> list[Case]:
+    cases = []
+    roots = REFERENCE["rootsBySize"]
+    for kind in ("publishedConsistencyProofs", "allConsistencyProofs_derived"):
+        for p in REFERENCE[kind]:
+            size1, size2 = p["size1"], p["size2"]
+            cases.append(
+                consistency_case(
+                    f"RFC 6962 reference tree, {'published' if kind.startswith('published') else 'derived'} "
+                    f"consistency proof {size1} -> {size2}",
+                    size1,
+                    size2,
+                    bytes.fromhex(roots[str(size1)]),
+                    bytes.fromhex(roots[str(size2)]),
+                    [bytes.fromhex(h) for h in p["proof"]],
+                    want_ok=True,
+                )
+            )
+    for probe_path in sorted((PROBES / "consistency").rglob("*.json")):
+        probe = json.loads(probe_path.read_text())
+        name = probe_path.relative_to(PROBES).with_suffix("").as_posix()
+        verdict = "must be refused" if probe["wantErr"] else "must verify"
+        cases.append(
+            consistency_case(
+                f"transparency-dev {name}: {probe['desc']} {verdict}",
+                probe["size1"],
+                probe["size2"],
+                base64.b64decode(probe["root1"] or ""),
+                base64.b64decode(probe["root2"] or ""),
+                [base64.b64decode(h) for h in probe["proof"] or []],
+                want_ok=not probe["wantErr"],
+            )
+        )
+    a, b2, hashes = root(5), root(13), proof.consistency_proof(5, 13, STORE.read)
+    cases += [
+        consistency_case(
+            "a consistency proof of 5 -> 13 built by the ledger verifies", 5, 13, a, b2, hashes, want_ok=True
+        ),
+        consistency_case(
+            "a consistency proof with one hash changed is refused",
+            5,
+            13,
+            a,
+            b2,
+            [flip(hashes[0]), *hashes[1:]],
+            want_ok=False,
+            step="consistency",
+        ),
+        consistency_case(
+            "a consistency proof to a different new root is refused",
+            5,
+            13,
+            a,
+            root(12),
+            hashes,
+            want_ok=False,
+            step="consistency",
+        ),
+        consistency_case(
+            "a consistency proof missing its last hash is refused",
+            5,
+            13,
+            a,
+            b2,
+            hashes[:-1],
+            want_ok=False,
+            step="consistency",
+            match="want",
+        ),
+    ]
+    return cases
+
+
+CONSISTENCY_CASES = consistency_cases()
+
+
 # --- Receipts and whole-entry verification ----------------------------------------------------------------------
 
 
@@ -1440,6 +1529,7 @@ ALL_CASES = [
     *CHECKPOINT_CASES,
     *INCLUSION_CASES,
     *PUBLISHED_INCLUSION_CASES,
+    *CONSISTENCY_CASES,
     *RECEIPT_CASES,
     *VERIFY_ENTRY_CASES,
     *LEDGER_ENTRY_CASES,
@@ -1535,6 +1625,16 @@ def test_every_published_inclusion_probe_is_collected() -> None:
 
 @pytest.mark.parametrize("c", params(PUBLISHED_INCLUSION_CASES))
 def test_published_inclusion_proofs_get_their_published_verdict(c: Case, js: Outcomes) -> None:
+    check(c, js)
+
+
+def test_every_published_consistency_probe_is_collected() -> None:
+    probes = [c for c in CONSISTENCY_CASES if c.id.startswith("transparency-dev ")]
+    assert len(probes) == len(list((PROBES / "consistency").rglob("*.json"))) > 0
+
+
+@pytest.mark.parametrize("c", params(CONSISTENCY_CASES))
+def test_consistency_proofs_agree_and_published_ones_get_their_verdict(c: Case, js: Outcomes) -> None:
     check(c, js)
 
 

@@ -4,6 +4,7 @@
 import {
   VerifyError, b64decode, b64encode, decodeLedgerEntry, hex, leafHash, parseVerifierKey, verifyEntry, verifyReceipt,
 } from "./verify.js";
+import { checkEvidencePack } from "./evidence.js";
 
 const PINNED = "authz-ledger-console-vkeys";
 
@@ -46,10 +47,11 @@ function verdict(ok, text) {
   el.textContent = text;
 }
 
-function step(text, ok = true) {
+function step(text, ok = true, testid = "") {
   const li = document.createElement("li");
-  li.className = ok ? "ok" : "failed";
+  li.className = ok === null ? "note" : ok ? "ok" : "failed";
   li.textContent = text;
+  if (testid) li.dataset.testid = testid;
   document.getElementById("steps").append(li);
 }
 
@@ -107,12 +109,48 @@ async function verifyEntryPage() {
 
 async function readFile(file) { return new Uint8Array(await file.arrayBuffer()); }
 
+const ZIP_MAGIC = [0x50, 0x4b, 0x03, 0x04]; // "PK\x03\x04": an evidence pack (a ZIP archive)
+
+// An evidence pack, checked here with the pinned key as verify-evidence checks it (evidence.js says what it
+// leaves to verify-evidence, and the page lists that too).
+async function verifyPack(bytes, name) {
+  const keys = await trustedKeys();
+  verdict(null, `checking ${name}…`);
+  const onProgress = (done, total) => {
+    verdict(null, `checking ${name}: ${done} of ${total} entries`);
+    return new Promise((resolve) => setTimeout(resolve)); // let the page repaint
+  };
+  const v = await checkEvidencePack(bytes, keys, { onProgress });
+  if (!v.ok) {
+    for (const f of v.findings) step(`${f.member}${f.where ? ` ${f.where}` : ""}: ${f.message}`, false, "finding");
+    if (v.truncated) step("… and more: only the first 100 findings are listed", false);
+    const first = v.findings[0];
+    verdict(false, `FAILED: ${v.findings.length}${v.truncated ? "+" : ""} finding(s) in ${name}, first in ${first.member}`);
+    return;
+  }
+  const m = v.manifest;
+  const cp = v.checkpoint;
+  step(`checkpoint.txt: ${cp.origin}, tree size ${cp.size}, root ${b64encode(cp.root)}, signature checked with ${keys.map((k) => k.name).join(", ")}`);
+  step(v.latest.size === cp.size ? "latest-checkpoint.txt: the same tree (the log has not grown since)"
+    : `latest-checkpoint.txt: tree size ${v.latest.size}; consistency-proof.txt proves it extends the first (RFC 9162 §2.1.4)`);
+  step(`entries.jsonl: ${v.entries} decisions, indexes ${m.first_index} to ${m.end_index - 1}, each line rebuilt from its entry bytes and proved in the signed tree (RFC 9162 §2.1.3)`);
+  step(m.complete ? "complete: every entry of that run of the log is here (no filter was applied)"
+    : `filtered (${m.selection.filter}): only matching entries are here`);
+  step(`manifest.json: the SHA-256 of every member matches; made ${new Date(m.created_unix_nano / 1e6).toISOString()}`);
+  for (const n of v.notChecked) step(`not checked in this browser: ${n}; authz-ledger verify-evidence checks it`, null, "not-checked");
+  verdict(true, `verified: ${v.entries} decisions of ${cp.origin} in ${name}, recorded unaltered, and the log only grew since`);
+}
+
 async function verifyDropped(files) {
   document.getElementById("steps").replaceChildren();
   try {
     let receipt = null, entryBytes = null;
     for (const f of files) {
       const bytes = await readFile(f);
+      if (ZIP_MAGIC.every((b, i) => bytes[i] === b)) {
+        await verifyPack(bytes, f.name);
+        return;
+      }
       const head = new TextDecoder().decode(bytes.slice(0, 23));
       if (head === "c2sp.org/tlog-proof@v1\n".slice(0, 23)) receipt = bytes; else entryBytes = bytes;
     }

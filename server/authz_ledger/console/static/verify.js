@@ -521,6 +521,89 @@ async function rootFromInclusionProof(index, size, leafHash, proof, root) {
   return r;
 }
 
+// --- Consistency proofs (RFC 9162 §2.1.4.2) ----------------------------------------------------------------
+
+/** The number of hashes in PROOF(size1, D[size2]) for 0 < size1 < size2 (RFC 9162 §2.1.4.1), as proof.py's
+ *  _consistency_ranges: walk down from the root towards the old tree's right edge. */
+function consistencyPathLength(size1, size2) {
+  let lo = 0n;
+  let hi = size2;
+  let count = 0;
+  let oldIsLeftSubtree = true;
+  while (hi !== size1) {
+    const mid = lo + splitPoint(hi - lo);
+    if (size1 <= mid) hi = mid;
+    else {
+      lo = mid;
+      oldIsLeftSubtree = false;
+    }
+    count++;
+  }
+  return oldIsLeftSubtree ? count : count + 1;
+}
+
+/** Check that the tree (size2, root2) extends the tree (size1, root1) with the consistency proof `proof` (an
+ *  array of 32-byte hashes). RFC 9162 §2.1.4.2, with proof.py's (transparency-dev/merkle's) edge cases:
+ *  size1 > size2 fails; size1 == 0 always fails (a proof from the empty tree proves nothing); equal sizes
+ *  pass iff the proof is empty and the roots are the same bytes; otherwise every hash must be 32 bytes and
+ *  the proof exactly as long as PROOF(size1, D[size2]). Throws VerifyError (step "consistency"). */
+export async function verifyConsistency(size1, size2, root1, root2, proof) {
+  const m = toCount(size1, "old tree size", "consistency");
+  const n = toCount(size2, "new tree size", "consistency");
+  requireBytes(root1, "old root", "consistency");
+  requireBytes(root2, "new root", "consistency");
+  if (!Array.isArray(proof)) fail("consistency", `the consistency proof must be an array, got ${describe(proof)}`);
+  const bad = (what, h) => fail("consistency", `${what} must be ${HASH_SIZE} bytes, got ${h.length}`);
+  if (m > n) fail("consistency", `old size ${m} is larger than new size ${n}`);
+  if (m === 0n) fail("consistency", "consistency with the empty tree is trivial and not proved (old size is 0)");
+  if (m === n) {
+    if (proof.length) fail("consistency", `sizes are equal (${m}) but the consistency proof is not empty`);
+    if (!bytesEqual(root1, root2)) fail("consistency", `trees of equal size ${m} have different roots`);
+    return;
+  }
+  if (root1.length !== HASH_SIZE) bad("old root", root1);
+  if (root2.length !== HASH_SIZE) bad("new root", root2);
+  proof.forEach((h, k) => {
+    requireBytes(h, `proof hash ${k}`, "consistency");
+    if (h.length !== HASH_SIZE) bad(`proof hash ${k}`, h);
+  });
+  const want = consistencyPathLength(m, n);
+  if (proof.length !== want) fail("consistency", `consistency proof ${m} -> ${n} has ${proof.length} hashes, want ${want}`);
+  // Step 2: when the old tree is a perfect subtree, the verifier already holds its hash.
+  const path = (m & (m - 1n)) === 0n ? [root1, ...proof] : [...proof];
+  // Steps 3-4.
+  let fn = m - 1n;
+  let sn = n - 1n;
+  while ((fn & 1n) === 1n) {
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  // Steps 5-6.
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0n) fail("consistency", "consistency proof is longer than the path to the root");
+    if ((fn & 1n) === 1n || fn === sn) {
+      fr = await nodeHash(c, fr);
+      sr = await nodeHash(c, sr);
+      if ((fn & 1n) === 0n) {
+        while (fn !== 0n && (fn & 1n) === 0n) {
+          fn >>= 1n;
+          sn >>= 1n;
+        }
+      }
+    } else {
+      sr = await nodeHash(sr, c);
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  // Step 7.
+  if (sn !== 0n) fail("consistency", "consistency proof is shorter than the path to the root");
+  if (!bytesEqual(fr, root1)) fail("consistency", `consistency proof ${m} -> ${n} does not lead to the old root`);
+  if (!bytesEqual(sr, root2)) fail("consistency", `consistency proof ${m} -> ${n} does not lead to the new root`);
+}
+
 // --- C2SP tlog-proof receipts ------------------------------------------------------------------------------
 
 const RECEIPT_VERSION = "c2sp.org/tlog-proof@v1";

@@ -9,12 +9,17 @@ Usage (from the repository root)::
 2. Times ``authz-ledger evidence`` (as a library call, in this process) for the time window holding the
    ``--entries`` decisions before the newest tenth of the ledger, unfiltered: select, prove, render, zip and
    check (the command checks every pack it writes); then a filtered pack (``outcome:deny``) over the same window.
-3. Times ``verify-evidence`` on each pack, and prints sizes and rates.
+3. Times ``verify-evidence`` on each pack, and the console's check of a dropped pack (console/static/evidence.js,
+   run by Node -- V8, WebCrypto and DecompressionStream as in Chromium -- timed inside Node, one core), and prints
+   sizes and rates.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +49,35 @@ def window(store: Store, size: int, entries: int) -> tuple[int, int]:
     return since, until
 
 
+# Times checkEvidencePack on the pack at argv[1] with the key argv[2]; prints {"ok", "entries", "seconds"}.
+CONSOLE_CHECK = """
+import { readFileSync } from "node:fs";
+import { checkEvidencePack } from "%s";
+import { parseVerifierKey } from "%s";
+const data = new Uint8Array(readFileSync(process.argv[1]));
+const keys = [await parseVerifierKey(process.argv[2])];
+const started = performance.now();
+const v = await checkEvidencePack(data, keys);
+const seconds = (performance.now() - started) / 1000;
+console.log(JSON.stringify({ ok: v.ok, entries: v.entries, seconds, findings: v.findings.slice(0, 3) }));
+"""
+
+
+def console_check(archive: bytes, vkey: str, tmp: Path) -> tuple[float, int]:
+    """Seconds the console's in-browser check takes on ``archive`` (evidence.js in Node, on CPU 0)."""
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node (>= 20) is needed to time the console's check")
+    static = REPO / "server" / "authz_ledger" / "console" / "static"
+    path = tmp / "pack.evidence.zip"
+    path.write_bytes(archive)
+    script = CONSOLE_CHECK % ((static / "evidence.js").as_uri(), (static / "verify.js").as_uri())
+    argv = ["taskset", "-c", "0", node, "--input-type=module", "-e", script, str(path), vkey]
+    done = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    assert done["ok"], done["findings"]
+    return float(done["seconds"]), int(done["entries"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--size", type=int, default=300_000)
@@ -60,8 +94,8 @@ def main() -> int:
         store = Store(LedgerPaths(data_dir).store, readonly=True)
         size = store.head().size
         since, until = window(store, size, args.entries)
-        print("| pack | entries | write s | entries/s | archive MB | verify s | entries/s |")
-        print("|---|---|---|---|---|---|---|")
+        print("| pack | entries | write s | entries/s | archive MB | verify s | entries/s | console s | entries/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, flt in (("unfiltered", ""), ("outcome:deny", "outcome:deny")):
             started = time.perf_counter()
             built = build_pack(store, [verifier], pack.Selection(since, until, flt))
@@ -71,9 +105,11 @@ def main() -> int:
             checked = time.perf_counter() - started
             assert verdict.ok, verdict.findings[:3]
             n = verdict.entries
+            in_browser, seen = console_check(built.archive, verifier.vkey(), Path(tmp))
+            assert seen == n
             print(
                 f"| {name} | {n} | {wrote:.2f} | {n / wrote:,.0f} | {len(built.archive) / 1e6:.1f} | {checked:.2f} | "
-                f"{n / checked:,.0f} |",
+                f"{n / checked:,.0f} | {in_browser:.2f} | {n / in_browser:,.0f} |",
                 flush=True,
             )
         store.close()

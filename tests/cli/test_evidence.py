@@ -104,6 +104,11 @@ def test_verify_evidence_names_a_changed_entry_and_exits_1(ledger: Ledger, tmp_p
         pytest.param(
             ["--since", "1000w", "--filter", "frobnicate:1"], "frobnicate", id="a filter that does not parse is refused"
         ),
+        pytest.param(
+            ["--since", "1000w", "--filter", "outcome:deny since:1h"],
+            "must not hold since:",
+            id="a relative time in the filter is refused: a pack's window is absolute",
+        ),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -125,3 +130,25 @@ def test_a_pack_checks_in_another_process_with_nothing_but_the_public_key(ledger
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"OK: {out}: 10 decisions")
+
+
+@pytest.mark.parametrize("flag", ["--vkey", "--witness-vkey"], ids=["a log key", "a witness key"])
+def test_a_verifier_key_that_does_not_parse_is_a_usage_error_not_a_failed_pack(
+    ledger: Ledger, tmp_path: Path, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.evidence.zip"
+    assert run("evidence", "--data-dir", str(ledger.data_dir), *since_until(10, 20), "--out", str(out))[0] == 0
+    good = ["--vkey", ledger.signer.verifier_key()]
+    argv = [*good, flag, "not-a-key"] if flag == "--witness-vkey" else [flag, "not-a-key"]
+    code, _ = run("verify-evidence", str(out), *argv)
+    assert code == 2 and "not a verifier key" in capsys.readouterr().err
+
+
+def test_witness_keys_may_be_given_in_a_file(ledger: Ledger, tmp_path: Path) -> None:
+    out, keys_file = tmp_path / "p.evidence.zip", tmp_path / "witnesses.vkeys"
+    assert run("evidence", "--data-dir", str(ledger.data_dir), *since_until(10, 20), "--out", str(out))[0] == 0
+    keys_file.write_text(ledger.signer.verifier_key() + "\n\n")
+    code, text = run(
+        "verify-evidence", str(out), "--vkey", ledger.signer.verifier_key(), "--witness-vkey", str(keys_file)
+    )
+    assert code == 0 and text.startswith("OK: ")

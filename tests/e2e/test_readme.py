@@ -1,4 +1,5 @@
-"""The README's "Try it" lines, run exactly as written against the service its first command starts."""
+"""The README's "Try it", console and auditor's lines, run exactly as written against the service its first
+command starts."""
 
 from __future__ import annotations
 
@@ -97,3 +98,34 @@ def test_the_console_line_opens_the_console_on_the_default_ledger(tmp_path: Path
         console_code = None if console is None else stop_process(console)
         assert stop_process(serve) == 0
     assert console_code == 0, (tmp_path / "console.log").read_text()
+
+
+def test_the_auditors_lines_replay_pack_and_verify_the_default_ledger(tmp_path: Path) -> None:
+    lines = sh_lines("The auditor's tools")
+    venv_bin, env, serve = start_default_service(tmp_path)
+    try:
+        authz = str(venv_bin / "authz-ledger")
+        for user, method, path in (("alice", "GET", "/api/items"), ("carol", "POST", "/people")):
+            check = [authz, "check", "--method", method, "--path", path, "-H", f"x-user: {user}"]
+            subprocess.run(check, cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
+        data_dir = tmp_path / ".local" / "share" / "authz-ledger"
+
+        def signed_size() -> int:
+            argv = [authz, "checkpoint", "--data-dir", str(data_dir)]
+            note = subprocess.run(argv, capture_output=True, text=True, check=False)
+            return int(note.stdout.split("\n")[1]) if note.returncode == 0 else 0
+
+        wait_until(signed_size, lambda n: n >= 2, timeout=30, message="a checkpoint covers both decisions")
+        # One shell, as a reader pastes the block: the first line's variables serve the others.
+        script = "".join(f'{line.replace(".venv/bin/", f"{venv_bin}/")}\necho "exit=$?"\n' for line in lines)
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    finally:
+        assert stop_process(serve) == 0
+    out = done.stdout
+    # The read-only candidate would deny carol's POST (exit 1: something changes); the pack verifies.
+    assert re.findall(r"exit=(\d+)", out) == ["0", "1", "0", "0"], out + done.stderr
+    assert "replayed 2 decisions" in out and "1 would change" in out, out
+    assert "wrote " in out and (tmp_path / "last-hour.evidence.zip").is_file()
+    assert re.search(r"^OK: .*last-hour\.evidence\.zip: 2 decisions of ", out, re.M), out

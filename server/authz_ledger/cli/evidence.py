@@ -28,10 +28,10 @@ from authz_ledger import keys
 from authz_ledger.cli.common import load_verifiers
 from authz_ledger.config import DEFAULT_USER_HEADERS
 from authz_ledger.console import query
-from authz_ledger.errors import ConfigError, SigningKeyError
+from authz_ledger.errors import AuthzLedgerError, ConfigError, SigningKeyError
 from authz_ledger.evidence import pack
 from authz_ledger.evidence.build import build_pack
-from authz_ledger.evidence.check import Verdict, check_pack
+from authz_ledger.evidence.check import Verdict, check_pack, witness_verifier
 from authz_ledger.ledger.opening import LedgerPaths
 from authz_ledger.ledger.store import Store
 from authz_ledger.readside.values import iso_time
@@ -68,7 +68,7 @@ def register(sub: Any) -> None:
     v.add_argument("--vkey", required=True, action="append", metavar="VKEY", help="the log's verifier key (or a file)")
     v.add_argument(
         "--witness-vkey", action="append", default=[], metavar="VKEY",
-        help="a witness key you trust: its cosignature is reported as pinned (repeatable)",
+        help="a witness key you trust (or a file of them): its cosignature is reported as pinned (repeatable)",
     )  # fmt: skip
     v.add_argument("--json", action="store_true", help="one JSON object: ok, counts, cosigned_by, findings")
     v.set_defaults(func=cmd_verify_evidence)
@@ -88,6 +88,10 @@ def cmd_evidence(args: argparse.Namespace, out: TextIO) -> int:
     selection = pack.Selection(query.parse_time(args.since), until, args.filter)
     if selection.since_ns >= selection.until_ns:
         raise ConfigError("--since must be before --until")
+    parsed = query.parse(args.filter)
+    if parsed.since_ns or parsed.until_ns:
+        # A pack is kept for years: its window is the absolute --since / --until, never a relative time.
+        raise ConfigError("--filter must not hold since: or until: (give the window with --since and --until)")
     verifiers = _log_keys(args)
     store = Store(LedgerPaths(args.data_dir).store, readonly=True)
     try:
@@ -148,8 +152,25 @@ def _describe(path: str, v: Verdict) -> str:
     )
 
 
+def _key_texts(values: list[str]) -> list[str]:
+    """``--witness-vkey`` values, each a key or a file of them (one per line), as ``--vkey`` takes them."""
+    out = []
+    for v in values:
+        text = Path(v).read_text(encoding="utf-8") if os.path.isfile(v) else v
+        out += [line.strip() for line in text.splitlines() if line.strip()]
+    return out
+
+
 def cmd_verify_evidence(args: argparse.Namespace, out: TextIO) -> int:
-    verdict = check_pack(Path(args.pack).read_bytes(), load_verifiers(args.vkey), witnesses=args.witness_vkey)
+    # A key that does not parse is the caller's mistake (exit 2), never a pack that does not verify (exit 1).
+    try:
+        log_keys = load_verifiers(args.vkey)
+        witnesses = _key_texts(args.witness_vkey)
+        for w in witnesses:
+            witness_verifier(w)
+    except AuthzLedgerError as e:
+        raise ConfigError(f"not a verifier key: {e}") from e
+    verdict = check_pack(Path(args.pack).read_bytes(), log_keys, witnesses=witnesses)
     if args.json:
         print(json.dumps(verdict.as_json()), file=out)
     elif verdict.ok:

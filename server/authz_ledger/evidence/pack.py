@@ -23,8 +23,8 @@ Members, in this order (docs/evidence-pack.md describes each byte; nothing else 
 Why ZIP: every member carries its own CRC-32, so a byte damaged in transit is named by member by any unzip
 tool; members are deflated (the base64 of neighbouring entries' shared proof hashes and the JSON field names
 compress well) and browsers inflate them natively (DecompressionStream), so the console checks a dropped pack
-without uploading it. Timestamps in the archive are fixed: the same selection of the same log gives the same
-bytes.
+without uploading it. Timestamps in the archive are fixed: the same selection of the same log, made with the same
+``created_unix_nano`` (the manifest's one statement of when), gives the same bytes.
 
 Nothing here is trusted because the pack says so: entries and proofs are checked against the signed checkpoint,
 the witness keys against the cosignatures they made, and the README, report and manifest are rebuilt from the
@@ -201,7 +201,9 @@ def entry_line(index: int, data: bytes) -> bytes:
     not a LedgerEntry. The base64 and the documents' text are placed, not re-encoded (neither needs escaping):
     that is what makes a pack of 100k entries quick to write and to check."""
     msg = entry.decode(data, index)
-    fields = _LINE.encode(entry.to_json_fields(msg, documents=False)).encode()
+    decoded = entry.to_json_fields(msg, documents=False)
+    del decoded["decision_id"]  # placed second, as log --json places it (each key once)
+    fields = _LINE.encode(decoded).encode()
     return b'{"index": %d, "decision_id": %s, "entry_b64": "%s", %s, "input": %s, "result": %s}' % (
         index,
         _LINE.encode(msg.decision_id).encode(),

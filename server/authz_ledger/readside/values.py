@@ -165,4 +165,5 @@ def iso_time(unix_nano: int, *, digits: int = 3) -> str:
         when = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     except (OverflowError, ValueError, OSError):  # beyond year 9999: show what is stored
         return f"{unix_nano}ns"
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}"[:digits] + "Z"
+    fraction = "." + f"{nanos:09d}"[:digits] if digits > 0 else ""
+    return when.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"

@@ -18,9 +18,9 @@
 // tests/console/test_evidence_js.py runs checkEvidencePack on packs the Python code made, changed as
 // tests/evidence/test_evidence.py changes them, and expects the same members named.
 
+import { sha256 } from "./vendor/noble-hashes/sha2.js";
 import {
-  b64decode, b64encode, decodeLedgerEntry, leafHash, nodeHash, openCheckpoint, openNote, parseVerifierKey,
-  verifyConsistency,
+  b64decode, b64encode, decodeLedgerEntry, openCheckpoint, openNote, parseVerifierKey, verifyConsistency,
 } from "./verify.js";
 import { readArchive } from "./zip.js";
 
@@ -44,11 +44,9 @@ async function sha256Hex(bytes) {
 function splitLines(bytes) {
   const out = [];
   let start = 0;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] === 0x0a) {
-      out.push(bytes.subarray(start, i));
-      start = i + 1;
-    }
+  for (let end = bytes.indexOf(0x0a); end >= 0; end = bytes.indexOf(0x0a, start)) {
+    out.push(bytes.subarray(start, end));
+    start = end + 1;
   }
   return { lines: out, rest: bytes.subarray(start) };
 }
@@ -68,8 +66,37 @@ function firstDifference(stored, rebuilt) {
   return `byte ${at}: ${JSON.stringify(shown)}`;
 }
 
+// Hashing and base64 of a whole pack (hundreds of thousands of calls): synchronous SHA-256 (vendor/noble-hashes,
+// SOURCE.md says why) and the browser's native base64, where verify.js's are made for one entry at a time.
+const LEAF_PREFIX = Uint8Array.of(0x00); // RFC 9162 §2.1.1: leaf and node hashes never collide
+const NODE_PREFIX = Uint8Array.of(0x01);
+
+function leafHashSync(entry) {
+  return sha256.create().update(LEAF_PREFIX).update(entry).digest();
+}
+
+function nodeHashSync(left, right) {
+  return sha256.create().update(NODE_PREFIX).update(left).update(right).digest();
+}
+
+/** Canonical base64 only (padded, unused bits zero): one text per byte string, as pack.py writes it. atob is
+ *  lenient (white space, missing padding, unused bits), btoa is canonical: a text is canonical iff it is what
+ *  btoa gives for the bytes atob read. */
+function fromBase64(text, what) {
+  let binary;
+  try {
+    binary = atob(text);
+  } catch {
+    throw new Error(`${what} is not base64`);
+  }
+  if (btoa(binary) !== text) throw new Error(`${what} is not canonical base64`);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
 function canonicalHash(text, what) {
-  const h = b64decode(text);
+  const h = fromBase64(text, what);
   if (h.length !== 32) throw new Error(`${what}: not the base64 of a 32-byte hash`);
   return h;
 }
@@ -129,11 +156,12 @@ function concatBytes(parts) {
   return out;
 }
 
-/** The line of entries.jsonl for the entry `bytes` at `index`. Throws VerifyError when they are not a LedgerEntry. */
-export function entryLine(index, bytes) {
+/** The line of entries.jsonl for the entry `bytes` at `index`. Throws VerifyError when they are not a LedgerEntry.
+ *  `base64`, when given, is the canonical base64 of `bytes` (the line's own, already checked). */
+export function entryLine(index, bytes, base64 = undefined) {
   const m = decodeLedgerEntry(bytes);
   let fields =
-    `"sequence": ${J(m.sequence)}, "time_unix_nano": ${J(m.time_unix_nano)}, "decision_id": ${J(m.decision_id)}, ` +
+    `"sequence": ${J(m.sequence)}, "time_unix_nano": ${J(m.time_unix_nano)}, ` +
     `"request_id": ${J(m.request_id)}, "source": ${address(m.source)}, "destination": ${address(m.destination)}, ` +
     `"method": ${J(m.method)}, "host": ${J(m.host)}, "path": ${J(m.path)}, "engine": ${J(m.engine)}, ` +
     `"decision_path": ${J(m.decision_path)}, "policy_version": ${J(m.policy_version)}, ` +
@@ -141,7 +169,7 @@ export function entryLine(index, bytes) {
     `"http_status": ${J(m.http_status)}, "dry_run": ${J(m.dry_run)}, "grpc_code": ${J(m.grpc_code)}, ` +
     `"error": ${J(m.error)}, "eval_ns": ${J(m.eval_ns)}`;
   for (const name of ["traceparent", "tracestate", "b3"]) if (m[name]) fields += `, "${name}": ${J(m[name])}`;
-  const head = `{"index": ${index}, "decision_id": ${J(m.decision_id)}, "entry_b64": "${b64encode(bytes)}", ${fields}, "input": `;
+  const head = `{"index": ${index}, "decision_id": ${J(m.decision_id)}, "entry_b64": "${base64 ?? b64encode(bytes)}", ${fields}, "input": `;
   return {
     line: concatBytes([ENC.encode(head), documentBytes(m.input_json), ENC.encode(', "result": '), documentBytes(m.result_json), ENC.encode("}")]),
     decoded: m,
@@ -170,34 +198,38 @@ function* siblings(index, size) {
   }
 }
 
+function sameHash(a, b) {
+  return a !== undefined && b !== undefined && equalBytes(a, b);
+}
+
 class SharedProofs {
   // Every (range, hash) a walk that reached the signed root computed is remembered: a later walk meeting it is
   // proved there, so a run of entries costs about two hashes each instead of log n.
   constructor(size, root, nodes) {
     this.size = size;
     this.nodes = nodes;
-    this.verified = new Map([[`0 ${size}`, b64encode(root)]]);
+    this.verified = new Map([[`0 ${size}`, root]]);
     this.used = new Set();
   }
 
-  async reachesRoot(index, leaf) {
+  reachesRoot(index, leaf) {
     if (!(index >= 0 && index < this.size)) throw new Error(`leaf index ${index} is not in a tree of ${this.size} leaves`);
     let node = [index, index + 1];
     let h = leaf;
     const walked = [];
     const lookedUp = [];
     for (const sib of siblings(index, this.size)) {
-      if (this.verified.get(`${node[0]} ${node[1]}`) === b64encode(h)) break;
+      if (sameHash(this.verified.get(`${node[0]} ${node[1]}`), h)) break;
       const key = `${sib[0]} ${sib[1]}`;
       const sibling = this.nodes.get(key);
       if (sibling === undefined) throw new Error(`no hash for the subtree of leaves [${sib[0]}, ${sib[1]}) on its inclusion path`);
       lookedUp.push(key);
       // RFC 9162 §2.1.3.2: the sibling is on the right when it starts where the current subtree ends.
-      if (sib[0] === node[1]) [node, h] = [[node[0], sib[1]], await nodeHash(h, sibling)];
-      else [node, h] = [[sib[0], node[1]], await nodeHash(sibling, h)];
-      walked.push([`${node[0]} ${node[1]}`, b64encode(h)]);
+      if (sib[0] === node[1]) [node, h] = [[node[0], sib[1]], nodeHashSync(h, sibling)];
+      else [node, h] = [[sib[0], node[1]], nodeHashSync(sibling, h)];
+      walked.push([`${node[0]} ${node[1]}`, h]);
     }
-    if (this.verified.get(`${node[0]} ${node[1]}`) !== b64encode(h)) return false;
+    if (!sameHash(this.verified.get(`${node[0]} ${node[1]}`), h)) return false;
     for (const [k, v] of walked) this.verified.set(k, v);
     for (const k of lookedUp) this.used.add(k);
     return true;
@@ -208,7 +240,7 @@ class SharedProofs {
   }
 
   contradicted(index) {
-    return this.pathRanges(index).filter((r) => this.verified.has(r) && b64encode(this.nodes.get(r) ?? new Uint8Array()) !== this.verified.get(r));
+    return this.pathRanges(index).filter((r) => this.verified.has(r) && !sameHash(this.nodes.get(r), this.verified.get(r)));
   }
 }
 
@@ -353,8 +385,8 @@ async function entries(v, m, digestDiffers, onProgress) {
     let raw;
     let rebuilt;
     try {
-      raw = b64decode(head[2]);
-      rebuilt = entryLine(index, raw);
+      raw = fromBase64(head[2], "entry_b64");
+      rebuilt = entryLine(index, raw, head[2]);
     } catch (e) {
       v.add("entries.jsonl", where, `entry_b64 is not the bytes of a ledger entry: ${e.message}`);
       continue;
@@ -365,7 +397,7 @@ async function entries(v, m, digestDiffers, onProgress) {
     }
     let reached;
     try {
-      reached = await proofs.reachesRoot(index, await leafHash(raw));
+      reached = proofs.reachesRoot(index, leafHashSync(raw));
     } catch (e) {
       v.add("proof-nodes.txt", "", `entry ${index} (entries.jsonl line ${n}): ${e.message}`);
       continue;

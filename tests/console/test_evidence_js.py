@@ -7,6 +7,7 @@ browser), all in one process: a good pack verifies, and every change is named by
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -45,6 +46,22 @@ def with_extra_member(archive: bytes) -> bytes:
     return buf.getvalue()
 
 
+def forged_cosignature(archive: bytes) -> bytes:
+    """The witness's cosignature of checkpoint.txt changed, the manifest's digest of the member made to match."""
+    m = members(archive)
+    text, signatures = m[pack.CHECKPOINT].split(b"\n\n")
+    lines = signatures.split(b"\n")
+    (k,) = [i for i, line in enumerate(lines) if line.startswith("\u2014 witness.example/w1 ".encode())]
+    sig = bytearray(base64.b64decode(lines[k].split(b" ")[2]))
+    sig[-1] ^= 0x01
+    lines[k] = b" ".join([*lines[k].split(b" ")[:2], base64.b64encode(bytes(sig))])
+    m[pack.CHECKPOINT] = text + b"\n\n" + b"\n".join(lines)
+    manifest = json.loads(m[pack.MANIFEST])
+    manifest["sha256"][pack.CHECKPOINT] = pack.sha256_hex(m[pack.CHECKPOINT])
+    m[pack.MANIFEST] = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+    return pack.write_zip(m)
+
+
 def named_member(want: str) -> str:
     """The member (and line) a finding of check.py names: its text up to the first colon."""
     return want.split(":", maxsplit=1)[0]
@@ -68,6 +85,7 @@ def verdicts(built: Built, ledger: Ledger, tmp_path_factory: pytest.TempPathFact
     for member in pack.MEMBERS:
         packs[f"damaged: {member}"] = (damaged(built.archive, member), log_key)
     packs["extra member"] = (with_extra_member(built.archive), log_key)
+    packs["forged cosignature"] = (forged_cosignature(built.archive), log_key)
     packs["another log's key"] = (built.archive, generate_signer("authz-ledger.test/log").verifier_key())
     folder = tmp_path_factory.mktemp("packs")
     batch = []
@@ -99,7 +117,7 @@ def test_a_good_pack_verifies_in_the_browser_and_says_what_it_left_to_verify_evi
     js = verdicts["good"]["js"]
     assert js_findings(verdicts["good"]) == []
     assert js["ok"] and js["entries"] == 60
-    assert js["witnessKeys"] == ["witness.example/w1"]
+    assert js["cosignedBy"] == [{"witness": "witness.example/w1", "timestamp": 1_800_000_000}]
     assert any("report.html" in n and "not rebuilt" in n for n in js["notChecked"])
 
 
@@ -146,3 +164,12 @@ def test_every_case_gets_the_same_verdict_in_the_browser_and_in_python(verdicts:
     for name, case in verdicts.items():
         python = check_pack(case["archive"], [Verifier.from_vkey(case["vkey"])], witnesses=[WITNESS.vkey()])
         assert case["js"].get("ok") == python.ok, (name, js_findings(case), [str(f) for f in python.findings])
+
+
+def test_a_forged_witness_cosignature_is_named_by_the_witness_key_it_no_longer_verifies_with(
+    verdicts: dict[str, Any],
+) -> None:
+    found = js_findings(verdicts["forged cosignature"])
+    assert found == ["vkeys.txt line 2: this key verifies no signature line of the pack's checkpoints"], found
+    python = check_pack(verdicts["forged cosignature"]["archive"], [Verifier.from_vkey(verdicts["good"]["vkey"])])
+    assert [str(f) for f in python.findings] == found  # verify-evidence, the witness not pinned, says the same

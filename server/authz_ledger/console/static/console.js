@@ -137,6 +137,9 @@ async function verifyPack(bytes, name) {
   step(m.complete ? "complete: every entry of that run of the log is here (no filter was applied)"
     : `filtered (${m.selection.filter}): only matching entries are here`);
   step(`manifest.json: the SHA-256 of every member matches; made ${new Date(m.created_unix_nano / 1e6).toISOString()}`);
+  for (const c of v.cosignedBy) {
+    step(`checkpoint.txt cosigned by the witness ${c.witness} at ${new Date(Number(c.timestamp) * 1000).toISOString()} (C2SP tlog-cosignature, with the pack's copy of its key)`);
+  }
   for (const n of v.notChecked) step(`not checked in this browser: ${n}; authz-ledger verify-evidence checks it`, null, "not-checked");
   verdict(true, `verified: ${v.entries} decisions of ${cp.origin} in ${name}, recorded unaltered, and the log only grew since`);
 }

@@ -7,20 +7,21 @@
 //   * every line of entries.jsonl rebuilt byte for byte from the entry bytes it carries (entry_line in
 //     evidence/pack.py), and those bytes the leaf at its index in the signed tree (RFC 9162 §2.1.3.2, the
 //     proof hashes from proof-nodes.txt, shared by the entries); indexes rising, no gap in a complete pack;
-//   * each log key of vkeys.txt verifying a signature line of the checkpoints;
+//   * each key of vkeys.txt verifying a signature line of the checkpoints: the log's, and each witness's
+//     cosignature (C2SP tlog-cosignature), here with the pack's own copy of the witness's key;
 //   * the manifest's counts, indexes and sizes those of the verified pack, and its SHA-256 of every member.
 //
-// Three checks need the Python code that made the pack and are left to `authz-ledger verify-evidence`, which the
-// page says: README.txt and report.html are checked against the manifest's digests here, not rebuilt byte for
-// byte; a filtered pack's entries are not matched against its filter (the query language is not here); witness
-// cosignatures (C2SP tlog-cosignature keys, type 0x04) are listed, not verified.
+// Left to `authz-ledger verify-evidence`, as the page says: README.txt and report.html are checked against the
+// manifest's digests here, not rebuilt byte for byte (that needs the Python code that made them); a filtered
+// pack's entries are not matched against its filter (the query language is not here); and a witness's key is
+// not pinned here (`--witness-vkey`), so a cosignature shows only that the pack is consistent with itself.
 //
 // tests/console/test_evidence_js.py runs checkEvidencePack on packs the Python code made, changed as
 // tests/evidence/test_evidence.py changes them, and expects the same members named.
 
 import { sha256 } from "./vendor/noble-hashes/sha2.js";
 import {
-  b64decode, b64encode, decodeLedgerEntry, openCheckpoint, openNote, parseVerifierKey, verifyConsistency,
+  b64encode, decodeLedgerEntry, openCheckpoint, openNote, parseVerifierKey, verifyConsistency,
 } from "./verify.js";
 import { readArchive } from "./zip.js";
 
@@ -244,6 +245,60 @@ class SharedProofs {
   }
 }
 
+// --- Witness cosignatures (C2SP tlog-cosignature, checked with the pack's own copy of the witness's key) ------
+
+const COSIGNATURE_V1 = 0x04; // signed-note signature type: timestamped Ed25519 witness cosignature
+
+/** A witness vkey `<name>+<hex key ID>+<base64(0x04 || public key)>`, or null when the text is not one. */
+function parseWitnessKey(text) {
+  const first = text.indexOf("+");
+  const second = first < 0 ? -1 : text.indexOf("+", first + 1);
+  if (first <= 0 || second < 0 || !/^[0-9a-f]{8}$/i.test(text.slice(first + 1, second))) return null;
+  let key;
+  try {
+    key = fromBase64(text.slice(second + 1), "key");
+  } catch {
+    return null;
+  }
+  if (key[0] !== COSIGNATURE_V1) return null;
+  const name = text.slice(0, first);
+  // tlog-cosignature "Format": the key ID commits to the name, the type and the key.
+  const id = sha256(concatBytes([ENC.encode(`${name}\n`), key])).subarray(0, 4);
+  const wantId = Number.parseInt(text.slice(first + 1, second), 16);
+  if (new DataView(id.buffer, id.byteOffset, 4).getUint32(0) !== wantId || key.length !== 33) return { name, bad: true };
+  return { name, keyId: id, publicKey: key.subarray(1) };
+}
+
+/** The cosignature time when `witness` cosigned the signed note `noteBytes`, else null: the signed message is
+ *  "cosignature/v1\ntime <T>\n" and the checkpoint text; the signature line holds key ID, T (big-endian
+ *  uint64) and the Ed25519 signature. */
+async function cosignedAt(noteBytes, witness) {
+  if (!noteBytes || witness.bad) return null;
+  const text = LENIENT.decode(noteBytes);
+  const split = text.lastIndexOf("\n\n");
+  if (split < 0) return null;
+  const body = ENC.encode(text.slice(0, split + 1));
+  for (const line of text.slice(split + 2).split("\n")) {
+    if (!line.startsWith(`\u2014 ${witness.name} `)) continue;
+    let sig;
+    try {
+      sig = fromBase64(line.slice(witness.name.length + 3), "signature");
+    } catch {
+      continue;
+    }
+    if (sig.length !== 4 + 8 + 64 || !equalBytes(sig.subarray(0, 4), witness.keyId)) continue;
+    const time = new DataView(sig.buffer, sig.byteOffset + 4, 8).getBigUint64(0);
+    const message = concatBytes([ENC.encode(`cosignature/v1\ntime ${time}\n`), body]);
+    try {
+      const key = await crypto.subtle.importKey("raw", witness.publicKey, { name: "Ed25519" }, false, ["verify"]);
+      if (await crypto.subtle.verify({ name: "Ed25519" }, key, sig.subarray(12), message)) return time;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
 // --- The check ---------------------------------------------------------------------------------------------------
 
 class Verdict {
@@ -254,7 +309,7 @@ class Verdict {
     this.manifest = null;
     this.checkpoint = null;
     this.latest = null;
-    this.witnessKeys = [];
+    this.cosignedBy = [];
   }
 
   add(member, where, message) {
@@ -294,18 +349,15 @@ async function checkpoints(v, m, keys) {
   if (rest.length) v.add("vkeys.txt", "", "the last line has no newline");
   for (const [k, line] of lines.entries()) {
     const text = LENIENT.decode(line);
-    // name+keyhash+base64(type || key): the base64 may hold '+' too.
-    const [nameEnd, hashEnd] = [text.indexOf("+"), text.indexOf("+", text.indexOf("+") + 1)];
-    let type = null;
-    try {
-      type = nameEnd > 0 && hashEnd > nameEnd ? b64decode(text.slice(hashEnd + 1))[0] : null;
-    } catch {}
-    if (type === 0x04) {
-      v.witnessKeys.push(text.slice(0, nameEnd));
-      continue;
-    }
+    const witness = parseWitnessKey(text);
     let verifies = false;
-    for (const member of ["checkpoint.txt", "latest-checkpoint.txt"]) {
+    if (witness) {
+      const at = await cosignedAt(m.get("checkpoint.txt"), witness);
+      const later = at === null ? await cosignedAt(m.get("latest-checkpoint.txt"), witness) : null;
+      if (at !== null) v.cosignedBy.push({ witness: witness.name, timestamp: at });
+      verifies = at !== null || later !== null;
+    }
+    for (const member of witness ? [] : ["checkpoint.txt", "latest-checkpoint.txt"]) {
       try {
         await openNote(m.get(member), [await parseVerifierKey(text)]);
         verifies = true;
@@ -452,8 +504,8 @@ async function manifestHolds(v, proved) {
 }
 
 /** Check the evidence pack `data` (a Uint8Array) with the log's verifier `keys` (parsed by parseVerifierKey).
- *  Returns {ok, findings: [{member, where, message}], entries, manifest, checkpoint, latest, witnessKeys,
- *  notChecked}: every finding, not only the first. `onProgress(done, total)` is awaited every 2,000 entries. */
+ *  Returns {ok, findings: [{member, where, message}], entries, manifest, checkpoint, latest, cosignedBy:
+ *  [{witness, timestamp}], notChecked}: every finding, not only the first. `onProgress(done, total)` is awaited every 2,000 entries. */
 export async function checkEvidencePack(data, keys, { onProgress } = {}) {
   const v = new Verdict();
   const { members: m, problems } = await readArchive(data, MEMBERS);
@@ -482,11 +534,11 @@ export async function checkEvidencePack(data, keys, { onProgress } = {}) {
     manifest: v.manifest,
     checkpoint: v.checkpoint,
     latest: v.latest,
-    witnessKeys: v.witnessKeys,
+    cosignedBy: v.cosignedBy,
     notChecked: [
       "README.txt and report.html: checked against the manifest's SHA-256, not rebuilt byte for byte",
       ...(v.manifest?.selection?.filter ? [`the entries' match with the filter ${JSON.stringify(v.manifest.selection.filter)}`] : []),
-      ...(v.witnessKeys.length ? [`cosignatures of ${v.witnessKeys.join(", ")} (witness keys)`] : []),
+      ...(v.cosignedBy.length ? ["the witnesses' own keys: their cosignatures are checked with the pack's copies of the keys (verify-evidence --witness-vkey pins them)"] : []),
     ],
   };
 }

@@ -581,15 +581,15 @@ SINCE_FORMS = {
 
 @pytest.mark.parametrize(("text", "want"), SINCE_FORMS.values(), ids=SINCE_FORMS.keys())
 def test_since_accepts_durations_iso_times_and_nanoseconds(text: str, want: int) -> None:
-    from authz_ledger.cli.read import _parse_time
+    from authz_ledger.cli.filters import parse_time
 
-    assert _parse_time(text, "--since", now_ns=10_000 * 10**9) == want
+    assert parse_time(text, "--since", now_ns=10_000 * 10**9) == want
 
 
 @pytest.mark.parametrize("text", ["1x", "h", "1h garbage", "yesterday"])
 def test_since_refuses_what_it_cannot_read_naming_the_flag(text: str) -> None:
-    from authz_ledger.cli.read import _parse_time
+    from authz_ledger.cli.filters import parse_time
     from authz_ledger.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--since"):
-        _parse_time(text, "--since", now_ns=10**15)
+        parse_time(text, "--since", now_ns=10**15)

@@ -47,19 +47,23 @@ allow if {
 """
 
 
-@pytest.fixture
-def recorded(authz_service: StartService, tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    running = authz_service(data_dir=data)
-    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+def send_checks(port: int) -> None:
+    """The Checks of CHECKS, as Envoy sends them (a bearer token too: the recorded input holds its digest)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         for user, method, path in CHECKS:
             req = external_auth_pb2.CheckRequest()
             http = req.attributes.request.http
             http.method, http.path, http.host = method, path, "shop.example"
-            http.headers["x-user"] = user
-            http.headers["authorization"] = "Bearer abcdefghijklmnopqrstuvwxyz0123456789ABCD"
+            http.headers.update({"x-user": user, "authorization": "Bearer abcdefghijklmnopqrstuvwxyz0123456789ABCD"})
             stub.Check(req, timeout=10)
+
+
+@pytest.fixture
+def recorded(authz_service: StartService, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    running = authz_service(data_dir=data)
+    send_checks(running.port)
     running.stop()
     return data
 

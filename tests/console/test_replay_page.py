@@ -15,9 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz_ledger import server
 from authz_ledger.config import ConsoleConfig
@@ -27,7 +25,7 @@ from authz_ledger.errors import ConfigError
 from authz_ledger.tlog import note
 from tests.conftest import ORIGIN, StartService, write_policy
 from tests.console.test_app import get
-from tests.console.test_replay import CHECKS, ONLY_ALICE, RUNAWAY
+from tests.console.test_replay import ONLY_ALICE, RUNAWAY, send_checks
 from tests.support.console import open_console_ledger
 from tests.support.waits import wait_until
 
@@ -53,14 +51,7 @@ def service(authz_service: StartService, candidates: dict[str, Path], tmp_path: 
         f"console.candidate_policies=[{', '.join(str(p) for p in candidates.values())}]",
         data_dir=tmp_path / "data",
     )
-    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        for user, method, path in CHECKS:
-            req = external_auth_pb2.CheckRequest()
-            http = req.attributes.request.http
-            http.method, http.path, http.host = method, path, "shop.example"
-            http.headers.update({"x-user": user, "authorization": "Bearer abcdefghijklmnopqrstuvwxyz0123456789ABCD"})
-            stub.Check(req, timeout=10)
+    send_checks(running.port)
     return running  # authz_service stops it
 
 

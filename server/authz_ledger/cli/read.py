@@ -34,15 +34,13 @@ from typing import Any, TextIO
 
 from authz_ledger.cli import render
 from authz_ledger.cli.common import b64, load_verifiers, non_negative
-from authz_ledger.cli.filters import entry_filter, filter_flags, header_pairs, parse_time, with_headers
+from authz_ledger.cli.filters import entry_filter, filter_flags, header_pairs, with_headers
 from authz_ledger.errors import ConfigError, InvalidRequestError, ProofError
 from authz_ledger.readside.client import LocalSource, RemoteSource, Source, read_flag_file
 from authz_ledger.readside.fleet import VerifiedShard, check_distinct, merge_by_time, open_sources
 from authz_ledger.readside.values import EntryFilter, StoredEntry
 from authz_ledger.record import entry
 from authz_ledger.tlog import receipt
-
-_parse_time = parse_time  # its name here before the filters moved to filters.py
 
 # --- Where the ledger is read from ----------------------------------------------------------------------
 

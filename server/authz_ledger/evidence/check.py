@@ -138,14 +138,18 @@ def _open(
     return SignedTree(cp, tuple(s.name for s in opened.signatures))
 
 
-def verifies(signed: bytes | None, key: note.Verifier) -> bool:
+def _opened_with(signed: bytes | None, key: note.Verifier) -> note.Note | None:
+    """The note ``signed`` opened with ``key`` alone, or None when no signature line of it verifies with it."""
     if signed is None:
-        return False
+        return None
     try:
-        note.open_note(signed, [key])
+        return note.open_note(signed, [key])
     except AuthzLedgerError:
-        return False
-    return True
+        return None
+
+
+def verifies(signed: bytes | None, key: note.Verifier) -> bool:
+    return _opened_with(signed, key) is not None
 
 
 def _checkpoints(v: Verdict, m: dict[str, bytes], log_keys: Sequence[note.Verifier], witnesses: Sequence[str]) -> None:
@@ -160,9 +164,9 @@ def _checkpoints(v: Verdict, m: dict[str, bytes], log_keys: Sequence[note.Verifi
     }
     signed = m.get(pack.CHECKPOINT)
     for key in dict.fromkeys([*pinned, *in_pack]):  # each witness once, pinned first
-        if isinstance(key, cosignature.CosignatureVerifier) and signed is not None and verifies(signed, key):
-            sig = note.open_note(signed, [key]).verified[0]
-            v.cosigned_by.append((key.name, cosignature.timestamp_of(sig.sig), key in pinned))
+        cosigned = _opened_with(signed, key) if isinstance(key, cosignature.CosignatureVerifier) else None
+        if cosigned is not None:
+            v.cosigned_by.append((key.name, cosignature.timestamp_of(cosigned.verified[0].sig), key in pinned))
     for k in range(len(in_pack)):
         if k not in used and v.checkpoint is not None and v.latest is not None:
             v.add(pack.VKEYS, f"line {k + 1}", "this key verifies no signature line of the pack's checkpoints")

@@ -148,7 +148,7 @@ def test_the_same_request_joins_the_run_and_another_is_told_what_is_running(serv
     report = json.loads(finished_json(c, attribute(first, "replay-progress", "data-json")))
     assert report["replayed"] == 2
     assert [(ch["principal"], ch["now"]) for ch in report["changes"]] == [("bob", "error"), ("bob", "error")]
-    assert all("1 s timeout" in ch["error"] for ch in report["changes"])
+    assert all("1 s timeout" in ch["error"] for ch in report["changes"]), [ch["error"] for ch in report["changes"]]
 
     status, _, body = get(c, replay_url("only-alice", ""))  # the console is free again
     assert status == 200 and 'data-testid="replay-progress"' in body.decode()

@@ -137,7 +137,7 @@ class EmbeddedEngine:
             pool = self._pool
             if self._closed:
                 raise PolicyUnavailableError("embedded engine is closed")
-            channel = pool.pick(deadline_ns)
+            channel = pool.pick(deadline_ns, self.timeout)
             if channel is None:
                 continue  # retired by a reload between reading and asking it: use the new pool
             slot = Slot()

@@ -105,9 +105,9 @@ class Pool:
         for channel in ready:
             self._admit(channel)
 
-    def pick(self, deadline_ns: int) -> Channel | None:
+    def pick(self, deadline_ns: int, timeout: float) -> Channel | None:
         """The least busy live worker, or None if this pool was retired. Waits for a replacement until the
-        deadline if none is running (PolicyUnavailableError then)."""
+        deadline if none is running (PolicyUnavailableError then, naming the decision's ``timeout``)."""
         live = self._live
         if live and not self._retired:
             return live[0] if len(live) == 1 else min(live, key=Channel.load)
@@ -116,7 +116,8 @@ class Pool:
                 remaining = (deadline_ns - time.monotonic_ns()) / 1e9
                 if remaining <= 0:
                     raise PolicyUnavailableError(
-                        "no evaluator process is running: a replacement did not become ready within the timeout"
+                        "no evaluator process is running: a replacement did not become ready within the "
+                        f"{timeout:g} s timeout"
                     )
                 self._cond.wait(remaining)
             if self._retired:

@@ -359,6 +359,8 @@ class Started:
 
 
 ONE_CORE = False
+EXTRA_SETS: list[str] = []
+"""``--set`` options for every authz-ledger server of the run (a configuration to compare against the default)."""
 """``--one-core``: the server, its evaluator processes and OPA all on SERVER_CPU (the load generator alone on
 AUX_CPU): the whole service's cost on one core, as the part 6 targets are stated."""
 
@@ -403,6 +405,8 @@ class Bench:
         (self.policies["allow"] / "policy.rego").write_text(ALLOW_TRUE_REGO)
         shutil.copytree(EXAMPLE_POLICY, self.policies["example"])
         self.env = dict(os.environ, PYTHONPATH=str(REPO / "server"))
+        # Only the in-process ablation's servers evaluate in-process (``=gil``: with the interpreter lock held).
+        self.inprocess = self.env.pop("AUTHZ_BENCH_INPROCESS_ENGINE", "1")
         self.n = 0
 
     def _files(self, d: Path) -> list[str]:
@@ -437,13 +441,14 @@ class Bench:
             return Started(proc, port, names_file=names_file)
         opa_proc = None
         sets = [
-            f"policy.engine={'embedded' if sc.engine == 'stub' else sc.engine}",
+            f"policy.engine={'embedded' if sc.engine in ('stub', 'inprocess') else sc.engine}",
             "server.drain_seconds=0",
             "server.log_level=warning",
             f"ledger.enabled={'false' if sc.ledger == 'off' else 'true'}",
         ]
         if sc.ledger != "off":
             sets.append(f"ledger.durability={sc.ledger}")
+        sets += EXTRA_SETS
         if sc.engine == "opa":
             opa_proc, opa_port = self.start_opa(sc.policy, log)
             sets.append(f"policy.opa.url=http://127.0.0.1:{opa_port}")
@@ -451,6 +456,8 @@ class Bench:
         env = dict(self.env)
         if sc.engine == "stub":
             env["AUTHZ_BENCH_STUB_ENGINE"] = "1"
+        if sc.engine == "inprocess":
+            env["AUTHZ_BENCH_INPROCESS_ENGINE"] = self.inprocess
         if handler_times is not None:
             env["AUTHZ_BENCH_HANDLER_TIMES"] = str(handler_times)
         env["AUTHZ_BENCH_THREADS"] = str(names_file)
@@ -761,24 +768,31 @@ def paired_ratio(bench: Bench, pairs: int) -> int:
     return 0
 
 
-def one_core(bench: Bench, retries: int, max_foreign: float) -> int:
-    """The part 6 targets: everything of the service on CPU 0, ratios to the bare server of the same run."""
-    scenarios = [
-        Scenario("bare", "bare", group="baseline"),
+def one_core(bench: Bench, retries: int, max_foreign: float, rounds: int = 1, inprocess: bool = False) -> int:
+    """The part 6 targets: everything of the service on CPU 0, ratios to the bare server of the same run.
+
+    With ``rounds`` > 1 the scenarios run in that many interleaved rounds (bare, the three scenarios, bare, ...),
+    each scenario's ratio taken against the mean of the bare runs on either side of its round, and the median
+    ratio reported: this host's speed drifts by 20-40 % within minutes, so one run's ratio is one sample.
+    """
+    ours = [
         Scenario("default config, allow-all", "ledger", "embedded", "allow"),
         Scenario("default config, example policy", "ledger", "embedded", "example"),
         Scenario("handler + ledger alone (stub)", "ledger", "stub", "example"),
-        Scenario("bare again", "bare", group="baseline"),
     ]
-    results: list[Result] = []
-    for sc in scenarios:
+    if inprocess:
+        ours += [
+            Scenario("ablation: allow-all, Go in the server", "ledger", "inprocess", "allow"),
+            Scenario("ablation: example, Go in the server", "ledger", "inprocess", "example"),
+        ]
+
+    def measure(sc: Scenario) -> Result:
         r = bench.throughput(sc)
         for _ in range(retries):
             if r.foreign <= max_foreign:
                 break
             again = bench.throughput(sc)
             r = again if again.foreign < r.foreign else r
-        results.append(r)
         print(
             f"  {sc.name}: {r.rps:.0f} req/s, server {r.server_cpu_us:.0f} + evaluators {r.policy_cpu_us:.0f} "
             f"µs/Check, RSS {r.rss_mb:.0f} MB, failed {r.failed}, foreign {r.foreign:.0%}",
@@ -786,27 +800,57 @@ def one_core(bench: Bench, retries: int, max_foreign: float) -> int:
         )
         if r.threads:
             print(f"    server CPU by thread (user+system µs/Check): {format_threads(r.threads)}", flush=True)
-    bare = statistics.mean(r.rps for r in results if r.scenario.kind == "bare")
+        return r
+
+    bares = [measure(Scenario("bare", "bare", group="baseline"))]
+    per_round: list[list[tuple[Result, float]]] = []
+    for n in range(rounds):
+        if rounds > 1:
+            print(f"# round {n + 1} of {rounds}", flush=True)
+        results = [measure(sc) for sc in ours]
+        bares.append(measure(Scenario("bare again", "bare", group="baseline")))
+        bare_rps = (bares[-2].rps + bares[-1].rps) / 2
+        per_round.append([(r, bare_rps) for r in results])
+
+    bare = statistics.mean(r.rps for r in bares)
     print()
     print(f"## One core: the service and its evaluators on CPU {SERVER_CPU} (bare grpcio {bare:.0f} req/s, mean)")
     print()
-    print("| scenario | Check/s | ratio to bare | CPU µs/Check: server + evaluators = total | RSS MB |")
-    print("|---|---|---|---|---|")
-    for r in results:
-        total = r.server_cpu_us + r.policy_cpu_us
-        print(
-            f"| {r.scenario.name} | {r.rps:.0f} | {r.rps / bare:.2f}x | "
-            f"{r.server_cpu_us:.0f} + {r.policy_cpu_us:.0f} = {total:.0f} | {r.rss_mb:.0f} |"
-        )
+    print(
+        "| round | scenario | Check/s | bare Check/s | ratio to bare "
+        "| CPU µs/Check: server + evaluators = total | RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n, row in enumerate(per_round, 1):
+        for r, bare_rps in row:
+            total = r.server_cpu_us + r.policy_cpu_us
+            print(
+                f"| {n} | {r.scenario.name} | {r.rps:.0f} | {bare_rps:.0f} | {r.rps / bare_rps:.2f}x | "
+                f"{r.server_cpu_us:.0f} + {r.policy_cpu_us:.0f} = {total:.0f} | {r.rss_mb:.0f} |"
+            )
+    bare_cpu = [r.server_cpu_us for r in bares]
+    print(f"| | bare grpcio (each run) | | | | {', '.join(f'{c:.0f}' for c in bare_cpu)} | |")
+    if rounds > 1:
+        print()
+        print("| scenario | median ratio (range) | median CPU µs/Check, total (range) |")
+        print("|---|---|---|")
+        for i, sc in enumerate(ours):
+            ratios = [row[i][0].rps / row[i][1] for row in per_round]
+            totals = [row[i][0].server_cpu_us + row[i][0].policy_cpu_us for row in per_round]
+            print(
+                f"| {sc.name} | {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                f"{statistics.median(totals):.0f} ({min(totals):.0f}-{max(totals):.0f}) |"
+            )
     print()
     print("| at half its maximum rate | rate | client p50 ms | client p99 ms | handler p50 ms | handler p99 ms |")
     print("|---|---|---|---|---|---|")
-    for r in results[1:3]:
-        rate = max(int(r.rps / 2), 1)
-        measured = bench.fixed_rate(r.scenario, rate, True)
+    for i in range(2):
+        sc = ours[i]
+        rate = max(int(statistics.median(row[i][0].rps for row in per_round) / 2), 1)
+        measured = bench.fixed_rate(sc, rate, True)
         h = measured.handler_us
         print(
-            f"| {r.scenario.name} | {rate}/s | {measured.result.p50_ms:.2f} | {measured.result.p99_ms:.2f} | "
+            f"| {sc.name} | {rate}/s | {measured.result.p50_ms:.2f} | {measured.result.p99_ms:.2f} | "
             f"{pct(h, 0.5) / 1000 if h else 0:.2f} | {pct(h, 0.99) / 1000 if h else 0:.2f} |",
             flush=True,
         )
@@ -826,10 +870,30 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, ledgers)")
     ap.add_argument("--rate-only", action="store_true", help="only the fixed-rate runs (no saturating scenarios)")
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a configuration setting for every authz-ledger server of the run (serve --set), repeatable",
+    )
+    ap.add_argument(
         "--one-core",
         action="store_true",
         help="the service with its evaluators (and OPA) on one core: default configuration, example policy, "
         "handler and ledger alone, each against the bare server; then p50/p99 at half each one's maximum rate",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --one-core: interleaved rounds of the three scenarios between bare runs, median ratios reported",
+    )
+    ap.add_argument(
+        "--inprocess-ablation",
+        action="store_true",
+        help="with --one-core: also OPA's Go engine inside the server process, one evaluation at a time (not a "
+        "configuration serve offers: a runaway evaluation cannot be stopped there), to show what the evaluator "
+        "processes' hand-off costs",
     )
     ap.add_argument("--rate", type=int, default=1000, help="Checks/s of the fixed-rate runs (default 1000)")
     ap.add_argument(
@@ -842,6 +906,7 @@ def main() -> int:
     args = ap.parse_args()
     global ONE_CORE  # noqa: PLW0603 -- one switch for the whole run, read where processes are pinned
     ONE_CORE = args.one_core
+    EXTRA_SETS.extend(args.set)
     timing = QUICK if args.quick else FULL
     ensure_tools()
     opa = opa_binary()
@@ -879,7 +944,7 @@ def main() -> int:
         if args.pairs:
             return paired_ratio(bench, args.pairs)
         if args.one_core:
-            return one_core(bench, args.retries, args.max_foreign)
+            return one_core(bench, args.retries, args.max_foreign, max(args.rounds, 1), args.inprocess_ablation)
         results: list[Result] = []
         for sc in [] if args.rate_only else scenarios:
             r = bench.throughput(sc)

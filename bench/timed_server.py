@@ -7,6 +7,10 @@ health, reflection, Check handler, input document, redaction, result mapping, en
 * ``AUTHZ_BENCH_STUB_ENGINE=1`` replaces ``server.build_engine`` with a zero-cost engine answering the example
   policy's decision, so the server's CPU per Check is authz-ledger's own cost with policy evaluation (and the
   engine's client side) excluded entirely.
+* ``AUTHZ_BENCH_INPROCESS_ENGINE=1`` evaluates with OPA's Go engine inside the server process, one evaluation at
+  a time (``policy.embedded.inprocess``, the replay's engine; a runaway evaluation ends the process): an ablation
+  showing what the evaluator processes' hand-off costs, not a configuration ``serve`` offers. ``=gil`` keeps the
+  interpreter lock held while Go evaluates.
 * ``AUTHZ_BENCH_HANDLER_TIMES=FILE`` times every Check handler call (wall clock, from the handler's first line
   to its return: input document, engine round trip, result, ledger commit wait) and writes the nanoseconds,
   one per line in completion order, to FILE when the process exits. The gRPC layer's own queueing and
@@ -47,6 +51,43 @@ from authz_ledger.policy import PolicyEngine
 
 def _stub_engine(cfg: Config) -> PolicyEngine:
     return StubEngine()
+
+
+def _inprocess_engine(cfg: Config) -> PolicyEngine:
+    from authz_ledger.policy.embedded.inprocess import InProcessEngine
+
+    def overrun(error: Exception) -> None:
+        print(f"in-process ablation: {error}", file=sys.stderr, flush=True)
+        os._exit(70)
+
+    engine = InProcessEngine(
+        cfg.policy.source, cfg.policy.path, on_overrun=overrun, threads=1, timeout=cfg.policy.timeout_ms / 1000
+    )
+    if os.environ.get("AUTHZ_BENCH_INPROCESS_ENGINE") == "gil":
+        _keep_gil(engine)
+    return engine
+
+
+def _keep_gil(engine: Any) -> None:
+    """The same library's OpaEvalDocument called through ctypes.PyDLL: the interpreter lock stays held while Go
+    evaluates, so no other Python thread runs (and none has to hand the lock back) meanwhile."""
+    import ctypes
+
+    from opa_bindings import _native
+
+    evaluator = engine._evaluator
+    held = ctypes.PyDLL(str(_native._LIB_PATH)).OpaEvalDocument
+    held.restype = ctypes.c_void_p
+    held.argtypes = [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+
+    class Library:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(lib, name)
+
+    lib = evaluator._lib
+    library = Library()
+    library.OpaEvalDocument = held  # type: ignore[attr-defined]
+    evaluator._lib = library
 
 
 def _time_handler(out: Path) -> None:
@@ -104,6 +145,8 @@ if __name__ == "__main__":
         _cache_input()
     if os.environ.get("AUTHZ_BENCH_STUB_ENGINE") == "1":
         server.build_engine = _stub_engine
+    if os.environ.get("AUTHZ_BENCH_INPROCESS_ENGINE") in ("1", "gil"):
+        server.build_engine = _inprocess_engine
     if times := os.environ.get("AUTHZ_BENCH_HANDLER_TIMES"):
         _time_handler(Path(times))
     sys.exit(cli.main(sys.argv[1:]))

@@ -188,6 +188,16 @@ def test_timeout_kills_the_worker_and_the_next_call_succeeds(tmp_path):
         assert pid not in engine.worker_pids()
 
 
+def test_a_decision_made_while_a_killed_worker_is_replaced_is_refused_naming_its_timeout(tmp_path):
+    write_policy(tmp_path, SLOW)
+    with EmbeddedEngine(tmp_path, workers=1, timeout=0.05) as engine:
+        with pytest.raises(PolicyTimeoutError, match=r"exceeded the 0\.05 s timeout"):
+            engine.evaluate(b'{"n": 5000}')
+        # A replacement process takes far longer than 50 ms to start and load OPA's engine.
+        with pytest.raises(PolicyUnavailableError, match=r"replacement did not become ready within the 0\.05 s"):
+            engine.evaluate(b'{"n": 2}')
+
+
 def test_reload_keeps_serving_the_old_policy_when_the_new_one_is_broken(tmp_path):
     write_policy(tmp_path, 'package envoy.authz\nimport rego.v1\nallow := "v1"\n')
     with EmbeddedEngine(tmp_path, workers=2) as engine:

@@ -359,10 +359,10 @@ class Started:
 
 
 ONE_CORE = False
-EXTRA_SETS: list[str] = []
-"""``--set`` options for every authz-ledger server of the run (a configuration to compare against the default)."""
 """``--one-core``: the server, its evaluator processes and OPA all on SERVER_CPU (the load generator alone on
 AUX_CPU): the whole service's cost on one core, as the part 6 targets are stated."""
+EXTRA_SETS: list[str] = []
+"""``--set`` options for every authz-ledger server of the run (a configuration to compare against the default)."""
 
 
 def rss_mb(pid: int) -> float:
@@ -771,7 +771,7 @@ def paired_ratio(bench: Bench, pairs: int) -> int:
 def one_core(bench: Bench, retries: int, max_foreign: float, rounds: int = 1, inprocess: bool = False) -> int:
     """The part 6 targets: everything of the service on CPU 0, ratios to the bare server of the same run.
 
-    With ``rounds`` > 1 the scenarios run in that many interleaved rounds (bare, the three scenarios, bare, ...),
+    With ``rounds`` > 1 the scenarios run in that many interleaved rounds (bare, each scenario, bare, ...),
     each scenario's ratio taken against the mean of the bare runs on either side of its round, and the median
     ratio reported: this host's speed drifts by 20-40 % within minutes, so one run's ratio is one sample.
     """
@@ -844,8 +844,7 @@ def one_core(bench: Bench, retries: int, max_foreign: float, rounds: int = 1, in
     print()
     print("| at half its maximum rate | rate | client p50 ms | client p99 ms | handler p50 ms | handler p99 ms |")
     print("|---|---|---|---|---|---|")
-    for i in range(2):
-        sc = ours[i]
+    for i, sc in enumerate(ours[:2]):
         rate = max(int(statistics.median(row[i][0].rps for row in per_round) / 2), 1)
         measured = bench.fixed_rate(sc, rate, True)
         h = measured.handler_us
@@ -886,7 +885,7 @@ def main() -> int:
         "--rounds",
         type=int,
         default=1,
-        help="with --one-core: interleaved rounds of the three scenarios between bare runs, median ratios reported",
+        help="with --one-core: interleaved rounds of the scenarios between bare runs, median ratios reported",
     )
     ap.add_argument(
         "--inprocess-ablation",
